@@ -1,0 +1,8 @@
+"""`torch.library` operators of dash_flex (namespace ``dash_flex::``).
+
+Importing this package registers every operator, its fake (meta) kernel and its autograd
+formula, in one place. Each sub-folder holds one operator family: its plain-torch
+implementation beside its Triton kernels.
+"""
+
+from . import entmax  # noqa: F401  (registers dash_flex::entmax_*)

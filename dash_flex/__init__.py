@@ -1,0 +1,25 @@
+"""dash_flex: DashAttention on FlexAttention.
+
+Differentiable, adaptively sparse two-stage attention: α-entmax over block summaries picks a
+variable number of key blocks per query; softmax attention then runs over those tokens with
+the entmax probabilities as a log-prior. See SPEC and ``docs/method.md``.
+"""
+
+import custom_ops as _custom_ops  # noqa: F401  (registers the dash_flex:: operators)
+
+from . import mods, reference
+from .attention import dash_attention, dense_flex_attention
+from .entmax import entmax
+from .selection import DashSelection, SparsityReport, dash_select
+
+__all__ = [
+    "dash_attention",
+    "dash_select",
+    "DashSelection",
+    "SparsityReport",
+    "entmax",
+    "dense_flex_attention",
+    "mods",
+    "reference",
+]
+__version__ = "0.1.0"

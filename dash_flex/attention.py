@@ -1,0 +1,136 @@
+"""`dash_attention`: the coarse stage (`dash_select`) then FlexAttention over the selection."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch.nn.attention.flex_attention import flex_attention
+
+from ._validation import check_attention_inputs
+from .mods import apply_score_mod, evaluate_mask_mod
+from .selection import DashSelection, _select
+
+__all__ = ["dash_attention", "dense_flex_attention"]
+
+_compiled_flex: Callable | None = None
+
+
+def _flex(q, k, v, score_mod, block_mask, scale, enable_gqa):
+    """FlexAttention, compiled when it runs eagerly on a GPU (eager flex there would materialise
+    the Sq×Skv scores), and as-is inside a compiled graph or on the CPU."""
+    if torch.compiler.is_compiling():
+        return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=enable_gqa)
+    if q.device.type == "cpu":
+        with warnings.catch_warnings():  # eager CPU flex is exact; its "use torch.compile" advice is noise here
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+            return flex_attention(
+                q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=enable_gqa
+            )
+    global _compiled_flex
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=enable_gqa)
+
+
+def dense_flex_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    score_mod: Callable | None,
+    mask_mod: Callable,
+    scale: float,
+) -> torch.Tensor:
+    """FlexAttention's semantics computed densely with autograd (fp32 scores).
+
+    The CPU path for backward: FlexAttention refuses backward on CPU when q/k/v require grad
+    (torch 2.13). Same mods, same masked-row rule (a row with no allowed key outputs zeros).
+    Memory is O(B·Hq·Sq·Skv): meant for the CPU sizes we test, not for long contexts.
+    """
+    B, Hq, Sq, _ = query.shape
+    G, Skv = Hq // key.shape[1], key.shape[2]
+    k = key.float().repeat_interleave(G, dim=1)
+    v = value.float().repeat_interleave(G, dim=1)
+    scores = scale * (query.float() @ k.transpose(-1, -2))
+    if score_mod is not None:
+        scores = apply_score_mod(score_mod, scores)
+    allowed = evaluate_mask_mod(mask_mod, B, Hq, Sq, Skv, query.device)
+    scores = scores.masked_fill(~allowed, -math.inf)
+    row_max = scores.amax(-1, keepdim=True).detach()
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    weights = torch.exp(scores - row_max)
+    denom = weights.sum(-1, keepdim=True)
+    out = (weights @ v) / torch.where(denom > 0, denom, torch.ones_like(denom))
+    return out.to(query.dtype)
+
+
+def dash_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    *,
+    alpha: float = 1.5,
+    block_size: int = 64,
+    causal: bool = True,
+    scale: float | None = None,
+    selection_scale: float = 1.0,
+    sigma: float = 1.0,
+    pool_query: torch.Tensor | None = None,
+    score_mod: Callable | None = None,
+    mask_mod: Callable | None = None,
+    share_kv_groups: bool = True,
+    return_selection: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, DashSelection]:
+    """DashAttention (SPEC §2): α-entmax block selection, then softmax attention over the kept
+    blocks with the entmax probabilities as a log-prior.
+
+    Args:
+        query ``[B, Hq, Sq, D]``, key ``[B, Hkv, Skv, D]``, value ``[B, Hkv, Skv, Dv]``; ``Hq % Hkv == 0``.
+        alpha: entmax α ∈ (1, 2] (1.5 default; 2 is sparsemax).
+        block_size: tokens per key block, a positive multiple of 16.
+        causal: bottom-right aligned causal mask (query t sits at ``t + Skv − Sq``).
+        scale: fine-stage score scale (default ``1/√D``).
+        selection_scale: multiplies the coarse scores ``q·k̄/√D`` before entmax.
+        sigma: temperature of the log-prior (``inf``: no prior, pure block selection).
+        pool_query: ``[Hkv, D]`` learnable pooling vectors for the block summaries (None: mean).
+        score_mod, mask_mod: FlexAttention-style mods composed with the selection.
+        share_kv_groups: one selection per KV head group (GQA), else one per query head.
+        return_selection: also return the :class:`DashSelection`.
+
+    Returns the output ``[B, Hq, Sq, Dv]`` in the input dtype. Gradients reach query, key, value,
+    pool_query and tensors captured by ``score_mod``. On the CPU, when gradients are needed, the
+    fine stage runs :func:`dense_flex_attention` (FlexAttention has no CPU backward).
+    """
+    shapes = check_attention_inputs(
+        query,
+        key,
+        value,
+        alpha=alpha,
+        block_size=block_size,
+        causal=causal,
+        scale=scale,
+        selection_scale=selection_scale,
+        sigma=sigma,
+        pool_query=pool_query,
+        score_mod=score_mod,
+        mask_mod=mask_mod,
+    )
+    sel = _select(
+        query, key, shapes, alpha, causal, selection_scale, sigma, pool_query, score_mod, mask_mod, share_kv_groups
+    )
+    scale = 1.0 / math.sqrt(shapes.head_dim) if scale is None else scale
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (query, key, value, pool_query)
+    )
+    if query.device.type == "cpu" and needs_grad:
+        out = dense_flex_attention(
+            query, key, value, score_mod=sel.score_mod, mask_mod=sel.block_mask.mask_mod, scale=scale
+        )
+    else:
+        if query.device.type == "cpu":  # CPU flex rejects inputs that require grad, even under no_grad
+            query, key, value = query.detach(), key.detach(), value.detach()
+        out = _flex(query, key, value, sel.score_mod, sel.block_mask, scale, shapes.group_size > 1)
+    return (out, sel) if return_selection else out

@@ -1,0 +1,318 @@
+"""The coarse stage: block summaries → α-entmax → a FlexAttention BlockMask and score_mod.
+
+`dash_select` turns (query, key) into a :class:`DashSelection`. Every step has a fixed output
+shape and none reads a value back to the host, so the whole function traces into one graph
+under ``torch.compile``. Storage layout (why): the prior and the per-query active flags are kept
+as ``[B, H_sel, nb_pad, Sq_pad]``, query index contiguous, because the fine-stage kernels walk
+queries along a tile's rows (FIELD_NOTES: 2× faster than ``[.., Sq, nb]``); both are padded to
+whole 128-tiles so padded lanes of the FlexAttention kernels read in bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.nn.attention.flex_attention import BlockMask
+
+from ._validation import AttentionShapes, check_attention_inputs
+from .entmax import entmax
+from .mods import evaluate_mask_mod
+
+__all__ = ["dash_select", "DashSelection", "SparsityReport", "TILE"]
+
+TILE = 128  # BlockMask tile (queries × keys); 128×128 compiles fwd and bwd on H100 for D=64/128.
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """How much of causal (or full, when not causal) dense attention is skipped."""
+
+    token_sparsity: float  # share of visible (query, key) pairs the fine stage never scores
+    tile_sparsity: float  # share of dense 128×128 tiles the BlockMask lets FlexAttention skip
+    kept_blocks_mean: float  # mean number of blocks a query attends (kept + forced)
+
+    def __str__(self) -> str:
+        return (
+            f"token sparsity {100 * self.token_sparsity:.1f}%, tile sparsity {100 * self.tile_sparsity:.1f}%, "
+            f"{self.kept_blocks_mean:.1f} blocks per query"
+        )
+
+
+@dataclass
+class DashSelection:
+    """The result of the coarse stage, ready for ``flex_attention``.
+
+    Attributes:
+        block_mask: FlexAttention ``BlockMask`` whose ``mask_mod`` encodes the per-query selection
+            exactly (so eager FlexAttention, which ignores block tables, agrees with compiled).
+        score_mod: adds the log-prior (after the user's ``score_mod``), or the user's alone when
+            ``sigma = inf``.
+        probs: ``p̄ [B, H_sel, Sq, nb]`` float32, the (group-shared) entmax probabilities.
+        log_prior: ``b [B, H_sel, Sq, nb]`` float32, 0 outside the selected blocks.
+        active_blocks: ``[B, H_act, Sq, nb]`` bool, kept + forced blocks per query.
+        forced_blocks: ``[B, H_act, Sq, nb]`` bool.
+        ``H_sel`` is ``Hkv`` with GQA sharing, else ``Hq``; ``H_act`` is ``Hkv`` when a group's
+        heads always agree (sharing and no ``mask_mod``), else ``Hq``.
+    """
+
+    block_mask: BlockMask
+    score_mod: Callable | None
+    user_mask_mod: Callable | None
+    probs: torch.Tensor
+    log_prior: torch.Tensor
+    active_blocks: torch.Tensor
+    forced_blocks: torch.Tensor
+    shapes: AttentionShapes
+    causal: bool
+
+    def sparsity(self) -> SparsityReport:
+        """Both sparsity measures (reads values back to the host: not for the hot path)."""
+        s = self.shapes
+        visible_pairs = _visible_pairs(s, self.causal, self.user_mask_mod, self.active_blocks.device)
+        kept_pairs = _attended_pairs(s, self.causal, self.user_mask_mod, self.active_blocks)
+        kv_num = self.block_mask.kv_num_blocks.to(torch.float64)
+        full = self.block_mask.full_kv_num_blocks
+        tiles_kept = kv_num.sum() + (0 if full is None else full.to(torch.float64).sum())
+        n_qt, n_kt = -(-s.q_len // TILE), -(-s.kv_len // TILE)
+        if self.causal:
+            offset = s.kv_len - s.q_len
+            last_q = torch.clamp(torch.arange(n_qt) * TILE + TILE - 1, max=s.q_len - 1) + offset
+            dense_tiles = (last_q // TILE + 1).clamp(max=n_kt).sum().item()
+        else:
+            dense_tiles = n_qt * n_kt
+        dense_tiles *= kv_num.shape[0] * kv_num.shape[1]
+        return SparsityReport(
+            token_sparsity=float(1.0 - kept_pairs / max(visible_pairs, 1)),
+            tile_sparsity=float(1.0 - tiles_kept.item() / max(dense_tiles, 1)),
+            kept_blocks_mean=float(self.active_blocks.float().sum(-1).mean().item()),
+        )
+
+
+def _visible_pairs(s: AttentionShapes, causal: bool, mask_mod, device) -> float:
+    """Number of (b, h, t, i) with key i visible to query t before any selection."""
+    total = 0.0
+    for t0 in range(0, s.q_len, 1024):  # chunked: a report must not need an Sq×Skv tensor at once
+        t = torch.arange(t0, min(t0 + 1024, s.q_len), device=device)
+        allowed = _base_visibility(s, causal, mask_mod, t, device)
+        total += allowed.expand(s.batch, s.q_heads, -1, -1).sum().item()
+    return total
+
+
+def _attended_pairs(s: AttentionShapes, causal: bool, mask_mod, active: torch.Tensor) -> float:
+    total = 0.0
+    block_of_key = torch.arange(s.kv_len, device=active.device) // s.block_size
+    G_act = s.q_heads // active.shape[1]
+    for t0 in range(0, s.q_len, 1024):
+        t = torch.arange(t0, min(t0 + 1024, s.q_len), device=active.device)
+        allowed = _base_visibility(s, causal, mask_mod, t, active.device)
+        act = active[:, :, t0 : t0 + len(t)][..., block_of_key].repeat_interleave(G_act, dim=1)
+        total += (allowed & act).sum().item()
+    return total
+
+
+def _base_visibility(s: AttentionShapes, causal: bool, mask_mod, t: torch.Tensor, device) -> torch.Tensor:
+    """Causal + user mask over query rows ``t`` (the selection's mask_mod minus the selection)."""
+    i = torch.arange(s.kv_len, device=device)
+    vis = torch.ones(1, 1, len(t), s.kv_len, dtype=torch.bool, device=device)
+    if causal:
+        vis = vis & (i[None, :] <= (t + s.kv_len - s.q_len)[:, None])
+    if mask_mod is not None:
+        vis = vis & evaluate_mask_mod(mask_mod, s.batch, s.q_heads, t, s.kv_len, device)
+    return vis
+
+
+# ----------------------------------------------------------------------------- coarse stage
+def block_summaries(key: torch.Tensor, block_size: int, pool_query: torch.Tensor | None) -> torch.Tensor:
+    """``k̄_c = Σ_{i∈c} softmax_i(u·k_i/√D) k_i`` in float32: ``[B, Hkv, nb, D]``."""
+    B, Hkv, Skv, D = key.shape
+    nb = -(-Skv // block_size)
+    k = torch.nn.functional.pad(key.float(), (0, 0, 0, nb * block_size - Skv)).view(B, Hkv, nb, block_size, D)
+    if pool_query is None:
+        # Mean pooling; the short last block divides by its own length.
+        counts = torch.clamp(Skv - torch.arange(nb, device=key.device) * block_size, max=block_size)
+        return k.sum(3) / counts.view(1, 1, nb, 1).to(k.dtype)
+    logits = torch.einsum("bhcid,hd->bhci", k, pool_query.float()) / math.sqrt(D)
+    slot_real = (torch.arange(nb * block_size, device=key.device) < Skv).view(nb, block_size)
+    weights = torch.softmax(logits.masked_fill(~slot_real, -math.inf), dim=-1)
+    return torch.einsum("bhci,bhcid->bhcd", weights, k)
+
+
+def _block_classes(s: AttentionShapes, causal: bool, mask_mod, device):
+    """``forced, eligible`` as ``[B or 1, H or 1, Sq, nb]`` bool (see SPEC §2 block classes)."""
+    nb, bs = s.num_blocks, s.block_size
+    a_t = torch.arange(s.q_len, device=device) + (s.kv_len - s.q_len)
+    c = torch.arange(nb, device=device)
+    if mask_mod is None:
+        if not causal:
+            forced = torch.zeros(1, 1, s.q_len, nb, dtype=torch.bool, device=device)
+            return forced, ~forced
+        own = (a_t // bs)[:, None]
+        forced = (c[None, :] == own)[None, None]
+        eligible = (c[None, :] < own)[None, None]
+        return forced, eligible
+    visible = evaluate_mask_mod(mask_mod, s.batch, s.q_heads, s.q_len, s.kv_len, device)
+    if causal:
+        visible = visible & (torch.arange(s.kv_len, device=device)[None, :] <= a_t[:, None])
+    visible = torch.nn.functional.pad(visible, (0, nb * bs - s.kv_len))
+    n_visible = visible.view(s.batch, s.q_heads, s.q_len, nb, bs).sum(-1)
+    block_len = torch.clamp(s.kv_len - c * bs, max=bs)
+    complete = n_visible == block_len
+    own = (c[None, :] == (a_t // bs)[:, None]) if causal else torch.zeros(1, nb, dtype=torch.bool, device=device)
+    forced = (n_visible > 0) & (~complete | own)
+    return forced, complete & ~own
+
+
+def _tile_tables(active: torch.Tensor, s: AttentionShapes, G_act: int):
+    """BlockMask tables from per-query active blocks ``[B, H_act, nb_pad, Sq_pad]``.
+
+    A 128×128 tile is listed when some query row of it has some active block overlapping its
+    keys. Active tiles come first, in ascending order (a stable sort: no ``nonzero``).
+    """
+    B, H_act, nb_pad, Sq_pad = active.shape
+    n_qt, n_kt = Sq_pad // TILE, -(-s.kv_len // TILE)
+    rows_any = active.view(B, H_act, nb_pad, n_qt, TILE).any(-1)  # [B, H, nb_pad, n_qt]
+    c = torch.arange(nb_pad, device=active.device)
+    j = torch.arange(n_kt, device=active.device)
+    overlap = (c[:, None] * s.block_size < (j[None, :] + 1) * TILE) & (
+        (c[:, None] + 1) * s.block_size > j[None, :] * TILE
+    )
+    tiles = torch.einsum("bhcq,ck->bhqk", rows_any.float(), overlap.float()) > 0  # [B, H, n_qt, n_kt]
+    if G_act > 1:
+        tiles = tiles.repeat_interleave(G_act, dim=1)
+    kv_num_blocks = tiles.sum(-1, dtype=torch.int32)
+    kv_indices = torch.argsort(tiles.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
+    return kv_num_blocks, kv_indices
+
+
+def dash_select(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    *,
+    alpha: float = 1.5,
+    block_size: int = 64,
+    causal: bool = True,
+    selection_scale: float = 1.0,
+    sigma: float = 1.0,
+    pool_query: torch.Tensor | None = None,
+    score_mod: Callable | None = None,
+    mask_mod: Callable | None = None,
+    share_kv_groups: bool = True,
+) -> DashSelection:
+    """Run the coarse stage of DashAttention (SPEC §2) and return a :class:`DashSelection`.
+
+    ``flex_attention(q, k, v, score_mod=sel.score_mod, block_mask=sel.block_mask,
+    enable_gqa=Hq != Hkv)`` then equals ``dash_attention(q, k, v, ...)`` with the same arguments.
+    Differentiable: ``sel.score_mod`` captures the log-prior, which carries gradients back to
+    ``query``, ``key`` and ``pool_query`` through entmax.
+    """
+    s = check_attention_inputs(
+        query,
+        key,
+        None,
+        alpha=alpha,
+        block_size=block_size,
+        causal=causal,
+        scale=None,
+        selection_scale=selection_scale,
+        sigma=sigma,
+        pool_query=pool_query,
+        score_mod=score_mod,
+        mask_mod=mask_mod,
+    )
+    return _select(
+        query, key, s, alpha, causal, selection_scale, sigma, pool_query, score_mod, mask_mod, share_kv_groups
+    )
+
+
+def _select(
+    query,
+    key,
+    s: AttentionShapes,
+    alpha,
+    causal,
+    selection_scale,
+    sigma,
+    pool_query,
+    score_mod,
+    mask_mod,
+    share_kv_groups,
+) -> DashSelection:
+    B, Hq, Hkv, Sq, nb, bs, G = s.batch, s.q_heads, s.kv_heads, s.q_len, s.num_blocks, s.block_size, s.group_size
+    dev = query.device
+
+    forced, eligible = _block_classes(s, causal, mask_mod, dev)
+    if share_kv_groups and eligible.shape[1] > 1:
+        eligible = eligible.view(eligible.shape[0], Hkv, G, Sq, nb).all(2).repeat_interleave(G, dim=1)
+
+    k_bar = block_summaries(key, bs, pool_query)  # [B, Hkv, nb, D]
+    q = query.float().view(B, Hkv, G, Sq, s.head_dim)
+    z = torch.einsum("bhgtd,bhcd->bhgtc", q, k_bar).reshape(B, Hq, Sq, nb)
+    z = z * (selection_scale / math.sqrt(s.head_dim))
+    p = entmax(z.masked_fill(~eligible, -math.inf), alpha=alpha, dim=-1)
+    if share_kv_groups:
+        p = p.view(B, Hkv, G, Sq, nb).mean(2)  # [B, Hkv, Sq, nb]
+    selected = p > 0
+
+    log_p = torch.log(torch.where(selected, p, torch.ones_like(p)))
+    n_sel = selected.sum(-1, keepdim=True).clamp(min=1)
+    prior = torch.where(selected, log_p - log_p.sum(-1, keepdim=True) / n_sel, torch.zeros_like(p))
+    prior = prior / sigma if math.isfinite(sigma) else None
+
+    # Active = selected | forced, per head only when a group's heads can differ.
+    H_sel = p.shape[1]
+    H_act = Hkv if (share_kv_groups and forced.shape[1] == 1) else Hq
+    sel_act = selected if H_sel == H_act else selected.repeat_interleave(H_act // H_sel, dim=1)
+    active = sel_act | forced.expand(B, H_act, Sq, nb)
+
+    # Compact, padded storage for the fine stage's kernels.
+    Sq_pad = _round_up(Sq, TILE)
+    nb_pad = -(-_round_up(s.kv_len, TILE) // bs)
+    active_t = torch.nn.functional.pad(active.transpose(2, 3), (0, Sq_pad - Sq, 0, nb_pad - nb)).contiguous()
+    kv_num_blocks, kv_indices = _tile_tables(active_t, s, Hq // H_act)
+
+    G_act, offset = Hq // H_act, s.kv_len - Sq
+
+    def dash_mask(b, h, q_idx, kv_idx):
+        keep = active_t[b, h // G_act, kv_idx // bs, q_idx]
+        if causal:
+            keep = keep & (kv_idx <= q_idx + offset)
+        if mask_mod is not None:
+            keep = keep & mask_mod(b, h, q_idx, kv_idx)
+        return keep
+
+    if prior is None:
+        dash_score = score_mod
+    else:
+        G_sel = Hq // H_sel
+        prior_t = torch.nn.functional.pad(prior.transpose(2, 3), (0, Sq_pad - Sq, 0, nb_pad - nb)).contiguous()
+
+        def dash_score(score, b, h, q_idx, kv_idx):
+            if score_mod is not None:
+                score = score_mod(score, b, h, q_idx, kv_idx)
+            return score + prior_t[b, h // G_sel, kv_idx // bs, q_idx]
+
+    block_mask = BlockMask.from_kv_blocks(
+        kv_num_blocks=kv_num_blocks,
+        kv_indices=kv_indices,
+        BLOCK_SIZE=(TILE, TILE),
+        mask_mod=dash_mask,
+        seq_lengths=(Sq, s.kv_len),
+    )
+    return DashSelection(
+        block_mask=block_mask,
+        score_mod=dash_score,
+        user_mask_mod=mask_mod,
+        probs=p,
+        log_prior=prior if prior is not None else torch.zeros_like(p),
+        active_blocks=active,
+        forced_blocks=forced.expand(B, H_act, Sq, nb),
+        shapes=s,
+        causal=causal,
+    )
