@@ -6,3 +6,5 @@ implementation beside its Triton kernels.
 """
 
 from . import entmax  # noqa: F401  (registers dash_flex::entmax_*)
+from . import block_summary  # noqa: F401,E402  (registers dash_flex::block_summaries*)
+from . import selection  # noqa: F401,E402  (registers dash_flex::log_prior*, dash_flex::selection_tables)

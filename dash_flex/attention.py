@@ -22,6 +22,10 @@ def _flex(q, k, v, score_mod, block_mask, scale, enable_gqa):
     """FlexAttention, compiled when it runs eagerly on a GPU (eager flex there would materialise
     the Sq×Skv scores), and as-is inside a compiled graph or on the CPU."""
     if torch.compiler.is_compiling():
+        if q.device.type == "cpu":
+            # Inductor's CPU flex template reads the 4-D layout off q/k/v's storage; a view of a
+            # projection's 2-D output breaks it (torch 2.13: "expected 4, got 2"). Copy to 4-D buffers.
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=enable_gqa)
     if q.device.type == "cpu":
         with warnings.catch_warnings():  # eager CPU flex is exact; its "use torch.compile" advice is noise here

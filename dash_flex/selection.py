@@ -18,12 +18,15 @@ import torch
 from torch.nn.attention.flex_attention import BlockMask
 
 from ._validation import AttentionShapes, check_attention_inputs
+from custom_ops.block_summary import block_summaries
+from custom_ops.selection import log_prior, selection_tables
+from custom_ops.selection.torch_impl import TILE  # 128×128 tiles compile fwd and bwd on H100, D = 64 and 128
+
 from .entmax import entmax
 from .mods import evaluate_mask_mod
 
 __all__ = ["dash_select", "DashSelection", "SparsityReport", "TILE"]
 
-TILE = 128  # BlockMask tile (queries × keys); 128×128 compiles fwd and bwd on H100 for D=64/128.
 
 
 def _round_up(n: int, m: int) -> int:
@@ -129,21 +132,6 @@ def _base_visibility(s: AttentionShapes, causal: bool, mask_mod, t: torch.Tensor
 
 
 # ----------------------------------------------------------------------------- coarse stage
-def block_summaries(key: torch.Tensor, block_size: int, pool_query: torch.Tensor | None) -> torch.Tensor:
-    """``k̄_c = Σ_{i∈c} softmax_i(u·k_i/√D) k_i`` in float32: ``[B, Hkv, nb, D]``."""
-    B, Hkv, Skv, D = key.shape
-    nb = -(-Skv // block_size)
-    k = torch.nn.functional.pad(key.float(), (0, 0, 0, nb * block_size - Skv)).view(B, Hkv, nb, block_size, D)
-    if pool_query is None:
-        # Mean pooling; the short last block divides by its own length.
-        counts = torch.clamp(Skv - torch.arange(nb, device=key.device) * block_size, max=block_size)
-        return k.sum(3) / counts.view(1, 1, nb, 1).to(k.dtype)
-    logits = torch.einsum("bhcid,hd->bhci", k, pool_query.float()) / math.sqrt(D)
-    slot_real = (torch.arange(nb * block_size, device=key.device) < Skv).view(nb, block_size)
-    weights = torch.softmax(logits.masked_fill(~slot_real, -math.inf), dim=-1)
-    return torch.einsum("bhci,bhcid->bhcd", weights, k)
-
-
 def _block_classes(s: AttentionShapes, causal: bool, mask_mod, device):
     """``forced, eligible`` as ``[B or 1, H or 1, Sq, nb]`` bool (see SPEC §2 block classes)."""
     nb, bs = s.num_blocks, s.block_size
@@ -167,28 +155,6 @@ def _block_classes(s: AttentionShapes, causal: bool, mask_mod, device):
     own = (c[None, :] == (a_t // bs)[:, None]) if causal else torch.zeros(1, nb, dtype=torch.bool, device=device)
     forced = (n_visible > 0) & (~complete | own)
     return forced, complete & ~own
-
-
-def _tile_tables(active: torch.Tensor, s: AttentionShapes, G_act: int):
-    """BlockMask tables from per-query active blocks ``[B, H_act, nb_pad, Sq_pad]``.
-
-    A 128×128 tile is listed when some query row of it has some active block overlapping its
-    keys. Active tiles come first, in ascending order (a stable sort: no ``nonzero``).
-    """
-    B, H_act, nb_pad, Sq_pad = active.shape
-    n_qt, n_kt = Sq_pad // TILE, -(-s.kv_len // TILE)
-    rows_any = active.view(B, H_act, nb_pad, n_qt, TILE).any(-1)  # [B, H, nb_pad, n_qt]
-    c = torch.arange(nb_pad, device=active.device)
-    j = torch.arange(n_kt, device=active.device)
-    overlap = (c[:, None] * s.block_size < (j[None, :] + 1) * TILE) & (
-        (c[:, None] + 1) * s.block_size > j[None, :] * TILE
-    )
-    tiles = torch.einsum("bhcq,ck->bhqk", rows_any.float(), overlap.float()) > 0  # [B, H, n_qt, n_kt]
-    if G_act > 1:
-        tiles = tiles.repeat_interleave(G_act, dim=1)
-    kv_num_blocks = tiles.sum(-1, dtype=torch.int32)
-    kv_indices = torch.argsort(tiles.to(torch.int8), dim=-1, descending=True, stable=True).to(torch.int32)
-    return kv_num_blocks, kv_indices
 
 
 def dash_select(
@@ -251,31 +217,20 @@ def _select(
     if share_kv_groups and eligible.shape[1] > 1:
         eligible = eligible.view(eligible.shape[0], Hkv, G, Sq, nb).all(2).repeat_interleave(G, dim=1)
 
-    k_bar = block_summaries(key, bs, pool_query)  # [B, Hkv, nb, D]
+    k_bar = block_summaries(key, pool_query, bs)  # [B, Hkv, nb, D] float32
     q = query.float().view(B, Hkv, G, Sq, s.head_dim)
     z = torch.einsum("bhgtd,bhcd->bhgtc", q, k_bar).reshape(B, Hq, Sq, nb)
     z = z * (selection_scale / math.sqrt(s.head_dim))
     p = entmax(z.masked_fill(~eligible, -math.inf), alpha=alpha, dim=-1)
     if share_kv_groups:
         p = p.view(B, Hkv, G, Sq, nb).mean(2)  # [B, Hkv, Sq, nb]
-    selected = p > 0
-
-    log_p = torch.log(torch.where(selected, p, torch.ones_like(p)))
-    n_sel = selected.sum(-1, keepdim=True).clamp(min=1)
-    prior = torch.where(selected, log_p - log_p.sum(-1, keepdim=True) / n_sel, torch.zeros_like(p))
-    prior = prior / sigma if math.isfinite(sigma) else None
-
-    # Active = selected | forced, per head only when a group's heads can differ.
+    # Log-prior and active flags, padded to whole tiles, query index contiguous (see module doc).
     H_sel = p.shape[1]
     H_act = Hkv if (share_kv_groups and forced.shape[1] == 1) else Hq
-    sel_act = selected if H_sel == H_act else selected.repeat_interleave(H_act // H_sel, dim=1)
-    active = sel_act | forced.expand(B, H_act, Sq, nb)
-
-    # Compact, padded storage for the fine stage's kernels.
     Sq_pad = _round_up(Sq, TILE)
     nb_pad = -(-_round_up(s.kv_len, TILE) // bs)
-    active_t = torch.nn.functional.pad(active.transpose(2, 3), (0, Sq_pad - Sq, 0, nb_pad - nb)).contiguous()
-    kv_num_blocks, kv_indices = _tile_tables(active_t, s, Hq // H_act)
+    prior_t = log_prior(p, sigma, Sq_pad, nb_pad) if math.isfinite(sigma) else None
+    active_t, kv_num_blocks, kv_indices = selection_tables(p.detach(), forced, H_act, Sq_pad, nb_pad, s.kv_len, bs, Hq)
 
     G_act, offset = Hq // H_act, s.kv_len - Sq
 
@@ -287,11 +242,10 @@ def _select(
             keep = keep & mask_mod(b, h, q_idx, kv_idx)
         return keep
 
-    if prior is None:
+    if prior_t is None:
         dash_score = score_mod
     else:
         G_sel = Hq // H_sel
-        prior_t = torch.nn.functional.pad(prior.transpose(2, 3), (0, Sq_pad - Sq, 0, nb_pad - nb)).contiguous()
 
         def dash_score(score, b, h, q_idx, kv_idx):
             if score_mod is not None:
@@ -310,8 +264,8 @@ def _select(
         score_mod=dash_score,
         user_mask_mod=mask_mod,
         probs=p,
-        log_prior=prior if prior is not None else torch.zeros_like(p),
-        active_blocks=active,
+        log_prior=prior_t[:, :, :nb, :Sq].transpose(2, 3) if prior_t is not None else torch.zeros_like(p),
+        active_blocks=active_t[:, :, :nb, :Sq].transpose(2, 3),
         forced_blocks=forced.expand(B, H_act, Sq, nb),
         shapes=s,
         causal=causal,
