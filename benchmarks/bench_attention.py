@@ -97,16 +97,32 @@ def run(S: int, with_backward: bool):
         return dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0).block_mask.kv_indices
 
     def fine():
-        return compiled_flex(q, k, v, score_mod=sel.score_mod, block_mask=sel.block_mask, enable_gqa=True)
+        return compiled_flex(
+            q,
+            k,
+            v,
+            score_mod=sel.score_mod,
+            block_mask=sel.block_mask,
+            enable_gqa=True,
+            kernel_options=sel.kernel_options,
+        )
 
     base_bytes = sum(t.numel() * t.element_size() for t in (q, k, v))
-    for name, fn in [("sdpa_cudnn", cudnn), ("sdpa_flash", flash), ("flex_dense", flex_dense), ("dash", dash),
-                     ("dash_coarse_only", coarse), ("dash_fine_only", fine)]:
+    for name, fn in [
+        ("sdpa_cudnn", cudnn),
+        ("sdpa_flash", flash),
+        ("flex_dense", flex_dense),
+        ("dash", dash),
+        ("dash_coarse_only", coarse),
+        ("dash_fine_only", fine),
+    ]:
         row = {}
         try:
             with torch.no_grad():
                 row["fwd_ms"] = bench(fn)
-                row["extra_peak_gib"] = peak_extra_gib(fn, torch.cuda.memory_allocated()) if name != "dash_coarse_only" else None
+                row["extra_peak_gib"] = (
+                    peak_extra_gib(fn, torch.cuda.memory_allocated()) if name != "dash_coarse_only" else None
+                )
         except torch.OutOfMemoryError:
             row["fwd_ms"] = None
             row["error"] = "OOM"
@@ -149,25 +165,35 @@ def main():
     torch._dynamo.config.cache_size_limit = 64
     card = torch.cuda.get_device_name()
     results = {"card": card, "torch": torch.__version__, "runs": {}}
-    lines = [f"# dash_attention benchmark on {card} (torch {torch.__version__}), bf16 B={B} Hq={HQ} Hkv={HKV} D={D} "
-             f"block={BS} α=1.5 σ=1", "",
-             "| S | method | fwd ms | fwd × vs cuDNN | fwd+bwd ms | fwd+bwd × vs cuDNN | extra peak GiB | sparsity |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# dash_attention benchmark on {card} (torch {torch.__version__}), bf16 B={B} Hq={HQ} Hkv={HKV} D={D} "
+        f"block={BS} α=1.5 σ=1",
+        "",
+        "| S | method | fwd ms | fwd × vs cuDNN | fwd+bwd ms | fwd+bwd × vs cuDNN | extra peak GiB | sparsity |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for S in args.seq:
         rows, report = run(S, with_backward=S <= 32768)
-        results["runs"][S] = {"rows": rows, "token_sparsity": report.token_sparsity,
-                              "tile_sparsity": report.tile_sparsity}
+        results["runs"][S] = {
+            "rows": rows,
+            "token_sparsity": report.token_sparsity,
+            "tile_sparsity": report.tile_sparsity,
+        }
         ref_f = rows["sdpa_cudnn"].get("fwd_ms")
         ref_b = rows["sdpa_cudnn"].get("fwd_bwd_ms")
         for name, row in rows.items():
             f, fb = row.get("fwd_ms"), row.get("fwd_bwd_ms")
-            sp = f"tok {100 * report.token_sparsity:.0f}% / tile {100 * report.tile_sparsity:.0f}%" if "dash" in name else ""
+            sp = (
+                f"tok {100 * report.token_sparsity:.0f}% / tile {100 * report.tile_sparsity:.0f}%"
+                if "dash" in name
+                else ""
+            )
             lines.append(
                 f"| {S} | {name} | {_fmt(f)} | {_fmt(ref_f / f if f and ref_f else None, 'x')} | {_fmt(fb)} | "
                 f"{_fmt(ref_b / fb if fb and ref_b else None, 'x')} | {_fmt(row.get('extra_peak_gib'))} | {sp} "
                 f"{row.get('error', '')}|"
             )
-        print("\n".join(lines[-len(rows):]), flush=True)
+        print("\n".join(lines[-len(rows) :]), flush=True)
     table = "\n".join(lines)
     print("\n" + table)
     if args.out:

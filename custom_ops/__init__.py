@@ -5,6 +5,8 @@ formula, in one place. Each sub-folder holds one operator family: its plain-torc
 implementation beside its Triton kernels.
 """
 
-from . import entmax  # noqa: F401  (registers dash_flex::entmax_*)
-from . import block_summary  # noqa: F401,E402  (registers dash_flex::block_summaries*)
-from . import selection  # noqa: F401,E402  (registers dash_flex::log_prior*, dash_flex::selection_tables)
+from . import (
+    block_summary,  # noqa: F401,E402  (registers dash_flex::block_summaries*)
+    entmax,  # noqa: F401  (registers dash_flex::entmax_*)
+    selection,  # noqa: F401,E402  (registers dash_flex::log_prior*, dash_flex::selection_tables)
+)

@@ -18,7 +18,7 @@ __all__ = ["dash_attention", "dense_flex_attention"]
 _compiled_flex: Callable | None = None
 
 
-def _flex(q, k, v, score_mod, block_mask, scale, enable_gqa):
+def _flex(q, k, v, score_mod, block_mask, scale, enable_gqa, kernel_options):
     """FlexAttention, compiled when it runs eagerly on a GPU (eager flex there would materialise
     the Sq×Skv scores), and as-is inside a compiled graph or on the CPU."""
     if torch.compiler.is_compiling():
@@ -26,7 +26,16 @@ def _flex(q, k, v, score_mod, block_mask, scale, enable_gqa):
             # Inductor's CPU flex template reads the 4-D layout off q/k/v's storage; a view of a
             # projection's 2-D output breaks it (torch 2.13: "expected 4, got 2"). Copy to 4-D buffers.
             q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=enable_gqa)
+        return flex_attention(
+            q,
+            k,
+            v,
+            score_mod=score_mod,
+            block_mask=block_mask,
+            scale=scale,
+            enable_gqa=enable_gqa,
+            kernel_options=kernel_options,
+        )
     if q.device.type == "cpu":
         with warnings.catch_warnings():  # eager CPU flex is exact; its "use torch.compile" advice is noise here
             warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
@@ -36,7 +45,16 @@ def _flex(q, k, v, score_mod, block_mask, scale, enable_gqa):
     global _compiled_flex
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=enable_gqa)
+    return _compiled_flex(
+        q,
+        k,
+        v,
+        score_mod=score_mod,
+        block_mask=block_mask,
+        scale=scale,
+        enable_gqa=enable_gqa,
+        kernel_options=kernel_options,
+    )
 
 
 def dense_flex_attention(
@@ -136,5 +154,5 @@ def dash_attention(
     else:
         if query.device.type == "cpu":  # CPU flex rejects inputs that require grad, even under no_grad
             query, key, value = query.detach(), key.detach(), value.detach()
-        out = _flex(query, key, value, sel.score_mod, sel.block_mask, scale, shapes.group_size > 1)
+        out = _flex(query, key, value, sel.score_mod, sel.block_mask, scale, shapes.group_size > 1, sel.kernel_options)
     return (out, sel) if return_selection else out

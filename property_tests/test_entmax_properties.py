@@ -59,8 +59,12 @@ def test_shift_invariance(x, alpha, shift):
     torch.testing.assert_close(entmax(x + shift, alpha=alpha), entmax(x, alpha=alpha), atol=1e-8, rtol=0)
 
 
-@given(x=dt.entmax_inputs(scale=st.sampled_from([0.1, 1.0, 10.0]), masked=False), alpha=ALPHAS,
-       index=st.integers(0, 200), bump=st.floats(1e-3, 5.0))
+@given(
+    x=dt.entmax_inputs(scale=st.sampled_from([0.1, 1.0, 10.0]), masked=False),
+    alpha=ALPHAS,
+    index=st.integers(0, 200),
+    bump=st.floats(1e-3, 5.0),
+)
 def test_monotone_in_each_input(x, alpha, index, bump):
     """Raising x_i never lowers p_i."""
     i = index % x.shape[-1]
@@ -77,8 +81,9 @@ def test_alpha_two_is_sparsemax(x):
     cumsum = zs.cumsum(-1)
     k_z = (1 + k * zs > cumsum).sum(-1, keepdim=True)
     tau = (cumsum.gather(-1, k_z - 1) - 1) / k_z
-    torch.testing.assert_close(entmax(x, alpha=2.0), torch.clamp(x - tau, min=0), atol=1e-9 * float(_row_scale(x).max()),
-                               rtol=0)
+    torch.testing.assert_close(
+        entmax(x, alpha=2.0), torch.clamp(x - tau, min=0), atol=1e-9 * float(_row_scale(x).max()), rtol=0
+    )
 
 
 @given(x=dt.entmax_inputs(scale=st.sampled_from([0.5, 2.0, 10.0])), alpha=ALPHAS)

@@ -58,5 +58,7 @@ _block_summaries.register_autograd(_backward, setup_context=_setup_context)
 
 
 def block_summaries(key: torch.Tensor, pool_query: torch.Tensor | None, block_size: int) -> torch.Tensor:
-    """Float32 (float64 for float64 keys) summaries ``[B, H, ceil(S / block_size), D]`` of ``key [B, H, S, D]`` (see torch_impl)."""
+    """Summaries ``[B, H, ceil(S / block_size), D]`` of ``key [B, H, S, D]`` (see torch_impl).
+
+    Float32, or float64 for float64 keys."""
     return torch.ops.dash_flex.block_summaries(key, pool_query, block_size)

@@ -15,14 +15,28 @@ import triton.language as tl
 
 @triton.jit
 def _block_summary_fwd(
-    K, U, OUT,
-    seq_len, num_heads,
-    stride_kb, stride_kh, stride_ks, stride_kd,
-    stride_uh, stride_ud,
-    stride_ob, stride_oh, stride_oc, stride_od,
+    K,
+    U,
+    OUT,
+    seq_len,
+    num_heads,
+    stride_kb,
+    stride_kh,
+    stride_ks,
+    stride_kd,
+    stride_uh,
+    stride_ud,
+    stride_ob,
+    stride_oh,
+    stride_oc,
+    stride_od,
     logit_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_D: tl.constexpr, HAS_POOL: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    HAS_POOL: tl.constexpr,
 ):
+    logit_scale = tl.cast(logit_scale, tl.float32)  # Inductor may pass Python floats as fp64
     c = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // num_heads
@@ -33,7 +47,8 @@ def _block_summary_fwd(
     mask_d = offs_d < HEAD_DIM
     k = tl.load(
         K + b * stride_kb + h * stride_kh + offs_i[:, None] * stride_ks + offs_d[None, :] * stride_kd,
-        mask=real[:, None] & mask_d[None, :], other=0.0,
+        mask=real[:, None] & mask_d[None, :],
+        other=0.0,
     ).to(tl.float32)
     if HAS_POOL:
         u = tl.load(U + h * stride_uh + offs_d * stride_ud, mask=mask_d, other=0.0).to(tl.float32)
@@ -57,10 +72,20 @@ def block_summaries_launch(
     kernel = _block_summary_fwd if launcher is None else launcher(_block_summary_fwd)
     u = pool_query if pool_query is not None else key  # any tensor: not read when HAS_POOL is False
     kernel[(nb, B * H)](
-        key, u, out, S, H,
-        *key.stride(), u.stride(0), u.stride(-1), *out.stride(),
+        key,
+        u,
+        out,
+        S,
+        H,
+        *key.stride(),
+        u.stride(0),
+        u.stride(-1),
+        *out.stride(),
         1.0 / math.sqrt(D),
-        HEAD_DIM=D, BLOCK_SIZE=block_size, BLOCK_D=triton.next_power_of_2(D), HAS_POOL=pool_query is not None,
+        HEAD_DIM=D,
+        BLOCK_SIZE=block_size,
+        BLOCK_D=triton.next_power_of_2(D),
+        HAS_POOL=pool_query is not None,
         num_warps=4 if block_size * D <= 8192 else 8,
     )
     return out

@@ -72,8 +72,14 @@ _log_prior.register_autograd(_backward, setup_context=_setup_context)
 
 @torch.library.custom_op("dash_flex::selection_tables", mutates_args=())
 def _selection_tables(
-    probs: torch.Tensor, forced: torch.Tensor, heads_act: int, sq_pad: int, nb_pad: int, kv_len: int,
-    block_size: int, q_heads: int,
+    probs: torch.Tensor,
+    forced: torch.Tensor,
+    heads_act: int,
+    sq_pad: int,
+    nb_pad: int,
+    kv_len: int,
+    block_size: int,
+    q_heads: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return selection_tables_torch(probs, forced, heads_act, sq_pad, nb_pad, kv_len, block_size, q_heads)
 
@@ -89,12 +95,16 @@ def _(probs, forced, heads_act, sq_pad, nb_pad, kv_len, block_size, q_heads):
 
 
 def log_prior(probs: torch.Tensor, sigma: float, sq_pad: int, nb_pad: int) -> torch.Tensor:
-    """Centred log-prior ``[B, H, nb_pad, Sq_pad]`` (float32; float64 for float64 input) of ``probs [B, H, Sq, nb]`` (see torch_impl)."""
+    """Centred log-prior ``[B, H, nb_pad, Sq_pad]`` of ``probs [B, H, Sq, nb]`` (see torch_impl).
+
+    Float32, or float64 for float64 probabilities."""
     return torch.ops.dash_flex.log_prior(probs, 1.0 / sigma, sq_pad, nb_pad)
 
 
-def selection_tables(probs, forced, heads_act: int, sq_pad: int, nb_pad: int, kv_len: int, block_size: int,
-                     q_heads: int):
+def selection_tables(
+    probs, forced, heads_act: int, sq_pad: int, nb_pad: int, kv_len: int, block_size: int, q_heads: int
+):
     """``(active_t, kv_num_blocks, kv_indices)``; see ``torch_impl.selection_tables_torch``."""
-    return torch.ops.dash_flex.selection_tables(probs, forced.contiguous(), heads_act, sq_pad, nb_pad, kv_len,
-                                                block_size, q_heads)
+    return torch.ops.dash_flex.selection_tables(
+        probs, forced.contiguous(), heads_act, sq_pad, nb_pad, kv_len, block_size, q_heads
+    )

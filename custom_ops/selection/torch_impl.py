@@ -40,7 +40,13 @@ def log_prior_backward_torch(grad_t: torch.Tensor, probs: torch.Tensor, inv_sigm
 
 
 def selection_tables_torch(
-    probs: torch.Tensor, forced: torch.Tensor, heads_act: int, sq_pad: int, nb_pad: int, kv_len: int, block_size: int,
+    probs: torch.Tensor,
+    forced: torch.Tensor,
+    heads_act: int,
+    sq_pad: int,
+    nb_pad: int,
+    kv_len: int,
+    block_size: int,
     q_heads: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``active_t [B, H_act, nb_pad, Sq_pad]`` (bool: selected or forced), and the BlockMask tables

@@ -15,12 +15,26 @@ import triton.language as tl
 
 @triton.jit
 def _log_prior_fwd(
-    P, OUT, Sq, nb, sq_pad, nb_pad, inv_sigma,
-    stride_pb, stride_ph, stride_pt, stride_pc,
-    stride_ob, stride_oh, stride_oc, stride_ot,
+    P,
+    OUT,
+    Sq,
+    nb,
+    sq_pad,
+    nb_pad,
+    inv_sigma,
+    stride_pb,
+    stride_ph,
+    stride_pt,
+    stride_pc,
+    stride_ob,
+    stride_oh,
+    stride_oc,
+    stride_ot,
     num_heads,
-    ROWS: tl.constexpr, CHUNK: tl.constexpr,
+    ROWS: tl.constexpr,
+    CHUNK: tl.constexpr,
 ):
+    inv_sigma = tl.cast(inv_sigma, tl.float32)  # Inductor may pass Python floats as fp64
     bh = tl.program_id(0)
     t0 = tl.program_id(1) * ROWS
     b = bh // num_heads
@@ -55,7 +69,18 @@ def log_prior_launch(probs: torch.Tensor, inv_sigma: float, out: torch.Tensor, l
     rows = 64
     kernel = _log_prior_fwd if launcher is None else launcher(_log_prior_fwd)
     kernel[(B * H, triton.cdiv(sq_pad, rows))](
-        probs, out, Sq, nb, sq_pad, nb_pad, inv_sigma, *probs.stride(), *out.stride(), H,
-        ROWS=rows, CHUNK=64, num_warps=4,
+        probs,
+        out,
+        Sq,
+        nb,
+        sq_pad,
+        nb_pad,
+        inv_sigma,
+        *probs.stride(),
+        *out.stride(),
+        H,
+        ROWS=rows,
+        CHUNK=64,
+        num_warps=4,
     )
     return out

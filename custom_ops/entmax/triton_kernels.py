@@ -1,0 +1,369 @@
+"""Triton kernels for α-entmax over the last dimension, and their launchers.
+
+Same solver as ``torch_impl`` (bracket → bisection → monotone Newton on ``‖[s − τ]_+‖_d − 1``
+→ renormalise), float32 inside whatever the storage dtype. Two variants per direction:
+
+* **register** (``n ≤ MAX_REGISTER_BLOCK``): a program holds ``ROWS`` whole rows in registers as a
+  ``[ROWS, BLOCK]`` tile (``BLOCK`` = next power of two ≥ n) and reads / writes global memory
+  once; every solver iteration is one reduction over the row.
+* **chunked** (longer rows): one program per row loops over ``CHUNK``-wide slices; each solver
+  iteration re-reads the row (from L2 for all but huge rows). Slower per element, but no size
+  limit and no fallback to PyTorch.
+
+The launchers take CUDA tensors (the kernel goes through ``torch.library.wrap_triton`` so that
+Inductor sees it), or CPU tensors in a process that set ``TRITON_INTERPRET=1`` before importing
+triton: the very same kernels then run in Triton's interpreter (the CPU test suite does this in
+a subprocess).
+"""
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from triton.runtime.jit import JITFunction
+
+from .torch_impl import MODE_ENTMAX15, MODE_GENERIC, MODE_SPARSEMAX, solver_schedule
+
+__all__ = ["LaunchConfig", "forward_config", "backward_config", "entmax_forward", "entmax_backward"]
+
+MAX_REGISTER_BLOCK = 8192  # longest row (rounded up to a power of two) kept in registers
+
+
+# ----------------------------------------------------------------------------- kernels
+@triton.jit
+def _entmax_fwd_kernel(
+    X, Y, n_rows, n_cols, am1, d, one_minus_alpha,
+    MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr,
+    ROWS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # Inductor may hand Python floats to a wrap_triton kernel as fp64 scalars: keep the solver fp32.
+    am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    offs = rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
+    z = tl.load(X + offs, mask=mask, other=-float("inf")).to(tl.float32)
+
+    top = tl.max(z, axis=1)
+    top = tl.where(top > -float("inf"), top, 0.0)  # all -inf row: s stays -inf, p = 0
+    s = (z - top[:, None]) * am1
+    n_finite = tl.maximum(tl.sum((s > -float("inf")).to(tl.float32), axis=1), 1.0)
+    lo = tl.full([ROWS], -1.0, tl.float32)
+    hi = -tl.exp2(one_minus_alpha * tl.log2(n_finite))
+
+    for _ in range(N_BISECT):
+        mid = 0.5 * (lo + hi)
+        x = tl.maximum(s - mid[:, None], 0.0)
+        if MODE == 0:
+            p = x
+        elif MODE == 1:
+            p = x * x
+        else:
+            p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+        too_much = tl.sum(p, axis=1) >= 1.0
+        lo = tl.where(too_much, mid, lo)
+        hi = tl.where(too_much, hi, mid)
+
+    tau = lo
+    for _ in range(N_NEWTON):
+        x = tl.maximum(s - tau[:, None], 0.0)
+        if MODE == 0:
+            p = x
+            dp = (x > 0).to(tl.float32)
+        elif MODE == 1:
+            p = x * x
+            dp = x
+        else:
+            xs = tl.where(x > 0, x, 1.0)
+            p = tl.where(x > 0, tl.exp2(d * tl.log2(xs)), 0.0)
+            dp = p / xs
+        mass = tl.sum(p, axis=1)
+        slope = tl.sum(dp, axis=1)
+        safe = tl.where(mass > 0, mass, 1.0)
+        if MODE == 0:
+            root = 1.0 / safe
+        elif MODE == 1:
+            root = 1.0 / tl.sqrt(safe)
+        else:
+            root = tl.exp2(one_minus_alpha * tl.log2(safe))
+        step = mass * (1.0 - root) / tl.where(slope > 0, slope, 1.0)
+        tau = tau + tl.where(slope > 0, step, 0.0)
+
+    x = tl.maximum(s - tau[:, None], 0.0)
+    if MODE == 0:
+        p = x
+    elif MODE == 1:
+        p = x * x
+    else:
+        p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+    total = tl.sum(p, axis=1)
+    p = p * tl.where(total > 0, 1.0 / tl.where(total > 0, total, 1.0), 0.0)[:, None]
+    tl.store(Y + offs, p.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _entmax_fwd_chunked_kernel(
+    X, Y, n_cols, am1, d, one_minus_alpha,
+    MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr, CHUNK: tl.constexpr,
+):
+    # Inductor may hand Python floats to a wrap_triton kernel as fp64 scalars: keep the solver fp32.
+    am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
+    base = tl.program_id(0).to(tl.int64) * n_cols
+    cols = tl.arange(0, CHUNK)
+
+    # pass 1: row max and number of finite entries
+    top_acc = tl.full([CHUNK], -float("inf"), tl.float32)
+    cnt_acc = tl.zeros([CHUNK], tl.float32)
+    for start in range(0, n_cols, CHUNK):
+        m = start + cols < n_cols
+        z = tl.load(X + base + start + cols, mask=m, other=-float("inf")).to(tl.float32)
+        top_acc = tl.maximum(top_acc, z)
+        cnt_acc += (z > -float("inf")).to(tl.float32)
+    top = tl.max(top_acc, axis=0)
+    top = tl.where(top > -float("inf"), top, 0.0)
+    n_finite = tl.maximum(tl.sum(cnt_acc, axis=0), 1.0)
+    hi = -tl.exp2(one_minus_alpha * tl.log2(n_finite))
+    lo = hi * 0.0 - 1.0  # a tensor, not a Python float: it is loop-carried
+
+    for _ in range(N_BISECT):
+        mid = 0.5 * (lo + hi)
+        acc = tl.zeros([CHUNK], tl.float32)
+        for start in range(0, n_cols, CHUNK):
+            m = start + cols < n_cols
+            z = tl.load(X + base + start + cols, mask=m, other=-float("inf")).to(tl.float32)
+            x = tl.maximum((z - top) * am1 - mid, 0.0)
+            if MODE == 0:
+                acc += x
+            elif MODE == 1:
+                acc += x * x
+            else:
+                acc += tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+        too_much = tl.sum(acc, axis=0) >= 1.0
+        lo = tl.where(too_much, mid, lo)
+        hi = tl.where(too_much, hi, mid)
+
+    tau = lo
+    for _ in range(N_NEWTON):
+        acc = tl.zeros([CHUNK], tl.float32)
+        dacc = tl.zeros([CHUNK], tl.float32)
+        for start in range(0, n_cols, CHUNK):
+            m = start + cols < n_cols
+            z = tl.load(X + base + start + cols, mask=m, other=-float("inf")).to(tl.float32)
+            x = tl.maximum((z - top) * am1 - tau, 0.0)
+            if MODE == 0:
+                acc += x
+                dacc += (x > 0).to(tl.float32)
+            elif MODE == 1:
+                acc += x * x
+                dacc += x
+            else:
+                xs = tl.where(x > 0, x, 1.0)
+                p = tl.where(x > 0, tl.exp2(d * tl.log2(xs)), 0.0)
+                acc += p
+                dacc += p / xs
+        mass = tl.sum(acc, axis=0)
+        slope = tl.sum(dacc, axis=0)
+        safe = tl.where(mass > 0, mass, 1.0)
+        if MODE == 0:
+            root = 1.0 / safe
+        elif MODE == 1:
+            root = 1.0 / tl.sqrt(safe)
+        else:
+            root = tl.exp2(one_minus_alpha * tl.log2(safe))
+        step = mass * (1.0 - root) / tl.where(slope > 0, slope, 1.0)
+        tau = tau + tl.where(slope > 0, step, 0.0)
+
+    acc = tl.zeros([CHUNK], tl.float32)
+    for start in range(0, n_cols, CHUNK):
+        m = start + cols < n_cols
+        z = tl.load(X + base + start + cols, mask=m, other=-float("inf")).to(tl.float32)
+        x = tl.maximum((z - top) * am1 - tau, 0.0)
+        if MODE == 0:
+            acc += x
+        elif MODE == 1:
+            acc += x * x
+        else:
+            acc += tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+    total = tl.sum(acc, axis=0)
+    inv = tl.where(total > 0, 1.0 / tl.where(total > 0, total, 1.0), 0.0)
+    for start in range(0, n_cols, CHUNK):
+        m = start + cols < n_cols
+        z = tl.load(X + base + start + cols, mask=m, other=-float("inf")).to(tl.float32)
+        x = tl.maximum((z - top) * am1 - tau, 0.0)
+        if MODE == 0:
+            p = x
+        elif MODE == 1:
+            p = x * x
+        else:
+            p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+        tl.store(Y + base + start + cols, (p * inv).to(Y.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _entmax_bwd_kernel(
+    P, G, DX, n_rows, n_cols, two_minus_alpha,
+    MODE: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    two_minus_alpha = tl.cast(two_minus_alpha, tl.float32)  # see _entmax_fwd_kernel
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    cols = tl.arange(0, BLOCK)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    offs = rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
+    p = tl.load(P + offs, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
+    on = p > 0
+    if MODE == 0:
+        s = on.to(tl.float32)
+    elif MODE == 1:
+        s = tl.sqrt(tl.maximum(p, 0.0))
+    else:
+        s = tl.where(on, tl.exp2(two_minus_alpha * tl.log2(tl.where(on, p, 1.0))), 0.0)
+    sg = tl.where(on, s * g, 0.0)  # off the support g may be anything (even inf): it must not leak
+    s_sum = tl.sum(s, axis=1)
+    c = tl.sum(sg, axis=1) / tl.where(s_sum > 0, s_sum, 1.0)
+    dx = tl.where(on, s * (g - c[:, None]), 0.0)
+    tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _entmax_bwd_chunked_kernel(P, G, DX, n_cols, two_minus_alpha, MODE: tl.constexpr, CHUNK: tl.constexpr):
+    two_minus_alpha = tl.cast(two_minus_alpha, tl.float32)  # see _entmax_fwd_kernel
+    base = tl.program_id(0).to(tl.int64) * n_cols
+    cols = tl.arange(0, CHUNK)
+    s_acc = tl.zeros([CHUNK], tl.float32)
+    sg_acc = tl.zeros([CHUNK], tl.float32)
+    for start in range(0, n_cols, CHUNK):
+        m = start + cols < n_cols
+        p = tl.load(P + base + start + cols, mask=m, other=0.0).to(tl.float32)
+        g = tl.load(G + base + start + cols, mask=m, other=0.0).to(tl.float32)
+        on = p > 0
+        if MODE == 0:
+            s = on.to(tl.float32)
+        elif MODE == 1:
+            s = tl.sqrt(tl.maximum(p, 0.0))
+        else:
+            s = tl.where(on, tl.exp2(two_minus_alpha * tl.log2(tl.where(on, p, 1.0))), 0.0)
+        s_acc += s
+        sg_acc += tl.where(on, s * g, 0.0)
+    s_sum = tl.sum(s_acc, axis=0)
+    c = tl.sum(sg_acc, axis=0) / tl.where(s_sum > 0, s_sum, 1.0)
+    for start in range(0, n_cols, CHUNK):
+        m = start + cols < n_cols
+        p = tl.load(P + base + start + cols, mask=m, other=0.0).to(tl.float32)
+        g = tl.load(G + base + start + cols, mask=m, other=0.0).to(tl.float32)
+        on = p > 0
+        if MODE == 0:
+            s = on.to(tl.float32)
+        elif MODE == 1:
+            s = tl.sqrt(tl.maximum(p, 0.0))
+        else:
+            s = tl.where(on, tl.exp2(two_minus_alpha * tl.log2(tl.where(on, p, 1.0))), 0.0)
+        dx = tl.where(on, s * (g - c), 0.0)
+        tl.store(DX + base + start + cols, dx.to(DX.dtype.element_ty), mask=m)
+
+
+# ----------------------------------------------------------------------------- launch
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How a row length maps onto programs. ``chunk > 0`` selects the chunked variant."""
+
+    block: int = 0  # register variant: tile width (power of two ≥ n)
+    rows: int = 1  # register variant: rows per program
+    chunk: int = 0  # chunked variant: slice width (power of two)
+    num_warps: int = 4
+
+
+def forward_config(n: int) -> LaunchConfig:
+    """Heuristic (not yet tuned on hardware: ``benchmarks/bench_entmax.py --sweep`` compares
+    alternatives). The solver is ~15 dependent row reductions, so reductions should stay inside
+    a warp where possible: ~16 fp32 values per thread, one warp up to 512 columns, more warps only
+    for longer rows; short rows are packed several to a program (≥ 512 elements each)."""
+    block = max(16, triton.next_power_of_2(n))
+    if block > MAX_REGISTER_BLOCK:
+        return LaunchConfig(chunk=4096, num_warps=8)
+    return LaunchConfig(block=block, rows=max(1, 512 // block), num_warps=max(1, min(16, block // 512)))
+
+
+def backward_config(n: int) -> LaunchConfig:
+    """The backward kernel is a single streaming pass: same tiling as the forward."""
+    return forward_config(n)
+
+
+def _launch(name: str, grid: tuple, device: torch.device, *args, **meta) -> None:
+    kernel = globals()[name]
+    if device.type == "cuda":
+        torch.library.wrap_triton(kernel)[grid](*args, **meta)
+        return
+    if not isinstance(kernel, JITFunction):  # an InterpretedFunction: TRITON_INTERPRET=1 at import
+        kernel[grid](*args, **meta)
+        return
+    # triton.jit decides at decoration time, for triton.language's own reductions too, whether
+    # a function is compiled or interpreted: the variable cannot be switched on afterwards.
+    raise RuntimeError(
+        f"the Triton entmax kernels got {device.type} tensors; they run on CPU only under Triton's "
+        "interpreter, which needs TRITON_INTERPRET=1 in the environment before triton is imported"
+    )
+
+
+def _as_rows(t: Tensor) -> Tensor:
+    return t.contiguous().view(-1, t.shape[-1])
+
+
+def entmax_forward(x: Tensor, alpha: float, config: LaunchConfig | None = None) -> Tensor:
+    """α-entmax over the last dim of ``x`` (fp16/bf16/fp32) with the Triton kernels.
+
+    The output is contiguous with ``x``'s shape and dtype. ``config`` overrides the launch
+    heuristic (tests and tuning).
+    """
+    n = x.shape[-1]
+    if x.numel() == 0:
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    x2 = _as_rows(x)
+    y2 = torch.empty_like(x2)
+    n_rows = x2.shape[0]
+    mode, n_bisect, n_newton = solver_schedule(alpha, int(n), x.dtype)  # int(): a SymInt under compile
+    cfg = config or forward_config(int(n))
+    scalars = (alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha)
+    if cfg.chunk:
+        _launch(
+            "_entmax_fwd_chunked_kernel", (n_rows,), x.device, x2, y2, n, *scalars,
+            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, CHUNK=cfg.chunk, num_warps=cfg.num_warps,
+        )
+    else:
+        if cfg.block < n:
+            raise ValueError(f"LaunchConfig.block={cfg.block} is shorter than the row ({n})")
+        _launch(
+            "_entmax_fwd_kernel", (triton.cdiv(n_rows, cfg.rows),), x.device, x2, y2, n_rows, n, *scalars,
+            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, ROWS=cfg.rows, BLOCK=cfg.block,
+            num_warps=cfg.num_warps,
+        )
+    return y2.view(x.shape)
+
+
+def entmax_backward(p: Tensor, grad_p: Tensor, alpha: float, config: LaunchConfig | None = None) -> Tensor:
+    """``s ⊙ (g − Σ s g / Σ s)``, ``s = p^(2−α)`` on the support, over the last dim; contiguous,
+    in ``grad_p``'s dtype."""
+    n = p.shape[-1]
+    if p.numel() == 0:
+        return torch.empty(p.shape, dtype=grad_p.dtype, device=p.device)
+    p2 = _as_rows(p)
+    g2 = _as_rows(grad_p)
+    dx2 = torch.empty_like(g2)
+    n_rows = p2.shape[0]
+    mode = MODE_SPARSEMAX if alpha == 2.0 else MODE_ENTMAX15 if alpha == 1.5 else MODE_GENERIC
+    cfg = config or backward_config(int(n))
+    if cfg.chunk:
+        _launch(
+            "_entmax_bwd_chunked_kernel", (n_rows,), p.device, p2, g2, dx2, n, 2.0 - alpha,
+            MODE=mode, CHUNK=cfg.chunk, num_warps=cfg.num_warps,
+        )
+    else:
+        if cfg.block < n:
+            raise ValueError(f"LaunchConfig.block={cfg.block} is shorter than the row ({n})")
+        _launch(
+            "_entmax_bwd_kernel", (triton.cdiv(n_rows, cfg.rows),), p.device, p2, g2, dx2, n_rows, n, 2.0 - alpha,
+            MODE=mode, ROWS=cfg.rows, BLOCK=cfg.block, num_warps=cfg.num_warps,
+        )
+    return dx2.view(p.shape)
