@@ -31,7 +31,15 @@ __all__ = ["dash_select", "DashSelection", "SparsityReport", "TILE"]
 # Measured on the H100 (torch 2.11, scripts/probe_flex_configs.py): with the default options the
 # forward fails for D=64 bf16 and the backward for D=128 bf16 ("out of resource: shared memory");
 # two pipeline stages compile for D=64/128, bf16/fp32, fwd and bwd.
+# Below 128 queries flex picks its decoding template, which overflows shared memory with these
+# options (Sq = 1, bf16, measured): keep the main template there.
 CUDA_KERNEL_OPTIONS = {"num_stages": 2}
+
+
+def _kernel_options(device: torch.device, q_len: int) -> dict | None:
+    if device.type != "cuda":
+        return None
+    return dict(CUDA_KERNEL_OPTIONS, FORCE_USE_FLEX_ATTENTION=True) if q_len < TILE else dict(CUDA_KERNEL_OPTIONS)
 
 
 def _round_up(n: int, m: int) -> int:
@@ -278,5 +286,5 @@ def _select(
         forced_blocks=forced.expand(B, H_act, Sq, nb),
         shapes=s,
         causal=causal,
-        kernel_options=CUDA_KERNEL_OPTIONS if dev.type == "cuda" else None,
+        kernel_options=_kernel_options(dev, Sq),
     )

@@ -3,42 +3,34 @@
 Opaque operators also make their outputs real buffers in Inductor: the CPU FlexAttention
 template cannot read a captured tensor that is still an unrealised pointwise expression
 (``NotImplementedError: Pointwise`` → ``NoValidChoicesError``, torch 2.13), which is what the
-prior and the active flags were when computed inline. A ``triton_op``'s torch body is traced
-into the graph, so the CPU path of ``log_prior`` goes through an opaque ``custom_op``.
+prior and the active flags were when computed inline (a ``triton_op``'s torch body is traced
+into the graph, so it would not help on the CPU).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.library import triton_op, wrap_triton
 
 from .torch_impl import TILE, log_prior_backward_torch, log_prior_torch, selection_tables_torch
 
 
-@torch.library.custom_op("dash_flex::log_prior_torch", mutates_args=())
-def _log_prior_torch(probs: torch.Tensor, inv_sigma: float, sq_pad: int, nb_pad: int) -> torch.Tensor:
-    """The torch path as an opaque op, so its output is a real buffer under Inductor (see above)."""
-    return log_prior_torch(probs, inv_sigma, sq_pad, nb_pad)
-
-
-def _prior_dtype(probs: torch.Tensor) -> torch.dtype:
-    return torch.float64 if probs.dtype == torch.float64 else torch.float32
-
-
-@_log_prior_torch.register_fake
-def _(probs, inv_sigma, sq_pad, nb_pad):
-    return probs.new_empty(probs.shape[0], probs.shape[1], nb_pad, sq_pad, dtype=_prior_dtype(probs))
-
-
-@triton_op("dash_flex::log_prior", mutates_args=())
+@torch.library.custom_op("dash_flex::log_prior", mutates_args=())
 def _log_prior(probs: torch.Tensor, inv_sigma: float, sq_pad: int, nb_pad: int) -> torch.Tensor:
+    """Opaque on purpose: FlexAttention reads this output as a captured buffer in the same graph.
+    As a ``triton_op`` (kernel inlined into the graph through ``wrap_triton``) the compiled CUDA
+    graph produced NaN outputs (torch 2.11, H100) while the same values returned from the graph
+    were correct; as an opaque op the output is a plain buffer on both devices."""
     if probs.device.type != "cuda" or probs.dtype == torch.float64:
-        return _log_prior_torch(probs, inv_sigma, sq_pad, nb_pad)
+        return log_prior_torch(probs, inv_sigma, sq_pad, nb_pad)
     from .triton_kernels import log_prior_launch
 
     B, H = probs.shape[:2]
     out = torch.empty(B, H, nb_pad, sq_pad, device=probs.device, dtype=torch.float32)
-    return log_prior_launch(probs, inv_sigma, out, launcher=wrap_triton)
+    return log_prior_launch(probs.contiguous(), inv_sigma, out)
+
+
+def _prior_dtype(probs: torch.Tensor) -> torch.dtype:
+    return torch.float64 if probs.dtype == torch.float64 else torch.float32
 
 
 @_log_prior.register_fake
