@@ -16,6 +16,7 @@ from .selection import DashSelection, _select
 __all__ = ["dash_attention", "dense_flex_attention"]
 
 _compiled_flex: Callable | None = None
+EAGER_RECOMPILE_LIMIT = 64
 
 
 def _flex(q, k, v, score_mod, block_mask, scale, enable_gqa, kernel_options):
