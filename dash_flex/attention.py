@@ -46,16 +46,20 @@ def _flex(q, k, v, score_mod, block_mask, scale, enable_gqa, kernel_options):
     global _compiled_flex
     if _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex(
-        q,
-        k,
-        v,
-        score_mod=score_mod,
-        block_mask=block_mask,
-        scale=scale,
-        enable_gqa=enable_gqa,
-        kernel_options=kernel_options,
-    )
+    # One compile per shape: Dynamo's default limit (8 per code object, shared with every other
+    # torch.compile(flex_attention) in the process) is too low for a library entry point.
+    limit = max(torch._dynamo.config.recompile_limit, EAGER_RECOMPILE_LIMIT)
+    with torch._dynamo.config.patch(recompile_limit=limit):
+        return _compiled_flex(
+            q,
+            k,
+            v,
+            score_mod=score_mod,
+            block_mask=block_mask,
+            scale=scale,
+            enable_gqa=enable_gqa,
+            kernel_options=kernel_options,
+        )
 
 
 def dense_flex_attention(

@@ -31,12 +31,12 @@ __all__ = ["dash_select", "DashSelection", "SparsityReport", "TILE"]
 # Measured on the H100 (torch 2.11, scripts/probe_flex_configs.py): with the default options the
 # forward fails for D=64 bf16 and the backward for D=128 bf16 ("out of resource: shared memory");
 # two pipeline stages compile for D=64/128, bf16/fp32, fwd and bwd.
-# Below 128 queries flex picks its decoding template, which overflows shared memory with these
-# options (Sq = 1, bf16, measured): keep the main template there.
 CUDA_KERNEL_OPTIONS = {"num_stages": 2}
 
 
 def _kernel_options(device: torch.device, q_len: int) -> dict | None:
+    # Below 128 queries flex picks its decoding template, which overflowed shared memory with
+    # these options (Sq = 1, bf16, measured): keep the main template there.
     if device.type != "cuda":
         return None
     return dict(CUDA_KERNEL_OPTIONS, FORCE_USE_FLEX_ATTENTION=True) if q_len < TILE else dict(CUDA_KERNEL_OPTIONS)
@@ -95,8 +95,7 @@ class DashSelection:
     def sparsity(self) -> SparsityReport:
         """Both sparsity measures (reads values back to the host: not for the hot path)."""
         s = self.shapes
-        visible_pairs = _visible_pairs(s, self.causal, self.user_mask_mod, self.active_blocks.device)
-        kept_pairs = _attended_pairs(s, self.causal, self.user_mask_mod, self.active_blocks)
+        visible_pairs, kept_pairs = _count_pairs(s, self.causal, self.user_mask_mod, self.active_blocks)
         kv_num = self.block_mask.kv_num_blocks.to(torch.float64)
         full = self.block_mask.full_kv_num_blocks
         tiles_kept = kv_num.sum() + (0 if full is None else full.to(torch.float64).sum())
@@ -115,26 +114,20 @@ class DashSelection:
         )
 
 
-def _visible_pairs(s: AttentionShapes, causal: bool, mask_mod, device) -> float:
-    """Number of (b, h, t, i) with key i visible to query t before any selection."""
-    total = 0.0
-    for t0 in range(0, s.q_len, 1024):  # chunked: a report must not need an Sq×Skv tensor at once
-        t = torch.arange(t0, min(t0 + 1024, s.q_len), device=device)
-        allowed = _base_visibility(s, causal, mask_mod, t, device)
-        total += allowed.expand(s.batch, s.q_heads, -1, -1).sum().item()
-    return total
-
-
-def _attended_pairs(s: AttentionShapes, causal: bool, mask_mod, active: torch.Tensor) -> float:
-    total = 0.0
+def _count_pairs(s: AttentionShapes, causal: bool, mask_mod, active: torch.Tensor) -> tuple[float, float]:
+    """(visible, attended) numbers of (b, h, t, i): key i visible to query t before any selection,
+    and visible and in one of t's kept + forced blocks. Chunked over queries: a report must not
+    need an Sq×Skv tensor at once."""
+    visible = attended = 0.0
     block_of_key = torch.arange(s.kv_len, device=active.device) // s.block_size
     G_act = s.q_heads // active.shape[1]
     for t0 in range(0, s.q_len, 1024):
         t = torch.arange(t0, min(t0 + 1024, s.q_len), device=active.device)
         allowed = _base_visibility(s, causal, mask_mod, t, active.device)
         act = active[:, :, t0 : t0 + len(t)][..., block_of_key].repeat_interleave(G_act, dim=1)
-        total += (allowed & act).sum().item()
-    return total
+        visible += allowed.expand(s.batch, s.q_heads, -1, -1).sum().item()
+        attended += (allowed & act).sum().item()
+    return visible, attended
 
 
 def _base_visibility(s: AttentionShapes, causal: bool, mask_mod, t: torch.Tensor, device) -> torch.Tensor:
