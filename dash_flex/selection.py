@@ -25,7 +25,7 @@ from ._validation import AttentionShapes, check_attention_inputs
 from .entmax import entmax
 from .mods import evaluate_mask_mod
 
-__all__ = ["dash_select", "DashSelection", "SparsityReport", "TILE"]
+__all__ = ["dash_select", "DashSelection", "SparsityReport", "TILE", "coarse_probabilities", "build_selection"]
 
 
 # Measured on the H100 (torch 2.11, scripts/probe_flex_configs.py): with the default options the
@@ -220,23 +220,54 @@ def _select(
     mask_mod,
     share_kv_groups,
 ) -> DashSelection:
-    B, Hq, Hkv, Sq, nb, bs, G = s.batch, s.q_heads, s.kv_heads, s.q_len, s.num_blocks, s.block_size, s.group_size
-    dev = query.device
+    forced, eligible = _block_classes(s, causal, mask_mod, query.device)
+    k_bar = block_summaries(key, pool_query, s.block_size)  # [B, Hkv, nb, D] float32
+    p = coarse_probabilities(query, k_bar, eligible, s, alpha, selection_scale, share_kv_groups)
+    return build_selection(p, forced, s, causal, sigma, score_mod, mask_mod, share_kv_groups)
 
-    forced, eligible = _block_classes(s, causal, mask_mod, dev)
+
+def coarse_probabilities(
+    query: torch.Tensor,
+    k_bar: torch.Tensor,
+    eligible: torch.Tensor,
+    s: AttentionShapes,
+    alpha: float,
+    selection_scale: float,
+    share_kv_groups: bool,
+) -> torch.Tensor:
+    """``p̄ [B, H_sel, Sq, nb]`` float32: α-entmax of ``selection_scale · q·k̄ / √D`` over the
+    eligible blocks (``eligible`` broadcastable to ``[B, Hq, Sq, nb]``), averaged over each KV
+    group when ``share_kv_groups`` (a block is then eligible only if eligible for all its heads)."""
+    B, Hq, Hkv, Sq, nb, G = s.batch, s.q_heads, s.kv_heads, s.q_len, s.num_blocks, s.group_size
     if share_kv_groups and eligible.shape[1] > 1:
         eligible = eligible.view(eligible.shape[0], Hkv, G, Sq, nb).all(2).repeat_interleave(G, dim=1)
-
-    k_bar = block_summaries(key, pool_query, bs)  # [B, Hkv, nb, D] float32
     q = query.float().view(B, Hkv, G, Sq, s.head_dim)
     z = torch.einsum("bhgtd,bhcd->bhgtc", q, k_bar).reshape(B, Hq, Sq, nb)
     z = z * (selection_scale / math.sqrt(s.head_dim))
     p = entmax(z.masked_fill(~eligible, -math.inf), alpha=alpha, dim=-1)
     if share_kv_groups:
         p = p.view(B, Hkv, G, Sq, nb).mean(2)  # [B, Hkv, Sq, nb]
+    return p
+
+
+def build_selection(
+    p: torch.Tensor,
+    forced: torch.Tensor,
+    s: AttentionShapes,
+    causal: bool,
+    sigma: float,
+    score_mod: Callable | None,
+    mask_mod: Callable | None,
+    share_kv_groups: bool,
+) -> DashSelection:
+    """Turn block probabilities ``p [B, H_sel, Sq, nb]`` (``H_sel`` = Hkv or Hq; blocks with
+    ``p > 0`` are selected) and ``forced [B or 1, H or 1, Sq, nb]`` into a :class:`DashSelection`:
+    the log-prior, the block tables, the BlockMask and the score_mod. Any selector that produces
+    such ``p`` (entmax, top-k) shares this fine-stage path; ``sigma = inf`` adds no prior."""
+    B, Hq, Hkv, Sq, nb, bs = s.batch, s.q_heads, s.kv_heads, s.q_len, s.num_blocks, s.block_size
     # Log-prior and active flags, padded to whole tiles, query index contiguous (see module doc).
     H_sel = p.shape[1]
-    H_act = Hkv if (share_kv_groups and forced.shape[1] == 1) else Hq
+    H_act = Hkv if (share_kv_groups and H_sel == Hkv and forced.shape[1] == 1) else Hq
     Sq_pad = _round_up(Sq, TILE)
     nb_pad = -(-_round_up(s.kv_len, TILE) // bs)
     prior_t = log_prior(p, sigma, Sq_pad, nb_pad) if math.isfinite(sigma) else None
@@ -279,5 +310,5 @@ def _select(
         forced_blocks=forced.expand(B, H_act, Sq, nb),
         shapes=s,
         causal=causal,
-        kernel_options=_kernel_options(dev, Sq),
+        kernel_options=_kernel_options(p.device, Sq),
     )
