@@ -158,12 +158,20 @@ def dash_attention_reference(
     mask_mod=None,
     share_kv_groups: bool = True,
     return_selection: bool = False,
+    flash_output_dtype: torch.dtype | None = None,
 ):
     """DashAttention exactly as SPEC §2, computed densely in float64.
 
     Returns the output ``[B, Hq, Sq, Dv]`` in float64 (and a :class:`ReferenceSelection` when
     ``return_selection=True``). Gradients reach ``query``, ``key``, ``value``, ``pool_query`` and
     any tensor the ``score_mod`` captures, through both stages.
+
+    ``flash_output_dtype`` (testing aid, default off) leaves the forward value unchanged and makes
+    the backward use the precision model of flash-style kernels (FlexAttention included): the
+    softmax backward's ``Δ_t = Σ_d dO_td·O_td`` is formed from the output *rounded to that dtype*,
+    so ``Σ_i dS_ti`` is no longer exactly 0. With a finite ``sigma`` that error reaches q/k through
+    the log-prior's centring mean and ``d log p/dz ∝ p^{1−α}`` (docs/design.md, "Numerics"); the
+    GPU tests use this to state how close a bf16 kernel can get.
     """
     shapes = check_attention_inputs(
         query,
@@ -226,13 +234,42 @@ def dash_attention_reference(
     scores = scores + prior[..., block_of_key]
     allowed = visible & active[..., block_of_key]
     scores = scores.masked_fill(~allowed, -math.inf)
-    row_max = scores.amax(-1, keepdim=True)
-    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-    weights = torch.exp(scores - row_max)
-    denom = weights.sum(-1, keepdim=True)
-    weights = weights / torch.where(denom > 0, denom, torch.ones_like(denom))
-    out = torch.einsum("bhti,bhid->bhtd", weights, vv)
+    if flash_output_dtype is None:
+        weights = _masked_softmax(scores)
+        out = torch.einsum("bhti,bhid->bhtd", weights, vv)
+    else:
+        out = _FlashPrecisionAttention.apply(scores, vv, flash_output_dtype)
     if return_selection:
         sel = ReferenceSelection(p, prior, selected, forced, eligible, active, visible)
         return out, sel
     return out
+
+
+class _FlashPrecisionAttention(torch.autograd.Function):
+    """``O = softmax(S)·V`` (rows with no finite score give zeros) whose backward follows the
+    flash kernels' precision model: ``dS = W ∘ (dO·Vᵀ − Δ)`` with ``Δ = Σ_d dO ∘ round(O)``."""
+
+    @staticmethod
+    def forward(ctx, scores, values, dtype):
+        weights = _masked_softmax(scores)
+        out = torch.einsum("bhti,bhid->bhtd", weights, values)
+        ctx.save_for_backward(weights, values, out)
+        ctx.dtype = dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        weights, values, out = ctx.saved_tensors
+        grad_w = torch.einsum("bhtd,bhid->bhti", grad_out, values)
+        delta = (grad_out * out.to(ctx.dtype).to(out.dtype)).sum(-1, keepdim=True)
+        grad_values = torch.einsum("bhti,bhtd->bhid", weights, grad_out)
+        return weights * (grad_w - delta), grad_values, None
+
+
+def _masked_softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim; ``-inf`` entries get 0 and an all-``-inf`` row is all zeros."""
+    row_max = scores.amax(-1, keepdim=True)
+    row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
+    weights = torch.exp(scores - row_max)
+    denom = weights.sum(-1, keepdim=True)
+    return weights / torch.where(denom > 0, denom, torch.ones_like(denom))

@@ -59,7 +59,11 @@ def test_entmax_keeps_attention_on_the_needle(seed):
 @given(seed=st.integers(0, 2**31 - 1))
 def test_softmax_prior_disperses(seed):
     """α → 1 (softmax-like prior): growing the distractors 16× (8 → 128 blocks) costs the needle
-    at least 5 points of attention share, and at 128 distractors α = 1.5 keeps more on the needle."""
-    soft = [needle_share(n, seed, SOFTMAX_LIKE_ALPHA, fast=False) for n in (8, 128)]
-    assert soft[1] <= soft[0] - 0.05
-    assert needle_share(128, seed, 1.5, fast=False) > soft[1]
+    at least 5 points of attention share on average over 4 drawn problems (one problem alone
+    decays by 0.05–0.4: 1 draw in ~100 falls just under 0.05), and at 128 distractors α = 1.5
+    keeps more on the needle in every problem."""
+    seeds = [(seed + j * 7919) % 2**31 for j in range(4)]
+    soft = [[needle_share(n, s, SOFTMAX_LIKE_ALPHA, fast=False) for s in seeds] for n in (8, 128)]
+    assert sum(soft[1]) / 4 <= sum(soft[0]) / 4 - 0.05
+    for s, share in zip(seeds, soft[1]):
+        assert needle_share(128, s, 1.5, fast=False) > share

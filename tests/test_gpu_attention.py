@@ -6,15 +6,19 @@ Tolerances (relative L2), measured on the H100 (see docs/design.md, "Numerics"):
   float32 entmax threshold's error: a probability just above the threshold has a large
   *relative* error, and ``log p̄`` exposes it (1e-3 measured at 4K vs 2e-6 with sigma = inf).
 * bfloat16: 2e-2 forward and for every gradient with ``sigma = inf``; with a finite sigma the
-  v and captured-tensor gradients stay within 2e-2, but the q/k/pool_query gradients are only
-  checked to be finite: through the log-prior they are ill-conditioned near the entmax
-  threshold and measured 0.2-1.4 relative error against float64 across runs (docs/design.md,
-  "Numerics"). That is a known gap, not a tolerance.
+  v and captured-tensor gradients stay within 2e-2. The q/k/pool_query gradients then carry the
+  flash precision model's error: FlexAttention forms the softmax backward's ``Δ = Σ dO·O`` from
+  the *bf16-rounded* output, so ``Σ_i dS_i ≠ 0``, and the log-prior's centring mean and
+  ``d log p/dz ∝ p^{1−α}`` amplify that (docs/design.md, "Numerics"). They are held to
+  ``2 × (error of the float64 reference under the same precision model) + 2e-2``: the
+  reference's ``flash_output_dtype=bfloat16`` mode.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 
 import pytest
 import torch
@@ -26,6 +30,7 @@ from dash_flex.reference import dash_attention_reference
 torch._dynamo.config.recompile_limit = 64  # one compile per case; the tests' own flex calls count too
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 TOL = {torch.float32: (1e-3, 1e-2, 1e-2), torch.bfloat16: (2e-2, None, 2e-2)}  # fwd, q/k grads, v grad
+LOG = os.environ.get("DASH_FLEX_GPU_LOG")  # where measured errors are appended (docs/design.md tables)
 
 
 def rel_err(a, b):
@@ -82,28 +87,59 @@ def _check(q, k, v, u, dtype, captured=(), **kw):
     grad_out = torch.randn_like(out)
     # With sigma = inf pool_query has no path to the output: its gradient is None on both sides.
     grads = torch.autograd.grad(out, leaves + list(captured), grad_out, allow_unused=True)
-    ref_leaves = [t.detach().double().requires_grad_() for t in (q, k, v, u)]
-    ref = dash_attention_reference(*ref_leaves[:3], pool_query=ref_leaves[3], **kw)
-    ref_grads = torch.autograd.grad(ref, ref_leaves + list(captured), grad_out.double(), allow_unused=True)
+    ref_grads, ref = _reference_grads(q, k, v, u, captured, grad_out, None, **kw)
+    flash_grads = None
+    if qk_tol is None:  # bf16 with a prior: the bound comes from the same precision model in float64
+        flash_grads, _ = _reference_grads(q, k, v, u, captured, grad_out, dtype, **kw)
     assert torch.isfinite(out).all()
-    assert rel_err(out, ref) <= fwd_tol, f"forward {rel_err(out, ref):.2e}"
-    for name, g, r in zip(["q", "k", "v", "pool_query", "captured"], grads, ref_grads):
+    errors = {"forward": rel_err(out, ref)}
+    assert errors["forward"] <= fwd_tol, f"forward {errors['forward']:.2e}"
+    names = ["q", "k", "v", "pool_query", "captured"]
+    for i, (name, g, r) in enumerate(zip(names, grads, ref_grads)):
         assert (g is None) == (r is None), name
         if g is None:
             continue
         assert torch.isfinite(g).all(), name
         tol = v_tol if name in ("v", "captured") else qk_tol
-        if tol is not None:
-            assert rel_err(g, r) <= tol, f"{name} gradient {rel_err(g, r):.2e}"
-    # The user-facing identity, through compiled FlexAttention.
+        errors[name] = rel_err(g, r)
+        if tol is None:
+            errors[name + "_flash_model"] = rel_err(flash_grads[i], r)
+            tol = 2 * errors[name + "_flash_model"] + 2e-2
+        assert errors[name] <= tol, f"{name} gradient {errors[name]:.2e} > {tol:.2e}"
+    if LOG:
+        with open(LOG, "a") as f:
+            f.write(
+                json.dumps({"dtype": str(dtype), "shape": list(q.shape) + [k.shape[1]], **kw_str(kw), **errors}) + "\n"
+            )
+    # The user-facing identity, through compiled FlexAttention. sel.kernel_options is needed here:
+    # Inductor's default configs overflow shared memory for bf16 D=64 (docs/design.md).
     with torch.no_grad():
         sel_kw = {k_: v_ for k_, v_ in kw.items() if k_ != "scale"}
         sel = dash_select(q, k, pool_query=u, **sel_kw)
         user = torch.compile(flex_attention)(
-            q, k, v, score_mod=sel.score_mod, block_mask=sel.block_mask, enable_gqa=q.shape[1] != k.shape[1]
+            q,
+            k,
+            v,
+            score_mod=sel.score_mod,
+            block_mask=sel.block_mask,
+            enable_gqa=q.shape[1] != k.shape[1],
+            kernel_options=sel.kernel_options,
         )
         again = dash_attention(q, k, v, pool_query=u, **kw)
     torch.testing.assert_close(user, again, atol=0, rtol=0)
+
+
+def _reference_grads(q, k, v, u, captured, grad_out, flash_dtype, **kw):
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v, u)]
+    ref = dash_attention_reference(*leaves[:3], pool_query=leaves[3], flash_output_dtype=flash_dtype, **kw)
+    grads = torch.autograd.grad(ref, leaves + list(captured), grad_out.double(), allow_unused=True)
+    return grads, ref.detach()
+
+
+def kw_str(kw):
+    return {
+        k_: (v_ if isinstance(v_, (int, float, bool)) else getattr(v_, "__name__", str(v_))) for k_, v_ in kw.items()
+    }
 
 
 def test_eager_flex_equals_compiled_flex_cuda():

@@ -128,3 +128,38 @@ def test_future_keys_never_change_outputs(Sq):
         v2[:, :, a_t + 1 :] += rand(1, 2, Skv - a_t - 1, 8, seed=29 + t, scale=5.0)
         out2 = dash_attention_reference(q, k2, v2, block_size=16)
         torch.testing.assert_close(out2[:, :, : t + 1], out[:, :, : t + 1], atol=0, rtol=0)
+
+
+def test_flash_precision_backward_model():
+    """``flash_output_dtype`` changes only the backward: with float64 rounding (none) it equals
+    plain autograd; with bfloat16 rounding of O in Δ, v's gradient is unchanged, while q/k move
+    by a bf16-sized amount with sigma = inf (the Δ error times the mean key) and more through
+    the log-prior with a finite sigma."""
+    g = torch.Generator().manual_seed(7)
+    q = 2 * torch.randn(1, 4, 256, 32, generator=g, dtype=torch.float64)
+    k = 2 * torch.randn(1, 2, 256, 32, generator=g, dtype=torch.float64)
+    v = torch.randn(1, 2, 256, 32, generator=g, dtype=torch.float64)
+    grad_out = torch.randn(1, 4, 256, 32, generator=g, dtype=torch.float64)
+
+    def grads(sigma, dtype):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        out = dash_attention_reference(*leaves, block_size=32, sigma=sigma, flash_output_dtype=dtype)
+        return out, torch.autograd.grad(out, leaves, grad_out)
+
+    out, exact = grads(1.0, None)
+    out64, same = grads(1.0, torch.float64)
+    torch.testing.assert_close(out64, out, atol=0, rtol=0)
+    for a, b in zip(same, exact):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+    _, rounded = grads(1.0, torch.bfloat16)
+    torch.testing.assert_close(rounded[2], exact[2], atol=1e-12, rtol=1e-10)
+    _, exact_inf = grads(math.inf, None)
+    _, rounded_inf = grads(math.inf, torch.bfloat16)
+    torch.testing.assert_close(rounded_inf[2], exact_inf[2], atol=1e-12, rtol=1e-10)
+
+    def rel(a, b):
+        return float((a - b).norm() / b.norm())
+
+    for i in (0, 1):
+        assert 1e-5 < rel(rounded_inf[i], exact_inf[i]) < 1e-2
+        assert rel(rounded[i], exact[i]) > rel(rounded_inf[i], exact_inf[i])
