@@ -7,8 +7,9 @@ the entmax probabilities as a log-prior. See SPEC and ``docs/method.md``.
 
 import custom_ops as _custom_ops  # noqa: F401  (registers the dash_flex:: operators)
 
-from . import mods, reference
+from . import cache, mods, reference
 from .attention import dash_attention, dense_flex_attention
+from .cache import CacheReadStats, DashKVCache
 from .entmax import entmax
 from .selection import DashSelection, SparsityReport, dash_select
 
@@ -19,6 +20,9 @@ __all__ = [
     "SparsityReport",
     "entmax",
     "dense_flex_attention",
+    "DashKVCache",
+    "CacheReadStats",
+    "cache",
     "mods",
     "reference",
 ]
