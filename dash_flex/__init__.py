@@ -11,7 +11,9 @@ from . import cache, mods, reference
 from .attention import dash_attention, dense_flex_attention
 from .cache import CacheReadStats, DashKVCache
 from .entmax import entmax
+from .layer import DashAttention, RotaryEmbedding
 from .selection import DashSelection, SparsityReport, dash_select
+from .topk import topk_attention, topk_select
 
 __all__ = [
     "dash_attention",
@@ -20,6 +22,10 @@ __all__ = [
     "SparsityReport",
     "entmax",
     "dense_flex_attention",
+    "DashAttention",
+    "RotaryEmbedding",
+    "topk_attention",
+    "topk_select",
     "DashKVCache",
     "CacheReadStats",
     "cache",

@@ -154,6 +154,7 @@ class DashKVCache:
         sum_dtype = torch.float64 if dtype == torch.float64 else torch.float32
         self.summaries = torch.zeros(batch, kv_heads, capacity // block_size, head_dim, dtype=sum_dtype, device=device)
         self.lengths = torch.zeros(batch, dtype=torch.int64, device=device)
+        self.device = self.key.device  # "cuda" → "cuda:0": the device tensors report, for input checks
         if device.type == "cuda":
             for t in (self.key, self.value, self.summaries, self.lengths):
                 torch._dynamo.mark_static_address(t)

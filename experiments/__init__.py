@@ -1,0 +1,1 @@
+"""Experiments: run as modules from the repository root, e.g. ``python -m experiments.retrieval``."""
