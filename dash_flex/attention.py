@@ -13,7 +13,7 @@ from ._validation import check_attention_inputs
 from .mods import apply_score_mod, evaluate_mask_mod
 from .selection import DashSelection, _select
 
-__all__ = ["dash_attention", "dense_flex_attention"]
+__all__ = ["dash_attention", "dense_flex_attention", "fine_stage"]
 
 _compiled_flex: Callable | None = None
 EAGER_RECOMPILE_LIMIT = 64
@@ -149,15 +149,32 @@ def dash_attention(
         query, key, shapes, alpha, causal, selection_scale, sigma, pool_query, score_mod, mask_mod, share_kv_groups
     )
     scale = 1.0 / math.sqrt(shapes.head_dim) if scale is None else scale
+    out = fine_stage(query, key, value, sel, scale, grad_inputs=(pool_query,))
+    return (out, sel) if return_selection else out
+
+
+def fine_stage(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    sel: DashSelection,
+    scale: float,
+    *,
+    grad_inputs: tuple[torch.Tensor | None, ...] = (),
+) -> torch.Tensor:
+    """Softmax attention restricted by a selection (any selector: entmax, top-k).
+
+    On the CPU, when gradients are needed (q, k, v or ``grad_inputs``, e.g. the pool_query behind
+    the prior), :func:`dense_flex_attention`: CPU FlexAttention has no backward. Otherwise
+    FlexAttention (compiled when called eagerly on a GPU)."""
     needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (query, key, value, pool_query)
+        t is not None and t.requires_grad for t in (query, key, value, *grad_inputs)
     )
     if query.device.type == "cpu" and needs_grad:
-        out = dense_flex_attention(
+        return dense_flex_attention(
             query, key, value, score_mod=sel.score_mod, mask_mod=sel.block_mask.mask_mod, scale=scale
         )
-    else:
-        if query.device.type == "cpu":  # CPU flex rejects inputs that require grad, even under no_grad
-            query, key, value = query.detach(), key.detach(), value.detach()
-        out = _flex(query, key, value, sel.score_mod, sel.block_mask, scale, shapes.group_size > 1, sel.kernel_options)
-    return (out, sel) if return_selection else out
+    if query.device.type == "cpu":  # CPU flex rejects inputs that require grad, even under no_grad
+        query, key, value = query.detach(), key.detach(), value.detach()
+    gqa = query.shape[1] != key.shape[1]
+    return _flex(query, key, value, sel.score_mod, sel.block_mask, scale, gqa, sel.kernel_options)

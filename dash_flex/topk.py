@@ -29,7 +29,7 @@ import torch
 from custom_ops.block_summary import block_summaries
 
 from ._validation import AttentionShapes, check_attention_inputs
-from .attention import _flex, dense_flex_attention
+from .attention import fine_stage
 from .selection import DashSelection, _block_classes, build_selection
 
 __all__ = ["topk_attention", "topk_select", "topk_block_probabilities"]
@@ -125,27 +125,6 @@ def topk_select(
     return _topk_selection(query, key, s, top_k, causal, pool_query, score_mod, mask_mod, share_kv_groups)
 
 
-def fine_stage(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    sel: DashSelection,
-    scale: float,
-    group_size: int,
-) -> torch.Tensor:
-    """Softmax attention restricted by ``sel``, dispatched as :func:`dash_attention` does: dense
-    autograd on the CPU when gradients are needed (CPU FlexAttention has no backward), else
-    FlexAttention (compiled on eager GPUs)."""
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-    if query.device.type == "cpu" and needs_grad:
-        return dense_flex_attention(
-            query, key, value, score_mod=sel.score_mod, mask_mod=sel.block_mask.mask_mod, scale=scale
-        )
-    if query.device.type == "cpu":  # CPU flex rejects inputs that require grad, even under no_grad
-        query, key, value = query.detach(), key.detach(), value.detach()
-    return _flex(query, key, value, sel.score_mod, sel.block_mask, scale, group_size > 1, sel.kernel_options)
-
-
 def topk_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -173,5 +152,5 @@ def topk_attention(
     s = _validate(query, key, value, block_size, causal, scale, pool_query, score_mod, mask_mod, top_k)
     sel = _topk_selection(query, key, s, top_k, causal, pool_query, score_mod, mask_mod, share_kv_groups)
     scale = 1.0 / math.sqrt(s.head_dim) if scale is None else scale
-    out = fine_stage(query, key, value, sel, scale, s.group_size)
+    out = fine_stage(query, key, value, sel, scale)
     return (out, sel) if return_selection else out
