@@ -25,7 +25,8 @@ selection and printed beside the times.
 Variants (``--dash-variants``): ``fold`` = KV heads folded into the batch, flex decoding
 template (``kernel_options=None``); ``fold-main`` = folded, main template (``num_stages=2``,
 ``FORCE_USE_FLEX_ATTENTION``); ``plain`` = per-query-head tables, the selection's own options;
-``fold-decode-opts`` = folded with ``--decode-kernel-options`` (JSON). ``--compile-mode`` wraps
+``fold-decode-opts`` = folded with ``--decode-kernel-options`` (JSON); ``kernel`` = the
+``dash_flex::sparse_decode`` split-KV kernel over the kept-block list (no FlexAttention). ``--compile-mode`` wraps
 each dash / flex step in ``torch.compile`` (default ``reduce-overhead``: CUDA graphs, the cache
 buffers are static addresses); ``none`` runs eagerly.
 """
@@ -51,7 +52,8 @@ BS, ALPHA, SIGMA = 64, 1.5, 1.0
 DASH_VARIANTS = {
     "fold": dict(fold_heads=True, kernel_options=None),
     "fold-main": dict(fold_heads=True, kernel_options={"num_stages": 2, "FORCE_USE_FLEX_ATTENTION": True}),
-    "plain": dict(fold_heads=False, kernel_options=None),
+    "plain": dict(fold_heads=False, kernel_options=None, decode_kernel=False),
+    "kernel": dict(decode_kernel=True),  # dash_flex::sparse_decode: split-KV over the kept-block list
 }
 FLEX_OPTIONS = {"decode": None, "main": {"num_stages": 2, "FORCE_USE_FLEX_ATTENTION": True}}
 

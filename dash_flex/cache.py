@@ -40,6 +40,8 @@ import torch
 from torch.nn.attention.flex_attention import BlockMask
 
 from custom_ops.block_summary import block_summaries
+from custom_ops.kv_cache import cache_write
+from custom_ops.sparse_decode import sparse_decode
 
 from ._validation import AttentionShapes, _check_positive_scalar, check_attention_inputs
 from .attention import _flex
@@ -176,9 +178,7 @@ class DashKVCache:
         self._check_kv(key, value)
         Sq = key.shape[2]
         self._check_num_new(num_new)
-        pos = self.lengths[:, None] + torch.arange(Sq, device=self.device)  # [B, Sq]
-        self.key.scatter_(2, pos[:, None, :, None].expand(B, Hkv, Sq, self.head_dim), key)
-        self.value.scatter_(2, pos[:, None, :, None].expand(B, Hkv, Sq, self.value_dim), value)
+        cache_write(self.key, self.value, key, value, self.lengths)  # in place even when compiled
 
         # The Sq slots starting at len_b span at most this many blocks (start offset ≤ bs − 1).
         n_touch = min((Sq + bs - 2) // bs + 1, self.num_blocks)
@@ -271,6 +271,7 @@ class DashKVCache:
         share_kv_groups: bool = True,
         fold_heads: bool | None = None,
         kernel_options: dict | None = None,
+        decode_kernel: bool | None = None,
         return_selection: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, DashSelection]:
         """DashAttention of ``query [B, Hq, Sq, D]`` (the rows appended last) over the cache.
@@ -287,12 +288,31 @@ class DashKVCache:
         decoding template accepts. ``kernel_options`` overrides the flex kernel options
         (default: the selection's, or :data:`DECODE_KERNEL_OPTIONS` when folded).
 
+        ``decode_kernel`` (default: on CUDA when ``Sq = 1``, selection shared per KV group, no
+        user mods) runs the fine stage as ``dash_flex::sparse_decode``, a split-KV kernel over the
+        compact list of kept blocks, instead of FlexAttention; ``True`` asks for it anywhere (the
+        CPU runs its torch definition) and raises when the call does not qualify.
+
         Returns ``[B, Hq, Sq, Dv]`` in the query dtype (and the :class:`DashSelection`, over all
         ``N`` cache slots, with ``return_selection=True``). Inference only: no autograd through
         the cache.
         """
         if scale is not None:
             scale = _check_positive_scalar("scale", scale)
+        one_query = isinstance(query, torch.Tensor) and query.dim() == 4 and query.shape[2] == 1
+        kernel_ok = one_query and share_kv_groups and score_mod is None and mask_mod is None and not fold_heads
+        if decode_kernel and not kernel_ok:
+            raise ValueError(
+                "decode_kernel=True needs Sq = 1, share_kv_groups=True, no score_mod / mask_mod and fold_heads unset"
+            )
+        if decode_kernel is None:
+            decode_kernel = kernel_ok and query.device.type == "cuda" and kernel_options is None
+        if decode_kernel:
+            out = self._attend_decode_kernel(query, num_new, alpha, scale, selection_scale, sigma)
+            if not return_selection:
+                return out
+            sel = self.select(query, num_new=num_new, alpha=alpha, selection_scale=selection_scale, sigma=sigma)
+            return out, sel
         foldable = share_kv_groups and mask_mod is None
         if fold_heads and not foldable:
             raise ValueError("fold_heads=True needs share_kv_groups=True and no mask_mod (one table per KV head)")
@@ -318,6 +338,29 @@ class DashKVCache:
             options = sel.kernel_options if kernel_options is None else kernel_options
             out = _flex(query, self.key, self.value, sel.score_mod, sel.block_mask, scale, G > 1, options)
         return (out, sel) if return_selection else out
+
+    def _attend_decode_kernel(self, query, num_new, alpha, scale, selection_scale, sigma) -> torch.Tensor:
+        """``Sq = 1``: the coarse stage on ``[B, Hkv, nb]`` tensors (no tile padding, no BlockMask),
+        then ``dash_flex::sparse_decode``. Same math as :meth:`select` + FlexAttention: forced =
+        own block, eligible = complete past blocks, prior ``(log p̄ − mean_S log p̄)/sigma``."""
+        s = self._check_query(query, alpha=alpha, selection_scale=selection_scale, sigma=sigma)
+        self._check_num_new(num_new)
+        pos = _positions(self.lengths, num_new, 1, 1)[:, 0]  # [B], −1 for a padding row
+        own = torch.where(pos >= 0, pos // s.block_size, torch.full_like(pos, -1))[:, None, None, None]
+        c = torch.arange(s.num_blocks, device=query.device)
+        eligible = (c < own) & (own >= 0)  # [B, 1, 1, nb]
+        p = coarse_probabilities(query, self.summaries, eligible, s, alpha, selection_scale, True)[:, :, 0]
+        selected = p > 0
+        if math.isfinite(sigma):
+            log_p = torch.log(torch.where(selected, p, torch.ones_like(p)))
+            mean = log_p.sum(-1, keepdim=True) / selected.sum(-1, keepdim=True).clamp(min=1)
+            prior = torch.where(selected, (log_p - mean) / sigma, torch.zeros_like(p))
+        else:
+            prior = torch.zeros_like(p)
+        active = selected | (c == own[:, :, 0])  # [B, Hkv, nb]
+        scale = 1.0 / math.sqrt(s.head_dim) if scale is None else scale
+        out = sparse_decode(query[:, :, 0], self.key, self.value, active, prior, pos, scale, s.block_size)
+        return out[:, :, None]
 
     def append_and_attend(
         self,

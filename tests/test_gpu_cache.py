@@ -45,11 +45,18 @@ def rows_at(x, start, n):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("fold", [True, False], ids=["folded", "plain"])
+@pytest.mark.parametrize("fine", ["folded", "plain", "kernel"])
 @pytest.mark.parametrize("D", [64, 128])
-def test_prefill_and_decode_match_full_calls_cuda(dtype, fold, D):
+def test_prefill_and_decode_match_full_calls_cuda(dtype, fine, D):
     """Prompts of 1983 and 1216 tokens (19 whole blocks) in one right-padded chunk, then 70
-    decode steps (both sequences complete a block on the way)."""
+    decode steps (both sequences complete a block on the way). Decode fine stage: FlexAttention
+    with folded KV heads, plain FlexAttention, or the ``dash_flex::sparse_decode`` kernel."""
+    prefill_kw = {"folded": dict(fold_heads=True), "plain": dict(fold_heads=False), "kernel": {}}[fine]
+    decode_kw = {
+        "folded": dict(fold_heads=True),
+        "plain": dict(fold_heads=False, decode_kernel=False),
+        "kernel": dict(decode_kernel=True),
+    }[fine]
     B, Hq, Hkv, bs, steps = 2, 8, 2, 64, 70
     prompt = torch.tensor([1983, 1216], device="cuda")
     L = int(prompt.max()) + steps
@@ -57,10 +64,10 @@ def test_prefill_and_decode_match_full_calls_cuda(dtype, fold, D):
     cache = DashKVCache(B, Hkv, 2112, D, block_size=bs, pool_query=u, dtype=dtype, device="cuda")
     P = int(prompt.max())
     with torch.no_grad():
-        prefill = cache.append_and_attend(q[:, :, :P], k[:, :, :P], v[:, :, :P], num_new=prompt, fold_heads=fold)
+        prefill = cache.append_and_attend(q[:, :, :P], k[:, :, :P], v[:, :, :P], num_new=prompt, **prefill_kw)
         decoded = torch.cat(
             [
-                cache.append_and_attend(*[rows_at(x, prompt + t, 1) for x in (q, k, v)], fold_heads=fold)
+                cache.append_and_attend(*[rows_at(x, prompt + t, 1) for x in (q, k, v)], **decode_kw)
                 for t in range(steps)
             ],
             2,
