@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+from custom_ops.sparse_decode import sparse_decode
 from dash_flex.cache import DashKVCache
 
 BS, ALPHA, SIGMA = 64, 1.5, 1.0
@@ -182,6 +183,24 @@ def run_length(L: int, args, device: torch.device) -> list[dict]:
             return cache.append_and_attend(q, k_last, v_last, alpha=ALPHA, sigma=SIGMA, **kw)
 
         with torch.no_grad():
+            if vname == "kernel":  # the kernel path's two stages alone
+                sel_inputs = cache.decode_selection(q, alpha=ALPHA, sigma=SIGMA)
+                q0 = q[:, :, 0]
+                record(
+                    "kernel_coarse_only",
+                    maybe_compile(lambda: cache.decode_selection(q, alpha=ALPHA, sigma=SIGMA), args.compile_mode),
+                    tokens,
+                    kept,
+                )
+                record(
+                    "kernel_fine_only",
+                    maybe_compile(
+                        lambda: sparse_decode(q0, cache.key, cache.value, *sel_inputs, 1 / math.sqrt(D), BS),
+                        args.compile_mode,
+                    ),
+                    tokens,
+                    kept,
+                )
             record(f"dash[{vname}]", maybe_compile(attend, args.compile_mode), tokens, kept)
             if vname == args.dash_variants[0]:
                 record("dash_select", maybe_compile(select_only, args.compile_mode), tokens, kept)

@@ -286,7 +286,7 @@ class DashKVCache:
         runs the fine stage as ``[B·Hkv, G, Sq, D]`` queries over ``[B·Hkv, 1, N, D]`` keys with
         one block table per (sequence, KV head): the only GQA layout whose tables FlexAttention's
         decoding template accepts. ``kernel_options`` overrides the flex kernel options
-        (default: the selection's, or :data:`DECODE_KERNEL_OPTIONS` when folded).
+        (default: the selection's, or :data:`DECODE_KERNEL_OPTIONS` when folded with ``Sq < 128``).
 
         ``decode_kernel`` (default: on CUDA when ``Sq = 1``, selection shared per KV group, no
         user mods) runs the fine stage as ``dash_flex::sparse_decode``, a split-KV kernel over the
@@ -332,7 +332,13 @@ class DashKVCache:
         if fold_heads is None:
             fold_heads = foldable and G > 1
         if fold_heads:
-            options = DECODE_KERNEL_OPTIONS if kernel_options is None else kernel_options
+            # Below 128 queries flex may pick its decoding template (DECODE_KERNEL_OPTIONS); a longer
+            # chunk runs the main template, whose default configs overflow shared memory for bf16
+            # D = 64 on the H100 (docs/design.md), so it gets the selection's options.
+            if kernel_options is not None:
+                options = kernel_options
+            else:
+                options = DECODE_KERNEL_OPTIONS if s.q_len < TILE else sel.kernel_options
             out = _folded_fine_stage(query, self.key, self.value, sel, s, scale, options)
         else:
             options = sel.kernel_options if kernel_options is None else kernel_options
@@ -340,9 +346,28 @@ class DashKVCache:
         return (out, sel) if return_selection else out
 
     def _attend_decode_kernel(self, query, num_new, alpha, scale, selection_scale, sigma) -> torch.Tensor:
-        """``Sq = 1``: the coarse stage on ``[B, Hkv, nb]`` tensors (no tile padding, no BlockMask),
-        then ``dash_flex::sparse_decode``. Same math as :meth:`select` + FlexAttention: forced =
-        own block, eligible = complete past blocks, prior ``(log p̄ − mean_S log p̄)/sigma``."""
+        """``Sq = 1``: :meth:`decode_selection`, then ``dash_flex::sparse_decode``."""
+        active, prior, pos = self.decode_selection(
+            query, num_new=num_new, alpha=alpha, selection_scale=selection_scale, sigma=sigma
+        )
+        scale = 1.0 / math.sqrt(self.head_dim) if scale is None else scale
+        out = sparse_decode(query[:, :, 0], self.key, self.value, active, prior, pos, scale, self.block_size)
+        return out[:, :, None]
+
+    def decode_selection(
+        self,
+        query: torch.Tensor,
+        *,
+        num_new: torch.Tensor | None = None,
+        alpha: float = 1.5,
+        selection_scale: float = 1.0,
+        sigma: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The coarse stage of the decode kernel path for ``query [B, Hq, 1, D]`` on ``[B, Hkv, nb]``
+        tensors (no tile padding, no BlockMask): ``(active, prior, pos)`` = kept + forced blocks
+        (bool), the log-prior ``(log p̄ − mean_S log p̄)/sigma`` on kept blocks (0 elsewhere,
+        float32) and the query positions ``[B]`` (−1 on a padding row). Same math as
+        :meth:`select`: forced = own block, eligible = complete past blocks."""
         s = self._check_query(query, alpha=alpha, selection_scale=selection_scale, sigma=sigma)
         self._check_num_new(num_new)
         pos = _positions(self.lengths, num_new, 1, 1)[:, 0]  # [B], −1 for a padding row
@@ -358,9 +383,7 @@ class DashKVCache:
         else:
             prior = torch.zeros_like(p)
         active = selected | (c == own[:, :, 0])  # [B, Hkv, nb]
-        scale = 1.0 / math.sqrt(s.head_dim) if scale is None else scale
-        out = sparse_decode(query[:, :, 0], self.key, self.value, active, prior, pos, scale, s.block_size)
-        return out[:, :, None]
+        return active, prior, pos
 
     def append_and_attend(
         self,
