@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+from custom_ops.sparse_attention import sparse_attention_forward
 from dash_flex import dash_attention, dash_select
 
 B, HQ, HKV, D, BS = 1, 32, 8, 128, 64
@@ -107,6 +108,17 @@ def run(S: int, with_backward: bool):
             kernel_options=sel.kernel_options,
         )
 
+    prior_t, active_t = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
+    fused_scale = 1.0 / math.sqrt(q.shape[-1])
+
+    def fused_fine():  # dash_flex::sparse_attention_forward on the same selection (forward only)
+        return sparse_attention_forward(q, k, v, prior_t, active_t, True, fused_scale, BS, True)[0]
+
+    def dash_fused():
+        s = dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0)
+        pt, at = s.log_prior.transpose(2, 3), s.active_blocks.transpose(2, 3)
+        return sparse_attention_forward(q, k, v, pt, at, True, fused_scale, BS, True)[0]
+
     base_bytes = sum(t.numel() * t.element_size() for t in (q, k, v))
     for name, fn in [
         ("sdpa_cudnn", cudnn),
@@ -115,6 +127,8 @@ def run(S: int, with_backward: bool):
         ("dash", dash),
         ("dash_coarse_only", coarse),
         ("dash_fine_only", fine),
+        ("dash_fused_fwd", dash_fused),
+        ("fused_fine_only", fused_fine),
     ]:
         row = {}
         try:
@@ -127,7 +141,8 @@ def run(S: int, with_backward: bool):
             row["fwd_ms"] = None
             row["error"] = "OOM"
         torch.cuda.empty_cache()
-        if with_backward and name not in ("dash_coarse_only",) and row.get("fwd_ms") is not None:
+        forward_only = ("dash_coarse_only", "dash_fused_fwd", "fused_fine_only")  # no fused backward yet
+        if with_backward and name not in forward_only and row.get("fwd_ms") is not None:
             leaves = [t.detach().requires_grad_() for t in (q, k, v)]
             q_, k_, v_ = leaves
             try:

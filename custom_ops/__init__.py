@@ -10,5 +10,6 @@ from . import (
     entmax,  # noqa: F401  (registers dash_flex::entmax_*)
     kv_cache,  # noqa: F401  (registers dash_flex::cache_write)
     selection,  # noqa: F401,E402  (registers dash_flex::log_prior*, dash_flex::selection_tables)
+    sparse_attention,  # noqa: F401  (registers dash_flex::sparse_attention_forward)
     sparse_decode,  # noqa: F401  (registers dash_flex::sparse_decode)
 )

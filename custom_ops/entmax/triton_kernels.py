@@ -34,9 +34,18 @@ MAX_REGISTER_BLOCK = 8192  # longest row (rounded up to a power of two) kept in 
 # ----------------------------------------------------------------------------- kernels
 @triton.jit
 def _entmax_fwd_kernel(
-    X, Y, n_rows, n_cols, am1, d, one_minus_alpha,
-    MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr,
-    ROWS: tl.constexpr, BLOCK: tl.constexpr,
+    X,
+    Y,
+    n_rows,
+    n_cols,
+    am1,
+    d,
+    one_minus_alpha,
+    MODE: tl.constexpr,
+    N_BISECT: tl.constexpr,
+    N_NEWTON: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     # Inductor may hand Python floats to a wrap_triton kernel as fp64 scalars: keep the solver fp32.
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
@@ -105,8 +114,16 @@ def _entmax_fwd_kernel(
 
 @triton.jit
 def _entmax_fwd_chunked_kernel(
-    X, Y, n_cols, am1, d, one_minus_alpha,
-    MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr, CHUNK: tl.constexpr,
+    X,
+    Y,
+    n_cols,
+    am1,
+    d,
+    one_minus_alpha,
+    MODE: tl.constexpr,
+    N_BISECT: tl.constexpr,
+    N_NEWTON: tl.constexpr,
+    CHUNK: tl.constexpr,
 ):
     # Inductor may hand Python floats to a wrap_triton kernel as fp64 scalars: keep the solver fp32.
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
@@ -203,8 +220,15 @@ def _entmax_fwd_chunked_kernel(
 
 @triton.jit
 def _entmax_bwd_kernel(
-    P, G, DX, n_rows, n_cols, two_minus_alpha,
-    MODE: tl.constexpr, ROWS: tl.constexpr, BLOCK: tl.constexpr,
+    P,
+    G,
+    DX,
+    n_rows,
+    n_cols,
+    two_minus_alpha,
+    MODE: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):
     two_minus_alpha = tl.cast(two_minus_alpha, tl.float32)  # see _entmax_fwd_kernel
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
@@ -328,15 +352,36 @@ def entmax_forward(x: Tensor, alpha: float, config: LaunchConfig | None = None) 
     scalars = (alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha)
     if cfg.chunk:
         _launch(
-            "_entmax_fwd_chunked_kernel", (n_rows,), x.device, x2, y2, n, *scalars,
-            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, CHUNK=cfg.chunk, num_warps=cfg.num_warps,
+            "_entmax_fwd_chunked_kernel",
+            (n_rows,),
+            x.device,
+            x2,
+            y2,
+            n,
+            *scalars,
+            MODE=mode,
+            N_BISECT=n_bisect,
+            N_NEWTON=n_newton,
+            CHUNK=cfg.chunk,
+            num_warps=cfg.num_warps,
         )
     else:
         if cfg.block < n:
             raise ValueError(f"LaunchConfig.block={cfg.block} is shorter than the row ({n})")
         _launch(
-            "_entmax_fwd_kernel", (triton.cdiv(n_rows, cfg.rows),), x.device, x2, y2, n_rows, n, *scalars,
-            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, ROWS=cfg.rows, BLOCK=cfg.block,
+            "_entmax_fwd_kernel",
+            (triton.cdiv(n_rows, cfg.rows),),
+            x.device,
+            x2,
+            y2,
+            n_rows,
+            n,
+            *scalars,
+            MODE=mode,
+            N_BISECT=n_bisect,
+            N_NEWTON=n_newton,
+            ROWS=cfg.rows,
+            BLOCK=cfg.block,
             num_warps=cfg.num_warps,
         )
     return y2.view(x.shape)
@@ -356,14 +401,34 @@ def entmax_backward(p: Tensor, grad_p: Tensor, alpha: float, config: LaunchConfi
     cfg = config or backward_config(int(n))
     if cfg.chunk:
         _launch(
-            "_entmax_bwd_chunked_kernel", (n_rows,), p.device, p2, g2, dx2, n, 2.0 - alpha,
-            MODE=mode, CHUNK=cfg.chunk, num_warps=cfg.num_warps,
+            "_entmax_bwd_chunked_kernel",
+            (n_rows,),
+            p.device,
+            p2,
+            g2,
+            dx2,
+            n,
+            2.0 - alpha,
+            MODE=mode,
+            CHUNK=cfg.chunk,
+            num_warps=cfg.num_warps,
         )
     else:
         if cfg.block < n:
             raise ValueError(f"LaunchConfig.block={cfg.block} is shorter than the row ({n})")
         _launch(
-            "_entmax_bwd_kernel", (triton.cdiv(n_rows, cfg.rows),), p.device, p2, g2, dx2, n_rows, n, 2.0 - alpha,
-            MODE=mode, ROWS=cfg.rows, BLOCK=cfg.block, num_warps=cfg.num_warps,
+            "_entmax_bwd_kernel",
+            (triton.cdiv(n_rows, cfg.rows),),
+            p.device,
+            p2,
+            g2,
+            dx2,
+            n_rows,
+            n,
+            2.0 - alpha,
+            MODE=mode,
+            ROWS=cfg.rows,
+            BLOCK=cfg.block,
+            num_warps=cfg.num_warps,
         )
     return dx2.view(p.shape)

@@ -1,0 +1,47 @@
+"""Plain-torch definition of the fused fine stage (the Triton kernel is tested against it).
+
+With ``prior [B, H_sel, nb, Sq]`` and ``active [B, H_act, nb, Sq]`` (a selection's log-prior and
+kept + forced flags, block-major, query index last) and query head ``h`` using KV head
+``h // (Hq/Hkv)``, selection head ``h // (Hq/H_sel)`` and flag head ``h // (Hq/H_act)``::
+
+    s_ti = scale · q_t·k_i + prior[b, h_sel, i // bs, t]     (prior term only when has_prior)
+    allowed_ti = active[b, h_act, i // bs, t] and (not causal or i ≤ t + Skv − Sq)
+    out_t = Σ_i softmax_allowed(s_t)_i v_i,   lse_t = log Σ_allowed exp(s_ti)
+
+A row with no allowed key gives ``out = 0`` and ``lse = −inf``. This is exactly what
+FlexAttention computes from ``sel.block_mask`` / ``sel.score_mod`` when there are no user mods.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sparse_attention_forward_torch(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    prior: torch.Tensor,
+    active: torch.Tensor,
+    causal: bool,
+    scale: float,
+    block_size: int,
+    has_prior: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    B, Hq, Sq, _ = query.shape
+    Hkv, Skv = key.shape[1], key.shape[2]
+    acc = torch.float64 if query.dtype == torch.float64 else torch.float32
+    kk = key.to(acc).repeat_interleave(Hq // Hkv, dim=1)
+    vv = value.to(acc).repeat_interleave(Hq // Hkv, dim=1)
+    blk = torch.arange(Skv, device=query.device) // block_size
+    scores = scale * (query.to(acc) @ kk.transpose(-1, -2))
+    if has_prior:
+        scores = scores + prior.to(acc).repeat_interleave(Hq // prior.shape[1], dim=1)[:, :, blk].transpose(2, 3)
+    allowed = active.repeat_interleave(Hq // active.shape[1], dim=1)[:, :, blk].transpose(2, 3)
+    if causal:
+        t = torch.arange(Sq, device=query.device) + (Skv - Sq)
+        allowed = allowed & (torch.arange(Skv, device=query.device)[None, :] <= t[:, None])
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    weights = torch.where(allowed, torch.exp(scores - torch.where(torch.isfinite(lse), lse, 0)[..., None]), 0)
+    return (weights @ vv).to(query.dtype), lse.float()

@@ -1,0 +1,208 @@
+"""Block-sparse flash forward over a selection (Triton).
+
+One program per (query tile of ``BLOCK_M`` rows, batch·query head). It walks the tile's
+compact list of key blocks — the union of the blocks its rows keep — and for each block adds
+the log-prior as a *row vector* (one value per query row, read contiguously from the
+query-major layout) and masks rows that do not keep the block with the active flags, also a
+row vector. No per-element gather, unlike a FlexAttention score_mod (FIELD_NOTES: that gather
+was the 2–4× cost). Online softmax in fp32; writes the output and the row LSE (natural log).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _sparse_attention_fwd(
+    Q,
+    K,
+    V,
+    PRIOR,
+    ACTIVE,
+    LIST,
+    COUNT,
+    OUT,
+    LSE,
+    q_len,
+    kv_len,
+    causal_offset,
+    num_q_heads,
+    group_kv,
+    group_sel,
+    group_act,
+    num_tiles,
+    stride_qb,
+    stride_qh,
+    stride_qt,
+    stride_qd,
+    stride_kb,
+    stride_kh,
+    stride_kn,
+    stride_kd,
+    stride_vb,
+    stride_vh,
+    stride_vn,
+    stride_vd,
+    stride_pb,
+    stride_ph,
+    stride_pc,
+    stride_pt,
+    stride_ab,
+    stride_ah,
+    stride_ac,
+    stride_at,
+    stride_lh,
+    stride_lt,
+    stride_ob,
+    stride_oh,
+    stride_ot,
+    stride_od,
+    scale,
+    BLOCK_M: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    VALUE_DIM: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_PRIOR: tl.constexpr,
+    IEEE: tl.constexpr,
+):
+    scale = tl.cast(scale, tl.float32)  # Inductor may pass Python floats as fp64
+    tile = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_q_heads
+    h = bh % num_q_heads
+    h_kv = h // group_kv
+    h_act = h // group_act
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < q_len
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    offs_n = tl.arange(0, BLOCK_SIZE)
+    q = tl.load(
+        Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qt + offs_d[None, :] * stride_qd,
+        mask=row_ok[:, None] & (offs_d < HEAD_DIM)[None, :],
+        other=0.0,
+    )
+    list_row = (b * (num_q_heads // group_act) + h_act) * num_tiles + tile
+    count = tl.load(COUNT + list_row)
+    prior_base = PRIOR + b * stride_pb + (h // group_sel) * stride_ph
+    active_base = ACTIVE + b * stride_ab + h_act * stride_ah
+    k_base = K + b * stride_kb + h_kv * stride_kh
+    v_base = V + b * stride_vb + h_kv * stride_vh
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+    for j in range(0, count):
+        c = tl.load(LIST + list_row * stride_lh + j * stride_lt)
+        keys = c * BLOCK_SIZE + offs_n
+        key_ok = keys < kv_len
+        k = tl.load(
+            k_base + keys[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+            mask=key_ok[:, None] & (offs_d < HEAD_DIM)[None, :],
+            other=0.0,
+        )
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        else:
+            s = tl.dot(q, tl.trans(k)) * scale
+        keep = tl.load(active_base + c * stride_ac + rows * stride_at, mask=row_ok, other=0) != 0
+        if HAS_PRIOR:
+            s = s + tl.load(prior_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0)[:, None]
+        ok = keep[:, None] & key_ok[None, :]
+        if CAUSAL:
+            ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
+        s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
+        rescale = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * rescale + tl.sum(p, axis=1)
+        v = tl.load(
+            v_base + keys[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
+            mask=key_ok[:, None] & (offs_dv < VALUE_DIM)[None, :],
+            other=0.0,
+        )
+        if IEEE:
+            acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    has_key = l_i > 0
+    out = acc / tl.where(has_key, l_i, 1.0)[:, None]
+    tl.store(
+        OUT + b * stride_ob + h * stride_oh + rows[:, None] * stride_ot + offs_dv[None, :] * stride_od,
+        out.to(OUT.dtype.element_ty),
+        mask=row_ok[:, None] & (offs_dv < VALUE_DIM)[None, :],
+    )
+    lse = tl.where(has_key, m_i + tl.log(tl.where(has_key, l_i, 1.0)), float("-inf"))
+    tl.store(LSE + bh * q_len + rows, lse, mask=row_ok)
+
+
+def sparse_attention_launch(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    prior: torch.Tensor,
+    active: torch.Tensor,
+    block_list: torch.Tensor,
+    count: torch.Tensor,
+    causal: bool,
+    scale: float,
+    block_size: int,
+    has_prior: bool,
+    block_m: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``block_list [B, H_act, n_tiles, nb]`` / ``count [B, H_act, n_tiles]``: each query tile's
+    kept blocks (see :func:`ops.tile_block_lists`). Launches directly (eager, or the CPU
+    interpreter in tests)."""
+    B, Hq, Sq, D = query.shape
+    Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
+    n_tiles = block_list.shape[2]
+    out = torch.empty(B, Hq, Sq, Dv, device=query.device, dtype=query.dtype)
+    lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
+    active_i8 = active.view(torch.int8) if active.dtype == torch.bool else active
+    list_rows = block_list.view(-1, block_list.shape[-1])
+    _sparse_attention_fwd[(n_tiles, B * Hq)](
+        query,
+        key,
+        value,
+        prior,
+        active_i8,
+        list_rows,
+        count,
+        out,
+        lse,
+        Sq,
+        Skv,
+        Skv - Sq,
+        Hq,
+        Hq // Hkv,
+        Hq // prior.shape[1],
+        Hq // active.shape[1],
+        n_tiles,
+        *query.stride(),
+        *key.stride(),
+        *value.stride(),
+        *prior.stride(),
+        *active_i8.stride(),
+        list_rows.stride(0),
+        list_rows.stride(1),
+        *out.stride(),
+        scale,
+        BLOCK_M=block_m,
+        BLOCK_SIZE=block_size,
+        HEAD_DIM=D,
+        BLOCK_D=max(16, triton.next_power_of_2(D)),
+        VALUE_DIM=Dv,
+        BLOCK_DV=max(16, triton.next_power_of_2(Dv)),
+        CAUSAL=causal,
+        HAS_PRIOR=has_prior,
+        IEEE=query.dtype == torch.float32,
+        num_warps=4 if block_m <= 64 else 8,
+    )
+    return out, lse
