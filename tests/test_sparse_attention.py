@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from custom_ops.sparse_attention import sparse_attention_forward, tile_block_lists
-from custom_ops.sparse_attention.torch_impl import sparse_attention_forward_torch
+from custom_ops.sparse_attention.ops import block_tile_lists
+from custom_ops.sparse_attention.torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch
+from custom_ops.sparse_attention.triton_backward import sparse_attention_backward_launch
 from custom_ops.sparse_attention.triton_kernels import sparse_attention_launch
 from dash_flex import dash_attention, dash_select
 from dash_flex.reference import dash_attention_reference
@@ -53,7 +55,7 @@ def problem(case, dtype=torch.float32):
 def test_definition_equals_dash_attention_and_reference(case):
     q, k, v, u, kw, (prior, active), has_prior = problem(case)
     causal = kw.get("causal", True)
-    out, lse = sparse_attention_forward(
+    out, _, lse = sparse_attention_forward(
         q, k, v, prior, active, causal, 1 / math.sqrt(q.shape[-1]), kw["block_size"], has_prior
     )
     with torch.no_grad():
@@ -70,9 +72,11 @@ def test_definition_equals_dash_attention_and_reference(case):
 def test_triton_kernel_matches_definition(case, dtype, block_m):
     q, k, v, _, kw, (prior, active), has_prior = problem(case, dtype)
     causal, bs, scale = kw.get("causal", True), kw["block_size"], 1 / math.sqrt(q.shape[-1])
-    expected, expected_lse = sparse_attention_forward_torch(q, k, v, prior, active, causal, scale, bs, has_prior)
+    expected, _, expected_lse = sparse_attention_forward_torch(q, k, v, prior, active, causal, scale, bs, has_prior)
     block_list, count = tile_block_lists(active, block_m)
-    out, lse = sparse_attention_launch(q, k, v, prior, active, block_list, count, causal, scale, bs, has_prior, block_m)
+    out, _, lse = sparse_attention_launch(
+        q, k, v, prior, active, block_list, count, causal, scale, bs, has_prior, block_m
+    )
     assert rel_err(out, expected) < (1e-5 if dtype == torch.float32 else 5e-3)
     torch.testing.assert_close(lse, expected_lse, atol=1e-3 if dtype == torch.float16 else 1e-5, rtol=1e-5)
 
@@ -84,9 +88,9 @@ def test_rows_with_no_key_give_zeros_and_minus_inf_lse():
     active[:, :, 0, 16:] = True  # rows 0..15 keep nothing
     prior = torch.randn(1, 2, 2, 32, generator=g)
     block_list, count = tile_block_lists(active, 16)
-    out, lse = sparse_attention_launch(q, k, v, prior, active, block_list, count, False, 0.25, 16, True, 16)
+    out, _, lse = sparse_attention_launch(q, k, v, prior, active, block_list, count, False, 0.25, 16, True, 16)
     assert (out[:, :, :16] == 0).all() and torch.isinf(lse[:, :, :16]).all()
-    expected, _ = sparse_attention_forward_torch(q, k, v, prior, active, False, 0.25, 16, True)
+    expected, _, _ = sparse_attention_forward_torch(q, k, v, prior, active, False, 0.25, 16, True)
     assert rel_err(out, expected) < 1e-5
 
 
@@ -103,6 +107,84 @@ def test_opcheck_cpu():
     torch.library.opcheck(
         torch.ops.dash_flex.sparse_attention_forward.default, (q, k, v, prior, active, True, 0.2, 16, has_prior)
     )
+
+
+def _backward_problem(case, dtype):
+    q, k, v, u, kw, (prior, active), has_prior = problem(case, dtype)
+    g = torch.Generator().manual_seed(11)
+    grad_out = torch.randn(q.shape[:-1] + (v.shape[-1],), generator=g).to(dtype)
+    return q, k, v, prior.detach().float().contiguous(), active, grad_out, kw, has_prior
+
+
+@pytest.mark.parametrize("case", CASES, ids=["gqa", "per-head-inf", "chunked", "noncausal"])
+def test_backward_definition_matches_autograd(case):
+    """The hand-written backward (torch) equals autograd through the forward definition, float64."""
+    q, k, v, prior, active, grad_out, kw, has_prior = _backward_problem(case, torch.float64)
+    causal, bs, scale = kw.get("causal", True), kw["block_size"], 1 / math.sqrt(q.shape[-1])
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, prior.double())]
+    out, res, lse = sparse_attention_forward_torch(*leaves, active, causal, scale, bs, has_prior)
+    expected = torch.autograd.grad(out, leaves, grad_out, allow_unused=True)
+    got = sparse_attention_backward_torch(grad_out, q, k, v, prior.double(), active, out.detach(), res, lse,
+                                          causal, scale, bs, has_prior)  # fmt: skip
+    for name, a, b in zip("q k v prior".split(), got, expected):
+        if b is None:  # sigma = inf: no prior term
+            assert name == "prior" and not has_prior and (a == 0).all()
+            continue
+        assert rel_err(a, b) < 1e-10, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("case", CASES, ids=["gqa", "per-head-inf", "chunked", "noncausal"])
+def test_triton_backward_matches_definition(case, dtype):
+    q, k, v, prior, active, grad_out, kw, has_prior = _backward_problem(case, dtype)
+    causal, bs, scale, bm = kw.get("causal", True), kw["block_size"], 1 / math.sqrt(q.shape[-1]), 16
+    out, res, lse = sparse_attention_forward_torch(q, k, v, prior, active, causal, scale, bs, has_prior)
+    args = (grad_out, q, k, v, prior, active, out, res, lse)
+    expected = sparse_attention_backward_torch(*args, causal, scale, bs, has_prior)
+    lists = (*tile_block_lists(active, bm), *block_tile_lists(active, bm))
+    got = sparse_attention_backward_launch(*args, *lists, causal, scale, bs, has_prior, bm)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    for name, a, b in zip("q k v prior".split(), got, expected):
+        assert torch.isfinite(a).all(), name
+        if b.abs().sum() == 0:
+            assert (a == 0).all(), name
+        else:
+            assert rel_err(a, b) < tol, f"{name}: {rel_err(a, b):.2e}"
+
+
+def test_gradcheck_float64():
+    """Numerical vs analytic gradients of the op (q, k, v, prior), GQA 2:1, causal chunk."""
+    g = torch.Generator().manual_seed(8)
+    q = torch.randn(1, 2, 12, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(1, 1, 40, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    prior = torch.randn(1, 1, 3, 12, generator=g, dtype=torch.float64)
+    active = torch.rand(1, 1, 3, 12, generator=g) < 0.6
+    active[:, :, 2] = True  # every query keeps its own block
+    leaves = [t.requires_grad_() for t in (q, k, v, prior)]
+
+    def f(q_, k_, v_, p_):
+        return sparse_attention_forward(q_, k_, v_, p_, active, True, 0.3, 16, True)[0]
+
+    assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-7)
+
+
+def test_gradients_through_the_selection_match_dash_attention():
+    """The op fed ``sel.log_prior`` gives q, k, v and pool_query the same gradients as
+    dash_attention (the prior's gradient flows on into dash_flex::log_prior and entmax)."""
+    q, k, v, u, kw, _, _ = problem(CASES[0])
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(3))
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, u)]
+    sel = dash_select(leaves[0], leaves[1], pool_query=leaves[3], **kw)
+    out, _, _ = sparse_attention_forward(
+        leaves[0], leaves[1], leaves[2], sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3),
+        True, 1 / math.sqrt(q.shape[-1]), kw["block_size"], True,
+    )  # fmt: skip
+    got = torch.autograd.grad(out, leaves, grad_out)
+    leaves2 = [t.clone().requires_grad_() for t in (q, k, v, u)]
+    ref = dash_attention(*leaves2[:3], pool_query=leaves2[3], **kw)
+    expected = torch.autograd.grad(ref, leaves2, grad_out)
+    for name, a, b in zip("q k v pool_query".split(), got, expected):
+        assert rel_err(a, b) < 1e-4, f"{name}: {rel_err(a, b):.2e}"
 
 
 @pytest.mark.gpu
@@ -122,8 +204,40 @@ def test_cuda_kernel_matches_flex_and_reference(shape, dtype):
     with torch.no_grad():
         flex, sel = dash_attention(q, k, v, pool_query=u, block_size=bs, return_selection=True)
         prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
-        out, lse = sparse_attention_forward(q, k, v, prior, active, True, 1 / math.sqrt(D), bs, True)
+        out, _, lse = sparse_attention_forward(q, k, v, prior, active, True, 1 / math.sqrt(D), bs, True)
     ref = dash_attention_reference(q.double(), k.double(), v.double(), pool_query=u.double(), block_size=bs)
     assert torch.isfinite(out).all() and torch.isfinite(lse).all()
     assert rel_err(out, flex) <= tol
     assert rel_err(out, ref) <= tol
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_gradients_through_the_selection_match_reference(dtype):
+    """On CUDA, gradients of the fused fine stage fed a selection, against the float64 reference.
+    Its backward forms Δ from the output to fp32 precision (out + residual), so the bf16 q/k
+    gradients through the log-prior should not show the O(0.1–1) error of FlexAttention's
+    backward (docs/design.md, "Numerics"): held to 5e-2 (bf16) / 1e-2 (fp32)."""
+    B, Hq, Hkv, S, D, bs = 1, 8, 2, 4096, 128, 64
+    g = torch.Generator(device="cuda").manual_seed(1)
+    q = (2 * torch.randn(B, Hq, S, D, device="cuda", generator=g)).to(dtype)
+    k = (2 * torch.randn(B, Hkv, S, D, device="cuda", generator=g)).to(dtype)
+    v = torch.randn(B, Hkv, S, D, device="cuda", generator=g).to(dtype)
+    u = torch.randn(Hkv, D, device="cuda", generator=g)
+    grad_out = torch.randn(B, Hq, S, D, device="cuda", generator=g).to(dtype)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, u)]
+    sel = dash_select(leaves[0], leaves[1], pool_query=leaves[3], block_size=bs)
+    prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
+    out, _, _ = sparse_attention_forward(
+        leaves[0], leaves[1], leaves[2], prior, active, True, 1 / math.sqrt(D), bs, True
+    )
+    grads = torch.autograd.grad(out, leaves, grad_out)
+    ref_leaves = [t.detach().double().requires_grad_() for t in (q, k, v, u)]
+    ref = dash_attention_reference(*ref_leaves[:3], pool_query=ref_leaves[3], block_size=bs)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, grad_out.double())
+    tol = 1e-2 if dtype == torch.float32 else 5e-2
+    assert rel_err(out, ref) <= (1e-3 if dtype == torch.float32 else 2e-2)
+    for name, a, b in zip("q k v pool_query".split(), grads, ref_grads):
+        assert torch.isfinite(a).all(), name
+        assert rel_err(a, b) <= tol, f"{name}: {rel_err(a, b):.2e}"

@@ -1,6 +1,6 @@
-"""``dash_flex::sparse_attention_forward``: schema, fake kernel; torch on CPU / float64, Triton on
-CUDA. Forward only (no autograd formula yet): the inference fine stage, and the building block
-of the performance work (docs/benchmarks.md). An opaque op, like ``dash_flex::sparse_decode``.
+"""``dash_flex::sparse_attention_forward`` / ``_backward``: schemas, fake kernels, autograd; torch
+on CPU / float64, Triton on CUDA. Opaque ops, like ``dash_flex::sparse_decode``: the CUDA
+branches build the tile lists with torch ops and launch the kernels directly.
 """
 
 from __future__ import annotations
@@ -8,19 +8,28 @@ from __future__ import annotations
 import torch
 
 from ..sparse_decode.ops import compact_block_list
-from .torch_impl import sparse_attention_forward_torch
+from .torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch
 
 BLOCK_M = 64  # query rows per program: a smaller union of kept blocks per tile than 128
+
+
+def _tiles_keeping_blocks(active: torch.Tensor, block_m: int) -> torch.Tensor:
+    """``[B, H, n_tiles, nb]`` bool: does any row of the ``block_m``-row query tile keep block c."""
+    B, H, nb, Sq = active.shape
+    n_tiles = -(-Sq // block_m)
+    padded = torch.nn.functional.pad(active, (0, n_tiles * block_m - Sq))
+    return padded.reshape(B, H, nb, n_tiles, block_m).any(-1).transpose(2, 3)
 
 
 def tile_block_lists(active: torch.Tensor, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``active [B, H, nb, Sq]`` bool → each ``block_m``-row query tile's kept blocks (the union
     over its rows): ``(list [B, H, n_tiles, nb]`` int32, blocks first; ``count [B, H, n_tiles])``."""
-    B, H, nb, Sq = active.shape
-    n_tiles = -(-Sq // block_m)
-    padded = torch.nn.functional.pad(active, (0, n_tiles * block_m - Sq))
-    tile_any = padded.reshape(B, H, nb, n_tiles, block_m).any(-1).transpose(2, 3)  # [B, H, n_tiles, nb]
-    return compact_block_list(tile_any)
+    return compact_block_list(_tiles_keeping_blocks(active, block_m))
+
+
+def block_tile_lists(active: torch.Tensor, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The transpose: for each key block, the query tiles that keep it (``[B, H, nb, n_tiles]``)."""
+    return compact_block_list(_tiles_keeping_blocks(active, block_m).transpose(2, 3))
 
 
 @torch.library.custom_op("dash_flex::sparse_attention_forward", mutates_args=())
@@ -34,10 +43,11 @@ def sparse_attention_forward(
     scale: float,
     block_size: int,
     has_prior: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(out [B, Hq, Sq, Dv], lse [B, Hq, Sq] float32)`` of softmax attention restricted to each
-    query's kept + forced blocks (``active [B, H_act, nb, Sq]``) with the log-prior
-    (``prior [B, H_sel, nb, Sq]``, float32) added per block; see torch_impl for the definition."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(out [B, Hq, Sq, Dv], out_residual, lse [B, Hq, Sq])`` (lse float32; float64 for float64
+    inputs) of softmax attention restricted to each query's kept + forced blocks
+    (``active [B, H_act, nb, Sq]``) with the log-prior (``prior [B, H_sel, nb, Sq]``, float32)
+    added per block (see torch_impl). Differentiable in query, key, value and prior (not through lse / out_residual)."""
     if query.device.type != "cuda" or query.dtype == torch.float64:
         return sparse_attention_forward_torch(query, key, value, prior, active, causal, scale, block_size, has_prior)
     from .triton_kernels import sparse_attention_launch
@@ -52,4 +62,65 @@ def sparse_attention_forward(
 def _(query, key, value, prior, active, causal, scale, block_size, has_prior):
     B, Hq, Sq, _ = query.shape
     out = query.new_empty(B, Hq, Sq, value.shape[-1])
-    return out, query.new_empty(B, Hq, Sq, dtype=torch.float32)
+    lse_dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
+    return out, torch.empty_like(out), query.new_empty(B, Hq, Sq, dtype=lse_dtype)
+
+
+@torch.library.custom_op("dash_flex::sparse_attention_backward", mutates_args=())
+def sparse_attention_backward(
+    grad_out: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    prior: torch.Tensor,
+    active: torch.Tensor,
+    out: torch.Tensor,
+    out_residual: torch.Tensor,
+    lse: torch.Tensor,
+    causal: bool,
+    scale: float,
+    block_size: int,
+    has_prior: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(dq, dk, dv, dprior)``; dprior has the prior's shape and dtype (zeros when ``has_prior`` is
+    False)."""
+    args = (grad_out, query, key, value, prior, active, out, out_residual, lse, causal, scale, block_size, has_prior)
+    if query.device.type != "cuda" or query.dtype == torch.float64:
+        return sparse_attention_backward_torch(*args)
+    from .triton_backward import sparse_attention_backward_launch
+
+    tile_list, tile_count = tile_block_lists(active, BLOCK_M)
+    block_list, block_count = block_tile_lists(active, BLOCK_M)
+    return sparse_attention_backward_launch(
+        grad_out.contiguous(), query, key, value, prior.float(), active, out, out_residual, lse,
+        tile_list, tile_count, block_list, block_count, causal, scale, block_size, has_prior, BLOCK_M,
+    )  # fmt: skip
+
+
+@sparse_attention_backward.register_fake
+def _(grad_out, query, key, value, prior, active, out, out_residual, lse, causal, scale, block_size, has_prior):
+    return (
+        torch.empty_like(query, memory_format=torch.contiguous_format),
+        torch.empty_like(key, memory_format=torch.contiguous_format),
+        torch.empty_like(value, memory_format=torch.contiguous_format),
+        prior.new_empty(prior.shape),
+    )
+
+
+def _setup_context(ctx, inputs, output):
+    query, key, value, prior, active, causal, scale, block_size, has_prior = inputs
+    out, out_residual, lse = output
+    ctx.save_for_backward(query, key, value, prior, active, out, out_residual, lse)
+    ctx.args = (causal, scale, block_size, has_prior)
+
+
+def _backward(ctx, grad_out, _grad_residual, _grad_lse):
+    query, key, value, prior, active, out, out_residual, lse = ctx.saved_tensors
+    dq, dk, dv, dprior = sparse_attention_backward(
+        grad_out, query, key, value, prior, active, out, out_residual, lse, *ctx.args
+    )
+    has_prior = ctx.args[3]
+    return dq, dk, dv, (dprior.to(prior.dtype) if has_prior else None), None, None, None, None, None
+
+
+sparse_attention_forward.register_autograd(_backward, setup_context=_setup_context)

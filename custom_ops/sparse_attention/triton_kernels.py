@@ -25,6 +25,7 @@ def _sparse_attention_fwd(
     LIST,
     COUNT,
     OUT,
+    OUT_RES,
     LSE,
     q_len,
     kv_len,
@@ -134,11 +135,12 @@ def _sparse_attention_fwd(
         m_i = m_new
     has_key = l_i > 0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
-    tl.store(
-        OUT + b * stride_ob + h * stride_oh + rows[:, None] * stride_ot + offs_dv[None, :] * stride_od,
-        out.to(OUT.dtype.element_ty),
-        mask=row_ok[:, None] & (offs_dv < VALUE_DIM)[None, :],
-    )
+    out_hi = out.to(OUT.dtype.element_ty)
+    out_offs = b * stride_ob + h * stride_oh + rows[:, None] * stride_ot + offs_dv[None, :] * stride_od
+    out_mask = row_ok[:, None] & (offs_dv < VALUE_DIM)[None, :]
+    tl.store(OUT + out_offs, out_hi, mask=out_mask)
+    # What rounding to the input dtype dropped: the backward's Δ uses out + residual (exact to fp32).
+    tl.store(OUT_RES + out_offs, (out - out_hi.to(tl.float32)).to(OUT.dtype.element_ty), mask=out_mask)
     lse = tl.where(has_key, m_i + tl.log(tl.where(has_key, l_i, 1.0)), float("-inf"))
     tl.store(LSE + bh * q_len + rows, lse, mask=row_ok)
 
@@ -156,7 +158,7 @@ def sparse_attention_launch(
     block_size: int,
     has_prior: bool,
     block_m: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``block_list [B, H_act, n_tiles, nb]`` / ``count [B, H_act, n_tiles]``: each query tile's
     kept blocks (see :func:`ops.tile_block_lists`). Launches directly (eager, or the CPU
     interpreter in tests)."""
@@ -164,6 +166,7 @@ def sparse_attention_launch(
     Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
     n_tiles = block_list.shape[2]
     out = torch.empty(B, Hq, Sq, Dv, device=query.device, dtype=query.dtype)
+    out_res = torch.empty_like(out)
     lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
     active_i8 = active.view(torch.int8) if active.dtype == torch.bool else active
     list_rows = block_list.view(-1, block_list.shape[-1])
@@ -176,6 +179,7 @@ def sparse_attention_launch(
         list_rows,
         count,
         out,
+        out_res,
         lse,
         Sq,
         Skv,
@@ -205,4 +209,4 @@ def sparse_attention_launch(
         IEEE=query.dtype == torch.float32,
         num_warps=4 if block_m <= 64 else 8,
     )
-    return out, lse
+    return out, out_res, lse
