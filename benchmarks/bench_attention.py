@@ -4,7 +4,8 @@
 
 Times (median, `triton.testing.do_bench`) SDPA cuDNN causal, SDPA flash causal, dense causal
 FlexAttention and dash_attention end to end (plus the coarse stage alone and the fine stage
-alone), forward and forward+backward (forward only above 32K), bf16, B=1, Hq=32, Hkv=8, D=128,
+alone), with FlexAttention (``dash``) and with the fused kernels (``dash_fused``,
+``fine_stage="fused"``; ``fused_fine_only`` = its forward on a fixed selection), forward and forward+backward (forward only above 32K), bf16, B=1, Hq=32, Hkv=8, D=128,
 block 64, α=1.5, sigma=1. Ratios are against cuDNN in the same run.
 
 Inputs: keys carry one of four "topics" per 64-token block (plus noise) and each query asks
@@ -115,9 +116,7 @@ def run(S: int, with_backward: bool):
         return sparse_attention_forward(q, k, v, prior_t, active_t, True, fused_scale, BS, True)[0]
 
     def dash_fused():
-        s = dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0)
-        pt, at = s.log_prior.transpose(2, 3), s.active_blocks.transpose(2, 3)
-        return sparse_attention_forward(q, k, v, pt, at, True, fused_scale, BS, True)[0]
+        return dash_attention(q, k, v, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused")
 
     base_bytes = sum(t.numel() * t.element_size() for t in (q, k, v))
     for name, fn in [
@@ -127,7 +126,7 @@ def run(S: int, with_backward: bool):
         ("dash", dash),
         ("dash_coarse_only", coarse),
         ("dash_fine_only", fine),
-        ("dash_fused_fwd", dash_fused),
+        ("dash_fused", dash_fused),
         ("fused_fine_only", fused_fine),
     ]:
         row = {}
@@ -141,7 +140,7 @@ def run(S: int, with_backward: bool):
             row["fwd_ms"] = None
             row["error"] = "OOM"
         torch.cuda.empty_cache()
-        forward_only = ("dash_coarse_only", "dash_fused_fwd", "fused_fine_only")  # no fused backward yet
+        forward_only = ("dash_coarse_only", "fused_fine_only")
         if with_backward and name not in forward_only and row.get("fwd_ms") is not None:
             leaves = [t.detach().requires_grad_() for t in (q, k, v)]
             q_, k_, v_ = leaves
@@ -154,6 +153,9 @@ def run(S: int, with_backward: bool):
                         "sdpa_flash": lambda: _sdpa(q_, k_, v_, SDPBackend.FLASH_ATTENTION),
                         "flex_dense": lambda: compiled_flex(q_, k_, v_, block_mask=dense_mask, enable_gqa=True),
                         "dash": lambda: dash_attention(q_, k_, v_, alpha=1.5, block_size=BS, sigma=1.0),
+                        "dash_fused": lambda: dash_attention(
+                            q_, k_, v_, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused"
+                        ),
                     }[name]
                     row["fwd_bwd_ms"] = bench(fn_b, backward=True, inputs=leaves)
             except torch.OutOfMemoryError:

@@ -87,11 +87,19 @@ def time_case(rows: int, n: int, alpha: float, dtype: torch.dtype, warmup: int, 
     soft_fb = bench(lambda: torch.softmax(x, dim=-1).backward(g))
     nbytes = x.numel() * x.element_size()
     return {
-        "rows": rows, "n": n, "dtype": str(dtype).removeprefix("torch."), "alpha": alpha,
-        "entmax_fwd_ms": ent_f, "softmax_fwd_ms": soft_f, "fwd_ratio": ent_f / soft_f,
-        "entmax_fwd_bwd_ms": ent_fb, "softmax_fwd_bwd_ms": soft_fb, "fwd_bwd_ratio": ent_fb / soft_fb,
+        "rows": rows,
+        "n": n,
+        "dtype": str(dtype).removeprefix("torch."),
+        "alpha": alpha,
+        "entmax_fwd_ms": ent_f,
+        "softmax_fwd_ms": soft_f,
+        "fwd_ratio": ent_f / soft_f,
+        "entmax_fwd_bwd_ms": ent_fb,
+        "softmax_fwd_bwd_ms": soft_fb,
+        "fwd_bwd_ratio": ent_fb / soft_fb,
         "entmax_fwd_gbps": 2 * nbytes / ent_f / 1e6,
-        "fwd_within_target": ent_f / soft_f <= FWD_TARGET, "fwd_bwd_within_target": ent_fb / soft_fb <= FWD_BWD_TARGET,
+        "fwd_within_target": ent_f / soft_f <= FWD_TARGET,
+        "fwd_bwd_within_target": ent_fb / soft_fb <= FWD_BWD_TARGET,
     }
 
 
@@ -177,8 +185,11 @@ def main() -> int:
             print(f"[{rows}x{n}] reduced to {rows_fit} rows to fit in memory")
         r = time_case(rows_fit, n, args.alpha, dtype, args.warmup, args.rep)
         results.append(r)
-        print(f"[{rows_fit}x{n}] fwd {r['entmax_fwd_ms']:.3f} ms ({r['fwd_ratio']:.2f}x softmax), "
-              f"fwd+bwd {r['entmax_fwd_bwd_ms']:.3f} ms ({r['fwd_bwd_ratio']:.2f}x softmax)", flush=True)
+        print(
+            f"[{rows_fit}x{n}] fwd {r['entmax_fwd_ms']:.3f} ms ({r['fwd_ratio']:.2f}x softmax), "
+            f"fwd+bwd {r['entmax_fwd_bwd_ms']:.3f} ms ({r['fwd_bwd_ratio']:.2f}x softmax)",
+            flush=True,
+        )
         if args.sweep:
             sweeps[f"{rows_fit}x{n}"] = sweep_case(rows_fit, n, args.alpha, dtype, args.warmup, args.rep)
         torch.cuda.empty_cache()

@@ -9,11 +9,13 @@ from collections.abc import Callable
 import torch
 from torch.nn.attention.flex_attention import flex_attention
 
+from custom_ops.sparse_attention import sparse_attention_forward
+
 from ._validation import check_attention_inputs
 from .mods import apply_score_mod, evaluate_mask_mod
 from .selection import DashSelection, _select
 
-__all__ = ["dash_attention", "dense_flex_attention", "fine_stage"]
+__all__ = ["dash_attention", "dense_flex_attention", "flex_fine_stage"]
 
 _compiled_flex: Callable | None = None
 EAGER_RECOMPILE_LIMIT = 64
@@ -110,6 +112,7 @@ def dash_attention(
     mask_mod: Callable | None = None,
     share_kv_groups: bool = True,
     return_selection: bool = False,
+    fine_stage: str = "flex",
 ) -> torch.Tensor | tuple[torch.Tensor, DashSelection]:
     """DashAttention (SPEC §2): α-entmax block selection, then softmax attention over the kept
     blocks with the entmax probabilities as a log-prior.
@@ -126,11 +129,20 @@ def dash_attention(
         score_mod, mask_mod: FlexAttention-style mods composed with the selection.
         share_kv_groups: one selection per KV head group (GQA), else one per query head.
         return_selection: also return the :class:`DashSelection`.
+        fine_stage: ``"flex"`` (FlexAttention; composes with user mods) or ``"fused"``
+            (``dash_flex::sparse_attention_forward``: our block-sparse kernel over the kept-block
+            lists, prior as a row vector, backward with an exact Δ; no user ``score_mod`` /
+            ``mask_mod``). Experimental: tested on the CPU and under the Triton interpreter, not
+            yet measured on a GPU (docs/benchmarks.md).
 
     Returns the output ``[B, Hq, Sq, Dv]`` in the input dtype. Gradients reach query, key, value,
     pool_query and tensors captured by ``score_mod``. On the CPU, when gradients are needed, the
     fine stage runs :func:`dense_flex_attention` (FlexAttention has no CPU backward).
     """
+    if fine_stage not in ("flex", "fused"):
+        raise ValueError(f"fine_stage must be 'flex' or 'fused', got fine_stage={fine_stage!r}")
+    if fine_stage == "fused" and (score_mod is not None or mask_mod is not None):
+        raise ValueError("fine_stage='fused' does not take a score_mod or mask_mod yet: use fine_stage='flex'")
     shapes = check_attention_inputs(
         query,
         key,
@@ -149,11 +161,17 @@ def dash_attention(
         query, key, shapes, alpha, causal, selection_scale, sigma, pool_query, score_mod, mask_mod, share_kv_groups
     )
     scale = 1.0 / math.sqrt(shapes.head_dim) if scale is None else scale
-    out = fine_stage(query, key, value, sel, scale, grad_inputs=(pool_query,))
+    if fine_stage == "fused":
+        prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
+        out = sparse_attention_forward(
+            query, key, value, prior, active, causal, scale, shapes.block_size, math.isfinite(sigma)
+        )[0]
+    else:
+        out = flex_fine_stage(query, key, value, sel, scale, grad_inputs=(pool_query,))
     return (out, sel) if return_selection else out
 
 
-def fine_stage(
+def flex_fine_stage(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,

@@ -29,7 +29,7 @@ import torch
 from custom_ops.block_summary import block_summaries
 
 from ._validation import AttentionShapes, check_attention_inputs
-from .attention import fine_stage
+from .attention import flex_fine_stage
 from .selection import DashSelection, _block_classes, build_selection
 
 __all__ = ["topk_attention", "topk_select", "topk_block_probabilities"]
@@ -152,5 +152,5 @@ def topk_attention(
     s = _validate(query, key, value, block_size, causal, scale, pool_query, score_mod, mask_mod, top_k)
     sel = _topk_selection(query, key, s, top_k, causal, pool_query, score_mod, mask_mod, share_kv_groups)
     scale = 1.0 / math.sqrt(s.head_dim) if scale is None else scale
-    out = fine_stage(query, key, value, sel, scale)
+    out = flex_fine_stage(query, key, value, sel, scale)
     return (out, sel) if return_selection else out

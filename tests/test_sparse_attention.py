@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+import torch._dynamo
 
 from custom_ops.sparse_attention import sparse_attention_forward, tile_block_lists
 from custom_ops.sparse_attention.ops import block_tile_lists
@@ -185,6 +186,54 @@ def test_gradients_through_the_selection_match_dash_attention():
     expected = torch.autograd.grad(ref, leaves2, grad_out)
     for name, a, b in zip("q k v pool_query".split(), got, expected):
         assert rel_err(a, b) < 1e-4, f"{name}: {rel_err(a, b):.2e}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=["gqa", "per-head-inf", "chunked", "noncausal"])
+def test_dash_attention_fused_equals_flex(case):
+    """``dash_attention(fine_stage="fused")`` gives the FlexAttention path's output (1e-5), and
+    gradients (q, k, v, pool_query) as close to the float64 reference as the FlexAttention
+    path's: within 2e-3 (tests/test_attention.py) or twice the flex path's own error. q/k through
+    the prior carry the fp32 entmax threshold's error, and the two fp32 paths round differently
+    (chunked case: pool_query 2.2e-3 fused vs 1.5e-3 flex)."""
+    q, k, v, u, kw, _, _ = problem(case)
+    grad_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(6))
+    outs, grads = {}, {}
+    for stage in ("fused", "flex"):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v, u)]
+        outs[stage] = dash_attention(*leaves[:3], pool_query=leaves[3], fine_stage=stage, **kw)
+        grads[stage] = torch.autograd.grad(outs[stage], leaves, grad_out, allow_unused=True)
+    assert rel_err(outs["fused"], outs["flex"]) < 1e-5
+    ref_leaves = [t.double().requires_grad_() for t in (q, k, v, u)]
+    ref = dash_attention_reference(*ref_leaves[:3], pool_query=ref_leaves[3], **kw)
+    ref_grads = torch.autograd.grad(ref, ref_leaves, grad_out.double(), allow_unused=True)
+    for name, a, f, r in zip("q k v pool_query".split(), grads["fused"], grads["flex"], ref_grads):
+        assert (a is None) == (r is None), name
+        if a is not None:
+            assert rel_err(a, r) <= max(2e-3, 2 * rel_err(f, r)), f"{name}: {rel_err(a, r):.2e}"
+
+
+def test_dash_attention_fused_compiles_without_graph_breaks():
+    q, k, v, u, kw, _, _ = problem(CASES[0])
+
+    def layer(q_, k_, v_):
+        return dash_attention(q_, k_, v_, pool_query=u, fine_stage="fused", **kw)
+
+    explanation = torch._dynamo.explain(layer)(q, k, v)
+    assert explanation.graph_break_count == 0
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    compiled = torch.compile(layer, fullgraph=True, dynamic=False)(*leaves)
+    eager = layer(q, k, v)
+    assert rel_err(compiled, eager) < 1e-5
+    grads = torch.autograd.grad(compiled, leaves, torch.ones_like(compiled))
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_dash_attention_fused_rejects_user_mods_and_unknown_stage():
+    q, k, v, _, kw, _, _ = problem(CASES[0])
+    with pytest.raises(ValueError, match="fine_stage='fused' does not take a score_mod"):
+        dash_attention(q, k, v, fine_stage="fused", mask_mod=lambda b, h, qi, ki: ki >= 0, **kw)
+    with pytest.raises(ValueError, match="fine_stage must be 'flex' or 'fused'"):
+        dash_attention(q, k, v, fine_stage="triton", **kw)
 
 
 @pytest.mark.gpu
