@@ -5,8 +5,9 @@
 Times (median, `triton.testing.do_bench`) SDPA cuDNN causal, SDPA flash causal, dense causal
 FlexAttention and dash_attention end to end (plus the coarse stage alone and the fine stage
 alone), with FlexAttention (``dash``) and with the fused kernels (``dash_fused``,
-``fine_stage="fused"``; ``fused_fine_only`` = its forward on a fixed selection), forward and forward+backward (forward only above 32K), bf16, B=1, Hq=32, Hkv=8, D=128,
-block 64, α=1.5, sigma=1. Ratios are against cuDNN in the same run.
+``fine_stage="fused"``; ``fused_fine_only`` = its forward on a fixed selection), forward and
+forward+backward (forward only above 32K), bf16, B=1, Hq=32, Hkv=8, D=128, block 64, α=1.5,
+sigma=1. Ratios are against cuDNN in the same run.
 
 Inputs: keys carry one of four "topics" per 64-token block (plus noise) and each query asks
 for one topic, so entmax keeps the same-topic blocks, about a quarter of the causal tokens.

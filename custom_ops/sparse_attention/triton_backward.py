@@ -18,23 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _scores(q, k, prior_base, active_base, c, rows, row_ok, keys, key_ok, causal_offset, scale,
-            stride_pc, stride_pt, stride_ac, stride_at,
-            CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
-    """Masked scores ``[rows, keys]`` of one (query tile, key block) pair, as in the forward."""
-    if IEEE:
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-    else:
-        s = tl.dot(q, tl.trans(k)) * scale
-    keep = tl.load(active_base + c * stride_ac + rows * stride_at, mask=row_ok, other=0) != 0
-    if HAS_PRIOR:
-        s = s + tl.load(prior_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0)[:, None]
-    ok = keep[:, None] & key_ok[None, :]
-    if CAUSAL:
-        ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
-    return s, ok
+from .triton_kernels import _scores
 
 
 @triton.jit

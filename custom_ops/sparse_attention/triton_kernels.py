@@ -16,6 +16,26 @@ import triton.language as tl
 
 
 @triton.jit
+def _scores(q, k, prior_base, active_base, c, rows, row_ok, keys, key_ok, causal_offset, scale,
+            stride_pc, stride_pt, stride_ac, stride_at,
+            CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+    """Scores ``[rows, keys]`` of one (query tile, key block) pair (scale, prior row vector) and
+    where they are allowed (the rows' active flags, key range, causal): shared by the forward and
+    both backward kernels, so all three mask the same pairs."""
+    if IEEE:
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+    else:
+        s = tl.dot(q, tl.trans(k)) * scale
+    keep = tl.load(active_base + c * stride_ac + rows * stride_at, mask=row_ok, other=0) != 0
+    if HAS_PRIOR:
+        s = s + tl.load(prior_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0)[:, None]
+    ok = keep[:, None] & key_ok[None, :]
+    if CAUSAL:
+        ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
+    return s, ok
+
+
+@triton.jit
 def _sparse_attention_fwd(
     Q,
     K,
@@ -107,16 +127,8 @@ def _sparse_attention_fwd(
             mask=key_ok[:, None] & (offs_d < HEAD_DIM)[None, :],
             other=0.0,
         )
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        else:
-            s = tl.dot(q, tl.trans(k)) * scale
-        keep = tl.load(active_base + c * stride_ac + rows * stride_at, mask=row_ok, other=0) != 0
-        if HAS_PRIOR:
-            s = s + tl.load(prior_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0)[:, None]
-        ok = keep[:, None] & key_ok[None, :]
-        if CAUSAL:
-            ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
+        s, ok = _scores(q, k, prior_base, active_base, c, rows, row_ok, keys, key_ok, causal_offset, scale,
+                        stride_pc, stride_pt, stride_ac, stride_at, CAUSAL, HAS_PRIOR, IEEE)  # fmt: skip
         s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
