@@ -7,6 +7,7 @@ implementation beside its Triton kernels.
 
 from . import (
     block_summary,  # noqa: F401,E402  (registers dash_flex::block_summaries*)
+    coarse_selection,  # noqa: F401  (registers dash_flex::coarse_selection*)
     entmax,  # noqa: F401  (registers dash_flex::entmax_*)
     kv_cache,  # noqa: F401  (registers dash_flex::cache_write)
     selection,  # noqa: F401,E402  (registers dash_flex::log_prior*, dash_flex::selection_tables)

@@ -18,7 +18,9 @@ import torch
 from torch.nn.attention.flex_attention import BlockMask
 
 from custom_ops.block_summary import block_summaries
-from custom_ops.selection import log_prior, selection_tables
+from custom_ops.coarse_selection import coarse_selection
+from custom_ops.coarse_selection.triton_kernels import MAX_BLOCKS, num_blocks_padded
+from custom_ops.selection import block_tables, log_prior, selection_tables
 from custom_ops.selection.torch_impl import TILE  # 128×128 tiles compile fwd and bwd on H100, D = 64 and 128
 
 from ._validation import AttentionShapes, check_attention_inputs
@@ -220,10 +222,32 @@ def _select(
     mask_mod,
     share_kv_groups,
 ) -> DashSelection:
-    forced, eligible = _block_classes(s, causal, mask_mod, query.device)
     k_bar = block_summaries(key, pool_query, s.block_size)  # [B, Hkv, nb, D] float32
+    if _fused_coarse_applies(s, mask_mod, share_kv_groups):
+        # One kernel for scores → entmax → group mean → prior and flags (custom_ops/coarse_selection).
+        sq_pad, nb_pad = _padded_sizes(s)
+        inv_sigma = 1.0 / sigma if math.isfinite(sigma) else 0.0
+        p, prior_t, active_t = coarse_selection(
+            query, k_bar, alpha, selection_scale, inv_sigma, causal, s.kv_len, s.block_size, sq_pad, nb_pad
+        )
+        forced = _block_classes(s, causal, None, query.device)[0]
+        return build_selection(
+            p, forced, s, causal, sigma, score_mod, None, share_kv_groups, computed=(prior_t, active_t)
+        )
+    forced, eligible = _block_classes(s, causal, mask_mod, query.device)
     p = coarse_probabilities(query, k_bar, eligible, s, alpha, selection_scale, share_kv_groups)
     return build_selection(p, forced, s, causal, sigma, score_mod, mask_mod, share_kv_groups)
+
+
+def _fused_coarse_applies(s: AttentionShapes, mask_mod, share_kv_groups: bool) -> bool:
+    """The fused coarse op covers the default case: no user mask (block classes follow from
+    causality alone), GQA-shared selection, rows of blocks that fit its register tile."""
+    return mask_mod is None and share_kv_groups and num_blocks_padded(_padded_sizes(s)[1]) <= MAX_BLOCKS
+
+
+def _padded_sizes(s: AttentionShapes) -> tuple[int, int]:
+    """``(Sq_pad, nb_pad)``: the prior / flags cover whole 128-tiles (see the module doc)."""
+    return _round_up(s.q_len, TILE), -(-_round_up(s.kv_len, TILE) // s.block_size)
 
 
 def coarse_probabilities(
@@ -259,19 +283,28 @@ def build_selection(
     score_mod: Callable | None,
     mask_mod: Callable | None,
     share_kv_groups: bool,
+    computed: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> DashSelection:
     """Turn block probabilities ``p [B, H_sel, Sq, nb]`` (``H_sel`` = Hkv or Hq; blocks with
     ``p > 0`` are selected) and ``forced [B or 1, H or 1, Sq, nb]`` into a :class:`DashSelection`:
     the log-prior, the block tables, the BlockMask and the score_mod. Any selector that produces
-    such ``p`` (entmax, top-k) shares this fine-stage path; ``sigma = inf`` adds no prior."""
+    such ``p`` (entmax, top-k) shares this fine-stage path; ``sigma = inf`` adds no prior.
+    ``computed = (prior_t, active_t)``: the padded, block-major prior and flags, already built
+    (by the fused coarse op) for ``H_act = H_sel = Hkv``."""
     B, Hq, Hkv, Sq, nb, bs = s.batch, s.q_heads, s.kv_heads, s.q_len, s.num_blocks, s.block_size
     # Log-prior and active flags, padded to whole tiles, query index contiguous (see module doc).
     H_sel = p.shape[1]
     H_act = Hkv if (share_kv_groups and H_sel == Hkv and forced.shape[1] == 1) else Hq
-    Sq_pad = _round_up(Sq, TILE)
-    nb_pad = -(-_round_up(s.kv_len, TILE) // bs)
-    prior_t = log_prior(p, sigma, Sq_pad, nb_pad) if math.isfinite(sigma) else None
-    active_t, kv_num_blocks, kv_indices = selection_tables(p.detach(), forced, H_act, Sq_pad, nb_pad, s.kv_len, bs, Hq)
+    Sq_pad, nb_pad = _padded_sizes(s)
+    if computed is None:
+        prior_t = log_prior(p, sigma, Sq_pad, nb_pad) if math.isfinite(sigma) else None
+        active_t, kv_num_blocks, kv_indices = selection_tables(
+            p.detach(), forced, H_act, Sq_pad, nb_pad, s.kv_len, bs, Hq
+        )
+    else:  # the fused coarse op already wrote both, in this layout
+        prior_t, active_t = computed
+        prior_t = prior_t if math.isfinite(sigma) else None
+        kv_num_blocks, kv_indices = block_tables(active_t, s.kv_len, bs, Hq)
 
     G_act, offset = Hq // H_act, s.kv_len - Sq
 

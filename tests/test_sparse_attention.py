@@ -17,7 +17,7 @@ import torch
 import torch._dynamo
 
 from custom_ops.sparse_attention import sparse_attention_forward, tile_block_lists
-from custom_ops.sparse_attention.ops import block_tile_lists
+from custom_ops.sparse_attention.ops import block_tile_lists, forward_tiling
 from custom_ops.sparse_attention.torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch
 from custom_ops.sparse_attention.triton_backward import sparse_attention_backward_launch
 from custom_ops.sparse_attention.triton_kernels import sparse_attention_launch
@@ -69,14 +69,17 @@ def test_definition_equals_dash_attention_and_reference(case):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("case", CASES, ids=["gqa", "per-head-inf", "chunked", "noncausal"])
-@pytest.mark.parametrize("block_m", [16, 64])
-def test_triton_kernel_matches_definition(case, dtype, block_m):
+@pytest.mark.parametrize("block_m,packed", [(16, False), (64, False), (32, True)])
+def test_triton_kernel_matches_definition(case, dtype, block_m, packed):
+    """``packed``: the G query heads of a group share a program when they share the selection
+    (``forward_tiling``; the gqa and chunked cases pack 2 heads, the others cannot)."""
     q, k, v, _, kw, (prior, active), has_prior = problem(case, dtype)
     causal, bs, scale = kw.get("causal", True), kw["block_size"], 1 / math.sqrt(q.shape[-1])
     expected, _, expected_lse = sparse_attention_forward_torch(q, k, v, prior, active, causal, scale, bs, has_prior)
+    pack = forward_tiling(q.shape[1], k.shape[1], prior.shape[1], active.shape[1])[1] if packed else 1
     block_list, count = tile_block_lists(active, block_m)
     out, _, lse = sparse_attention_launch(
-        q, k, v, prior, active, block_list, count, causal, scale, bs, has_prior, block_m
+        q, k, v, prior, active, block_list, count, causal, scale, bs, has_prior, block_m, pack=pack
     )
     assert rel_err(out, expected) < (1e-5 if dtype == torch.float32 else 5e-3)
     torch.testing.assert_close(lse, expected_lse, atol=1e-3 if dtype == torch.float16 else 1e-5, rtol=1e-5)

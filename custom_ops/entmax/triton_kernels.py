@@ -33,6 +33,87 @@ MAX_REGISTER_BLOCK = 8192  # longest row (rounded up to a power of two) kept in 
 
 # ----------------------------------------------------------------------------- kernels
 @triton.jit
+def _row_sum(x):
+    return tl.sum(tl.sum(x, axis=2), axis=0)
+
+
+@triton.jit
+def _row_max(x):
+    return tl.max(tl.max(x, axis=2), axis=0)
+
+
+@triton.jit
+def entmax_rows_split(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr):
+    """α-entmax of each row of the fp32 tile ``z [K, R, S]``, row ``r`` being ``z[:, r, :]`` (``-inf``
+    = excluded; an all ``-inf`` row gives zeros): the solver every register-resident kernel shares
+    (``am1 = α − 1``, ``d = 1/(α − 1)``, ``one_minus_alpha = 1 − α``). Splitting a row into ``K``
+    pieces of ``S`` lets a caller keep a row inside one warp (Triton spreads warps over ``R`` when
+    one warp covers ``S``), so the solver's ~10 row reductions are warp shuffles, not barriers."""
+    top = _row_max(z)
+    top = tl.where(top > -float("inf"), top, 0.0)  # all -inf row: s stays -inf, p = 0
+    s = (z - top[None, :, None]) * am1
+    n_finite = tl.maximum(_row_sum((s > -float("inf")).to(tl.float32)), 1.0)
+    lo = tl.full([z.shape[1]], -1.0, tl.float32)
+    hi = -tl.exp2(one_minus_alpha * tl.log2(n_finite))
+
+    for _ in range(N_BISECT):
+        mid = 0.5 * (lo + hi)
+        x = tl.maximum(s - mid[None, :, None], 0.0)
+        if MODE == 0:
+            p = x
+        elif MODE == 1:
+            p = x * x
+        else:
+            p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+        too_much = _row_sum(p) >= 1.0
+        lo = tl.where(too_much, mid, lo)
+        hi = tl.where(too_much, hi, mid)
+
+    tau = lo
+    for _ in range(N_NEWTON):
+        x = tl.maximum(s - tau[None, :, None], 0.0)
+        if MODE == 0:
+            p = x
+            dp = (x > 0).to(tl.float32)
+        elif MODE == 1:
+            p = x * x
+            dp = x
+        else:
+            xs = tl.where(x > 0, x, 1.0)
+            p = tl.where(x > 0, tl.exp2(d * tl.log2(xs)), 0.0)
+            dp = p / xs
+        mass = _row_sum(p)
+        slope = _row_sum(dp)
+        safe = tl.where(mass > 0, mass, 1.0)
+        if MODE == 0:
+            root = 1.0 / safe
+        elif MODE == 1:
+            root = 1.0 / tl.sqrt(safe)
+        else:
+            root = tl.exp2(one_minus_alpha * tl.log2(safe))
+        step = mass * (1.0 - root) / tl.where(slope > 0, slope, 1.0)
+        tau = tau + tl.where(slope > 0, step, 0.0)
+
+    x = tl.maximum(s - tau[None, :, None], 0.0)
+    if MODE == 0:
+        p = x
+    elif MODE == 1:
+        p = x * x
+    else:
+        p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+    total = _row_sum(p)
+    p = p * tl.where(total > 0, 1.0 / tl.where(total > 0, total, 1.0), 0.0)[None, :, None]
+    return p
+
+
+@triton.jit
+def entmax_rows(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr):
+    """:func:`entmax_rows_split` of a plain ``[R, N]`` tile."""
+    p = entmax_rows_split(tl.expand_dims(z, 0), am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
+    return tl.sum(p, axis=0)
+
+
+@triton.jit
 def _entmax_fwd_kernel(
     X,
     Y,
@@ -55,60 +136,7 @@ def _entmax_fwd_kernel(
     offs = rows.to(tl.int64)[:, None] * n_cols + cols[None, :]
     z = tl.load(X + offs, mask=mask, other=-float("inf")).to(tl.float32)
 
-    top = tl.max(z, axis=1)
-    top = tl.where(top > -float("inf"), top, 0.0)  # all -inf row: s stays -inf, p = 0
-    s = (z - top[:, None]) * am1
-    n_finite = tl.maximum(tl.sum((s > -float("inf")).to(tl.float32), axis=1), 1.0)
-    lo = tl.full([ROWS], -1.0, tl.float32)
-    hi = -tl.exp2(one_minus_alpha * tl.log2(n_finite))
-
-    for _ in range(N_BISECT):
-        mid = 0.5 * (lo + hi)
-        x = tl.maximum(s - mid[:, None], 0.0)
-        if MODE == 0:
-            p = x
-        elif MODE == 1:
-            p = x * x
-        else:
-            p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
-        too_much = tl.sum(p, axis=1) >= 1.0
-        lo = tl.where(too_much, mid, lo)
-        hi = tl.where(too_much, hi, mid)
-
-    tau = lo
-    for _ in range(N_NEWTON):
-        x = tl.maximum(s - tau[:, None], 0.0)
-        if MODE == 0:
-            p = x
-            dp = (x > 0).to(tl.float32)
-        elif MODE == 1:
-            p = x * x
-            dp = x
-        else:
-            xs = tl.where(x > 0, x, 1.0)
-            p = tl.where(x > 0, tl.exp2(d * tl.log2(xs)), 0.0)
-            dp = p / xs
-        mass = tl.sum(p, axis=1)
-        slope = tl.sum(dp, axis=1)
-        safe = tl.where(mass > 0, mass, 1.0)
-        if MODE == 0:
-            root = 1.0 / safe
-        elif MODE == 1:
-            root = 1.0 / tl.sqrt(safe)
-        else:
-            root = tl.exp2(one_minus_alpha * tl.log2(safe))
-        step = mass * (1.0 - root) / tl.where(slope > 0, slope, 1.0)
-        tau = tau + tl.where(slope > 0, step, 0.0)
-
-    x = tl.maximum(s - tau[:, None], 0.0)
-    if MODE == 0:
-        p = x
-    elif MODE == 1:
-        p = x * x
-    else:
-        p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
-    total = tl.sum(p, axis=1)
-    p = p * tl.where(total > 0, 1.0 / tl.where(total > 0, total, 1.0), 0.0)[:, None]
+    p = entmax_rows(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
     tl.store(Y + offs, p.to(Y.dtype.element_ty), mask=mask)
 
 

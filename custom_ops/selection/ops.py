@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .torch_impl import TILE, log_prior_backward_torch, log_prior_torch, selection_tables_torch
+from .torch_impl import TILE, block_tables_torch, log_prior_backward_torch, log_prior_torch, selection_tables_torch
 
 
 @torch.library.custom_op("dash_flex::log_prior", mutates_args=())
@@ -84,6 +84,27 @@ def _(probs, forced, heads_act, sq_pad, nb_pad, kv_len, block_size, q_heads):
     kv_num = probs.new_empty(B, q_heads, n_qt, dtype=torch.int32)
     kv_idx = probs.new_empty(B, q_heads, n_qt, n_kt, dtype=torch.int32)
     return active_t, kv_num, kv_idx
+
+
+@torch.library.custom_op("dash_flex::block_tables", mutates_args=())
+def _block_tables(
+    active_t: torch.Tensor, kv_len: int, block_size: int, q_heads: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return block_tables_torch(active_t, kv_len, block_size, q_heads)
+
+
+@_block_tables.register_fake
+def _(active_t, kv_len, block_size, q_heads):
+    B, n_qt, n_kt = active_t.shape[0], active_t.shape[3] // TILE, -(-kv_len // TILE)
+    return active_t.new_empty(B, q_heads, n_qt, dtype=torch.int32), active_t.new_empty(
+        B, q_heads, n_qt, n_kt, dtype=torch.int32
+    )
+
+
+def block_tables(active_t: torch.Tensor, kv_len: int, block_size: int, q_heads: int):
+    """``(kv_num_blocks, kv_indices)`` of ``active_t [B, H_act, nb_pad, Sq_pad]``; see
+    ``torch_impl.block_tables_torch``."""
+    return torch.ops.dash_flex.block_tables(active_t, kv_len, block_size, q_heads)
 
 
 def log_prior(probs: torch.Tensor, sigma: float, sq_pad: int, nb_pad: int) -> torch.Tensor:

@@ -63,11 +63,19 @@ def selection_tables_torch(
         selected = selected.repeat_interleave(heads_act // H_sel, dim=1)
     active = selected | forced.expand(B, heads_act, Sq, nb)
     active_t = torch.nn.functional.pad(active.transpose(2, 3), (0, sq_pad - Sq, 0, nb_pad - nb)).contiguous()
+    return (active_t, *block_tables_torch(active_t, kv_len, block_size, q_heads))
 
+
+def block_tables_torch(
+    active_t: torch.Tensor, kv_len: int, block_size: int, q_heads: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The BlockMask tables ``kv_num_blocks [B, Hq, n_qt]``, ``kv_indices [B, Hq, n_qt, n_kt]``
+    (int32) of the active flags ``active_t [B, H_act, nb_pad, Sq_pad]`` (see above)."""
+    B, heads_act, nb_pad, sq_pad = active_t.shape
     n_qt, n_kt = sq_pad // TILE, -(-kv_len // TILE)
     rows_any = active_t.view(B, heads_act, nb_pad, n_qt, TILE).any(-1)  # [B, H_act, nb_pad, n_qt]
-    c = torch.arange(nb_pad, device=probs.device)
-    j = torch.arange(n_kt, device=probs.device)
+    c = torch.arange(nb_pad, device=active_t.device)
+    j = torch.arange(n_kt, device=active_t.device)
     overlap = (c[:, None] * block_size < (j[None, :] + 1) * TILE) & ((c[:, None] + 1) * block_size > j[None, :] * TILE)
     tiles = torch.einsum("bhcq,ck->bhqk", rows_any.float(), overlap.float()) > 0  # [B, H_act, n_qt, n_kt]
     if q_heads != heads_act:
@@ -76,6 +84,6 @@ def selection_tables_torch(
     n_active = tiles.cumsum(-1)
     n_inactive = (~tiles).cumsum(-1)
     slot = torch.where(tiles, n_active - 1, kv_num_blocks.unsqueeze(-1) + n_inactive - 1)
-    order = torch.arange(n_kt, device=probs.device, dtype=torch.int32).expand_as(slot)
+    order = torch.arange(n_kt, device=active_t.device, dtype=torch.int32).expand_as(slot)
     kv_indices = torch.empty_like(order).scatter_(-1, slot, order)
-    return active_t, kv_num_blocks, kv_indices
+    return kv_num_blocks, kv_indices

@@ -10,7 +10,21 @@ import torch
 from ..sparse_decode.ops import compact_block_list
 from .torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch
 
-BLOCK_M = 64  # query rows per program: a smaller union of kept blocks per tile than 128
+BLOCK_M = 64  # backward: query rows per program (a smaller union of kept blocks than 128)
+# Forward launch, from a sweep at 32K on the H200 (scripts/profile_stages.py --sweep, docs/benchmarks.md):
+# 4 heads × 16 rows 7.2 ms, × 32 rows 7.5 ms, one head × 128 rows 9.2 ms, × 64 rows 10.0 ms; two
+# pipeline stages and 4 warps throughout (the default three stages took 14 ms).
+FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE, FORWARD_WARPS, FORWARD_STAGES = 16, 128, 4, 2
+
+
+def forward_tiling(q_heads: int, kv_heads: int, sel_heads: int, act_heads: int) -> tuple[int, int]:
+    """``(rows per head, heads packed per program)`` of the forward kernel: when the G query heads
+    of a KV group share the selection (GQA sharing, no per-head mask), up to 8 of them share a
+    program and each K/V block read; G must be a power of two for the packed tile."""
+    G = q_heads // kv_heads
+    shared = sel_heads == kv_heads and act_heads == kv_heads
+    pack = G if shared and 1 < G <= 8 and G & (G - 1) == 0 else 1
+    return (FORWARD_ROWS_PACKED if pack > 1 else FORWARD_ROWS_SINGLE), pack
 
 
 def _tiles_keeping_blocks(active: torch.Tensor, block_m: int) -> torch.Tensor:
@@ -52,10 +66,12 @@ def sparse_attention_forward(
         return sparse_attention_forward_torch(query, key, value, prior, active, causal, scale, block_size, has_prior)
     from .triton_kernels import sparse_attention_launch
 
-    block_list, count = tile_block_lists(active, BLOCK_M)
+    rows, pack = forward_tiling(query.shape[1], key.shape[1], prior.shape[1], active.shape[1])
+    block_list, count = tile_block_lists(active, rows)
     return sparse_attention_launch(
-        query, key, value, prior.float(), active, block_list, count, causal, scale, block_size, has_prior, BLOCK_M
-    )
+        query, key, value, prior.float(), active, block_list, count, causal, scale, block_size, has_prior, rows,
+        FORWARD_WARPS, FORWARD_STAGES, pack=pack,
+    )  # fmt: skip
 
 
 @sparse_attention_forward.register_fake

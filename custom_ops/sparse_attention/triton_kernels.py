@@ -91,21 +91,28 @@ def _sparse_attention_fwd(
     CAUSAL: tl.constexpr,
     HAS_PRIOR: tl.constexpr,
     IEEE: tl.constexpr,
+    PACK: tl.constexpr,
 ):
+    # A program owns BLOCK_M query rows of each of PACK query heads (consecutive, same KV head and
+    # same selection): row r is head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M, so
+    # every K/V block read serves PACK heads.
     scale = tl.cast(scale, tl.float32)  # Inductor may pass Python floats as fp64
     tile = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // num_q_heads
-    h = bh % num_q_heads
-    h_kv = h // group_kv
-    h_act = h // group_act
-    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    bh0 = tl.program_id(1) * PACK
+    b = bh0 // num_q_heads
+    h0 = bh0 % num_q_heads
+    h_kv = h0 // group_kv
+    h_act = h0 // group_act
+    offs_r = tl.arange(0, PACK * BLOCK_M)
+    rows = tile * BLOCK_M + offs_r % BLOCK_M
+    heads = h0 + offs_r // BLOCK_M
+    h = h0
     row_ok = rows < q_len
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     offs_n = tl.arange(0, BLOCK_SIZE)
     q = tl.load(
-        Q + b * stride_qb + h * stride_qh + rows[:, None] * stride_qt + offs_d[None, :] * stride_qd,
+        Q + b * stride_qb + heads[:, None] * stride_qh + rows[:, None] * stride_qt + offs_d[None, :] * stride_qd,
         mask=row_ok[:, None] & (offs_d < HEAD_DIM)[None, :],
         other=0.0,
     )
@@ -115,9 +122,9 @@ def _sparse_attention_fwd(
     active_base = ACTIVE + b * stride_ab + h_act * stride_ah
     k_base = K + b * stride_kb + h_kv * stride_kh
     v_base = V + b * stride_vb + h_kv * stride_vh
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+    m_i = tl.full([PACK * BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([PACK * BLOCK_M], tl.float32)
+    acc = tl.zeros([PACK * BLOCK_M, BLOCK_DV], tl.float32)
     for j in range(0, count):
         c = tl.load(LIST + list_row * stride_lh + j * stride_lt)
         keys = c * BLOCK_SIZE + offs_n
@@ -148,13 +155,13 @@ def _sparse_attention_fwd(
     has_key = l_i > 0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     out_hi = out.to(OUT.dtype.element_ty)
-    out_offs = b * stride_ob + h * stride_oh + rows[:, None] * stride_ot + offs_dv[None, :] * stride_od
+    out_offs = b * stride_ob + heads[:, None] * stride_oh + rows[:, None] * stride_ot + offs_dv[None, :] * stride_od
     out_mask = row_ok[:, None] & (offs_dv < VALUE_DIM)[None, :]
     tl.store(OUT + out_offs, out_hi, mask=out_mask)
     # What rounding to the input dtype dropped: the backward's Δ uses out + residual (exact to fp32).
     tl.store(OUT_RES + out_offs, (out - out_hi.to(tl.float32)).to(OUT.dtype.element_ty), mask=out_mask)
     lse = tl.where(has_key, m_i + tl.log(tl.where(has_key, l_i, 1.0)), float("-inf"))
-    tl.store(LSE + bh * q_len + rows, lse, mask=row_ok)
+    tl.store(LSE + (bh0 + offs_r // BLOCK_M) * q_len + rows, lse, mask=row_ok)
 
 
 def sparse_attention_launch(
@@ -170,10 +177,14 @@ def sparse_attention_launch(
     block_size: int,
     has_prior: bool,
     block_m: int,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
+    pack: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``block_list [B, H_act, n_tiles, nb]`` / ``count [B, H_act, n_tiles]``: each query tile's
-    kept blocks (see :func:`ops.tile_block_lists`). Launches directly (eager, or the CPU
-    interpreter in tests)."""
+    """``block_list [B, H_act, n_tiles, nb]`` / ``count [B, H_act, n_tiles]``: each ``block_m``-row
+    query tile's kept blocks (see :func:`ops.tile_block_lists`). ``pack`` query heads share a
+    program (they must share the KV head, the prior and the flags). Launches directly (eager, or
+    the CPU interpreter in tests)."""
     B, Hq, Sq, D = query.shape
     Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
     n_tiles = block_list.shape[2]
@@ -182,7 +193,9 @@ def sparse_attention_launch(
     lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
     active_i8 = active.view(torch.int8) if active.dtype == torch.bool else active
     list_rows = block_list.view(-1, block_list.shape[-1])
-    _sparse_attention_fwd[(n_tiles, B * Hq)](
+    if Hq % pack or (Hq // Hkv) % pack or (Hq // prior.shape[1]) % pack or (Hq // active.shape[1]) % pack:
+        raise ValueError(f"pack={pack} heads must share their KV head, prior and flags")
+    _sparse_attention_fwd[(n_tiles, B * Hq // pack)](
         query,
         key,
         value,
@@ -219,6 +232,8 @@ def sparse_attention_launch(
         CAUSAL=causal,
         HAS_PRIOR=has_prior,
         IEEE=query.dtype == torch.float32,
-        num_warps=4 if block_m <= 64 else 8,
+        PACK=pack,
+        num_warps=num_warps or (4 if block_m * pack <= 128 else 8),
+        **({} if num_stages is None else {"num_stages": num_stages}),
     )
     return out, out_res, lse

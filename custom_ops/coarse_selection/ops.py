@@ -1,0 +1,92 @@
+"""``dash_flex::coarse_selection`` (+ ``_backward``): schema, fake kernel, autograd; torch on CPU /
+float64, the fused Triton kernel on CUDA. Opaque, like the other selection ops: FlexAttention
+reads its outputs as captured buffers in the same graph.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .torch_impl import block_classes, coarse_selection_backward_torch, coarse_selection_torch
+
+
+def _use_triton(query: torch.Tensor) -> bool:
+    return query.device.type == "cuda" and query.dtype != torch.float64
+
+
+@torch.library.custom_op("dash_flex::coarse_selection", mutates_args=())
+def coarse_selection(
+    query: torch.Tensor,
+    k_bar: torch.Tensor,
+    alpha: float,
+    selection_scale: float,
+    inv_sigma: float,
+    causal: bool,
+    kv_len: int,
+    block_size: int,
+    sq_pad: int,
+    nb_pad: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The coarse stage without a user mask, GQA-shared (see torch_impl for the math):
+    ``(probs [B, Hkv, Sq, nb] float32, prior [B, Hkv, nb_pad, Sq_pad] float32, active [B, Hkv,
+    nb_pad, Sq_pad] bool)``. Differentiable in ``query`` and ``k_bar`` through probs and prior."""
+    args = (query, k_bar, alpha, selection_scale, inv_sigma, causal, kv_len, block_size, sq_pad, nb_pad)
+    if not _use_triton(query):
+        return coarse_selection_torch(*args)
+    from .triton_kernels import coarse_selection_launch
+
+    return coarse_selection_launch(*args)
+
+
+@coarse_selection.register_fake
+def _(query, k_bar, alpha, selection_scale, inv_sigma, causal, kv_len, block_size, sq_pad, nb_pad):
+    B, _, Sq, _ = query.shape
+    Hkv, nb = k_bar.shape[1], k_bar.shape[2]
+    acc = torch.float64 if query.dtype == torch.float64 else torch.float32
+    return (
+        query.new_empty(B, Hkv, Sq, nb, dtype=acc),
+        query.new_empty(B, Hkv, nb_pad, sq_pad, dtype=acc),
+        query.new_empty(B, Hkv, nb_pad, sq_pad, dtype=torch.bool),
+    )
+
+
+@torch.library.custom_op("dash_flex::coarse_selection_backward", mutates_args=())
+def coarse_selection_backward(
+    grad_probs: torch.Tensor,
+    query: torch.Tensor,
+    k_bar: torch.Tensor,
+    alpha: float,
+    selection_scale: float,
+    causal: bool,
+    kv_len: int,
+    block_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dq, dk̄)`` given ``∂L/∂p̄``: recomputes the per-head scores and entmax (nothing per head
+    is saved by the forward)."""
+    eligible, _ = block_classes(query.shape[2], kv_len, block_size, causal, query.device)
+    return coarse_selection_backward_torch(grad_probs, query, k_bar, alpha, selection_scale, eligible)
+
+
+@coarse_selection_backward.register_fake
+def _(grad_probs, query, k_bar, alpha, selection_scale, causal, kv_len, block_size):
+    return torch.empty_like(query, memory_format=torch.contiguous_format), torch.empty_like(k_bar)
+
+
+def _setup_context(ctx, inputs, output):
+    query, k_bar, alpha, selection_scale, inv_sigma, causal, kv_len, block_size, _, _ = inputs
+    probs = output[0]
+    ctx.save_for_backward(query, k_bar, probs)
+    ctx.args = (alpha, selection_scale, inv_sigma, causal, kv_len, block_size)
+
+
+def _backward(ctx, grad_probs, grad_prior, _grad_active):
+    query, k_bar, probs = ctx.saved_tensors
+    alpha, selection_scale, inv_sigma, causal, kv_len, block_size = ctx.args
+    g = torch.zeros_like(probs) if grad_probs is None else grad_probs
+    if grad_prior is not None:
+        g = g + torch.ops.dash_flex.log_prior_backward(grad_prior, probs, inv_sigma)
+    dq, dk_bar = coarse_selection_backward(g, query, k_bar, alpha, selection_scale, causal, kv_len, block_size)
+    return dq, dk_bar, None, None, None, None, None, None, None, None
+
+
+coarse_selection.register_autograd(_backward, setup_context=_setup_context)

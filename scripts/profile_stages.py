@@ -1,0 +1,84 @@
+"""Where the time of dash_attention goes on the GPU: a torch.profiler table per stage.
+
+    PYTHONPATH=. python scripts/profile_stages.py [--seq 32768] [--fine-stage fused]
+
+Uses the benchmark's structured inputs (benchmarks/bench_attention.py) and prints the top
+kernels by CUDA time for the coarse stage alone and for the whole forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_attention import BS, topic_inputs  # noqa: E402
+
+from dash_flex import dash_attention, dash_select  # noqa: E402
+
+
+def sweep_fused_forward(q, k, v) -> None:
+    """Median time of the fused forward kernel per launch config (listed below)."""
+    import math
+
+    import triton
+
+    from custom_ops.sparse_attention import tile_block_lists
+    from custom_ops.sparse_attention.triton_kernels import sparse_attention_launch
+
+    with torch.no_grad():
+        sel = dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0)
+    prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
+    scale = 1 / math.sqrt(q.shape[-1])
+    # (rows per head, heads packed per program, num_warps, num_stages)
+    configs = [(128, 1, 4, 2), (64, 1, 4, 3), (32, 4, 4, 2), (32, 4, 8, 2), (32, 4, 8, 3), (16, 4, 4, 2), (64, 4, 8, 2)]
+    for block_m, pack, warps, stages in configs:
+        lists, count = tile_block_lists(active, block_m)
+
+        def fn():
+            return sparse_attention_launch(
+                q, k, v, prior, active, lists, count, True, scale, BS, True, block_m, warps, stages, pack=pack
+            )
+
+        name = f"fused forward rows/head={block_m} pack={pack} warps={warps} stages={stages}"
+        try:
+            ms = triton.testing.do_bench(fn, warmup=20, rep=100, return_mode="median")
+            print(f"{name}: {ms:.2f} ms", flush=True)
+        except Exception as exc:  # an out-of-resources config: report and go on
+            print(f"{name}: failed ({exc!r:.80})", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seq", type=int, default=32768)
+    parser.add_argument("--fine-stage", default="fused")
+    parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--sweep", action="store_true", help="time the fused forward kernel's launch configs")
+    args = parser.parse_args()
+    q, k, v = topic_inputs(args.seq)
+    if args.sweep:
+        sweep_fused_forward(q, k, v)
+    stages = {
+        "coarse (dash_select)": lambda: dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0),
+        f"forward (fine_stage={args.fine_stage})": lambda: dash_attention(
+            q, k, v, alpha=1.5, block_size=BS, sigma=1.0, fine_stage=args.fine_stage
+        ),
+    }
+    for name, fn in stages.items():
+        with torch.no_grad():
+            for _ in range(3):
+                fn()
+            torch.cuda.synchronize()
+            with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+                fn()
+                torch.cuda.synchronize()
+        print(f"\n=== {name}, S={args.seq}")
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.rows, max_name_column_width=70))
+
+
+if __name__ == "__main__":
+    main()

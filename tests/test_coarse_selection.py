@@ -1,0 +1,204 @@
+"""``dash_flex::coarse_selection``, the fused coarse stage (scores → entmax → group mean → prior, flags).
+
+* Its torch definition equals the unfused pieces ``dash_select`` used before (scores, entmax,
+  group mean, ``log_prior``, ``selection_tables``) and the float64 reference's selection.
+* The Triton kernel (the CPU interpreter here) equals the definition: GQA group sizes 1–4 (3 is
+  not a power of two), causal / not, chunked prefill, α ∈ {1.25, 1.5, 2}, several work items per
+  persistent program; fp32 and fp16.
+* Gradients: the op's backward equals autograd of the unfused composition; gradcheck in float64;
+  ``dash_select`` / ``dash_attention`` through it match the reference (tests/test_attention.py
+  covers the rest, since the op is now on the default path).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from custom_ops.block_summary import block_summaries
+from custom_ops.coarse_selection import coarse_selection
+from custom_ops.coarse_selection.torch_impl import block_classes, coarse_selection_torch
+from custom_ops.coarse_selection.triton_kernels import coarse_selection_launch
+from custom_ops.selection import log_prior, selection_tables
+from dash_flex import dash_attention, dash_select
+from dash_flex.entmax import entmax
+from dash_flex.reference import dash_attention_reference
+
+CASES = [
+    # (B, Hq, Hkv, Sq, Skv, D, bs, causal, alpha)
+    (1, 4, 2, 200, 200, 32, 16, True, 1.5),
+    (2, 3, 1, 70, 300, 16, 32, True, 2.0),  # G = 3, chunked prefill
+    (1, 2, 2, 96, 96, 16, 16, False, 1.25),
+    (1, 4, 1, 130, 1100, 16, 16, True, 1.5),  # 69 blocks: two score chunks, NB = 128
+]
+IDS = ["gqa2", "g3-chunked-sparsemax", "mha-noncausal", "g4-long"]
+
+
+def rel_err(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp(min=1e-30))
+
+
+def padded(Sq, Skv, bs):
+    return -(-Sq // 128) * 128, -(-(-(-Skv // 128) * 128) // bs)
+
+
+def problem(case, dtype=torch.float32, seed=0):
+    B, Hq, Hkv, Sq, Skv, D, bs, causal, alpha = case
+    g = torch.Generator().manual_seed(seed + Sq)
+    q = (2 * torch.randn(B, Hq, Sq, D, generator=g)).to(dtype)
+    k = 2 * torch.randn(B, Hkv, Skv, D, generator=g)
+    u = torch.randn(Hkv, D, generator=g)
+    k_bar = block_summaries(k, u, bs)
+    sq_pad, nb_pad = padded(Sq, Skv, bs)
+    return q, k, u, k_bar, (alpha, 1.3, 0.5, causal, Skv, bs, sq_pad, nb_pad)
+
+
+def unfused(q, k_bar, alpha, scale_c, inv_sigma, causal, Skv, bs, sq_pad, nb_pad):
+    """The pieces dash_select composed before the fused op."""
+    B, Hq, Sq, D = q.shape
+    Hkv = k_bar.shape[1]
+    eligible, forced = block_classes(Sq, Skv, bs, causal, q.device)
+    z = torch.einsum("bhgtd,bhcd->bhgtc", q.double().view(B, Hkv, Hq // Hkv, Sq, D), k_bar.double())
+    z = (z * scale_c / math.sqrt(D)).masked_fill(~eligible, -math.inf)
+    probs = entmax(z, alpha=alpha).mean(2)
+    prior = log_prior(probs, 1 / inv_sigma, sq_pad, nb_pad)
+    active = selection_tables(probs, forced[None, None], Hkv, sq_pad, nb_pad, Skv, bs, Hq)[0]
+    return probs, prior, active
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_definition_equals_unfused_pieces(case):
+    q, _, _, k_bar, args = problem(case)
+    probs, prior, active = coarse_selection_torch(q, k_bar, *args)
+    e_probs, e_prior, e_active = unfused(q, k_bar, *args)
+    assert probs.dtype == prior.dtype == torch.float32 and active.dtype == torch.bool
+    torch.testing.assert_close(probs.double(), e_probs, atol=1e-6, rtol=1e-5)
+    assert torch.equal(active, e_active)
+    assert rel_err(prior, e_prior) <= 1e-3  # log p of tiny p in fp32: up to ~1e-3 element-wise
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_selection_equals_reference(case):
+    """dash_select now runs the fused op: its probabilities, prior and flags are the reference's."""
+    q, k, u, _, (alpha, scale_c, inv_sigma, causal, Skv, bs, _, _) = problem(case)
+    kw = dict(alpha=alpha, block_size=bs, causal=causal, selection_scale=scale_c, sigma=1 / inv_sigma)
+    sel = dash_select(q, k, pool_query=u, **kw)
+    v = torch.randn_like(k)
+    _, ref = dash_attention_reference(
+        q.double(), k.double(), v.double(), pool_query=u.double(), return_selection=True, **kw
+    )
+    Hkv = k.shape[1]
+    G = q.shape[1] // Hkv
+    torch.testing.assert_close(sel.probs.double(), ref.probs[:, ::G], atol=1e-5, rtol=1e-4)
+    sel_ref = ref.probs[:, ::G] > 0
+    agree = (sel.probs > 0) == sel_ref
+    assert agree.float().mean() > 0.999  # a block at p ≈ 0 may fall on either side in fp32
+    both = (sel.probs > 0) & sel_ref
+    torch.testing.assert_close(sel.log_prior.double()[both], ref.prior[:, ::G][both], atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_triton_kernel_matches_definition(case, dtype):
+    q, _, _, k_bar, args = problem(case, dtype)
+    expected = coarse_selection_torch(q, k_bar, *args)
+    got = coarse_selection_launch(q, k_bar, *args, programs=3)  # several work items per program
+    probs_tol = 1e-5 if dtype == torch.float32 else 2e-3  # fp16: the kernel's TF32 scores
+    assert rel_err(got[0], expected[0]) <= probs_tol
+    sel = (got[0] > 0) & (expected[0] > 0)
+    assert ((got[0] > 0) == (expected[0] > 0)).float().mean() > 0.995
+    prior_e = expected[1][:, :, : sel.shape[-1], : sel.shape[2]].transpose(2, 3)
+    prior_g = got[1][:, :, : sel.shape[-1], : sel.shape[2]].transpose(2, 3)
+    assert rel_err(prior_g[sel], prior_e[sel]) <= (1e-3 if dtype == torch.float32 else 5e-3)
+    if dtype == torch.float32:
+        assert torch.equal(got[2], expected[2])
+        assert rel_err(got[1], expected[1]) <= 1e-3
+    # padding: rows past Sq and blocks past nb are zero / False
+    Sq, nb = q.shape[2], k_bar.shape[2]
+    assert not got[2][:, :, :, Sq:].any() and not got[2][:, :, nb:].any()
+    assert (got[1][:, :, :, Sq:] == 0).all() and (got[1][:, :, nb:] == 0).all()
+
+
+@pytest.mark.parametrize("case", CASES[:3], ids=IDS[:3])
+def test_backward_equals_autograd_of_unfused(case):
+    q, _, _, k_bar, args = problem(case, torch.float64)
+    q.requires_grad_()
+    k_bar = k_bar.double().requires_grad_()
+    probs, prior, _ = coarse_selection(q, k_bar, *args)
+    e_probs, e_prior, _ = unfused(q, k_bar, *args)
+    g = torch.Generator().manual_seed(3)
+    w1, w2 = (
+        torch.randn(probs.shape, generator=g, dtype=torch.float64),
+        torch.randn(prior.shape, generator=g, dtype=torch.float64),
+    )
+    got = torch.autograd.grad((probs * w1).sum() + (prior * w2).sum(), (q, k_bar))
+    exp = torch.autograd.grad((e_probs * w1).sum() + (e_prior * w2).sum(), (q, k_bar))
+    for a, b in zip(got, exp):
+        assert rel_err(a, b) <= 1e-9
+
+
+def test_gradcheck_float64():
+    case = (1, 2, 1, 40, 40, 8, 8, True, 1.5)
+    q, _, _, k_bar, args = problem(case, torch.float64)
+    q.requires_grad_()
+    k_bar = k_bar.double().requires_grad_()
+
+    def fn(q_, kb_):
+        probs, prior, _ = coarse_selection(q_, kb_, *args)
+        return probs, prior
+
+    assert torch.autograd.gradcheck(fn, (q, k_bar), eps=1e-7, atol=1e-5, fast_mode=True)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck_cpu(requires_grad):
+    q, _, _, k_bar, args = problem(CASES[0])
+    q.requires_grad_(requires_grad)
+    torch.library.opcheck(torch.ops.dash_flex.coarse_selection.default, (q, k_bar, *args))
+    alpha, scale_c, _, causal, Skv, bs, _, _ = args
+    grad = torch.randn(q.shape[0], k_bar.shape[1], q.shape[2], k_bar.shape[2])
+    torch.library.opcheck(
+        torch.ops.dash_flex.coarse_selection_backward.default,
+        (grad, q.detach(), k_bar, alpha, scale_c, causal, Skv, bs),
+    )
+
+
+def test_fused_path_is_taken_and_unfused_cases_still_work():
+    """dash_select uses the fused op without a mask_mod and with GQA sharing; a mask_mod or
+    per-head selection keeps the unfused path: all three match the reference's output."""
+    case = CASES[0]
+    q, k, u, _, _ = problem(case)
+    v = torch.randn_like(k)
+    for kw in (dict(), dict(mask_mod=lambda b, h, qi, ki: qi - ki < 120), dict(share_kv_groups=False)):
+        out = dash_attention(q, k, v, pool_query=u, block_size=16, **kw)
+        ref = dash_attention_reference(q.double(), k.double(), v.double(), pool_query=u.double(), block_size=16, **kw)
+        assert rel_err(out, ref) <= 1e-4, kw
+
+
+# ----------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "shape", [(1, 32, 8, 4096, 4096, 128, 64), (2, 8, 2, 1000, 3000, 64, 64), (1, 4, 4, 300, 70000, 64, 64)]
+)
+def test_cuda_kernel_matches_definition(shape, dtype):
+    """On CUDA (incl. nb = 1094 → a 2048-wide register row): the kernel equals its torch definition
+    (fp32 scores) up to the TF32 rounding of k̄ for 16-bit queries."""
+    B, Hq, Hkv, Sq, Skv, D, bs = shape
+    g = torch.Generator(device="cuda").manual_seed(Sq)
+    q = (2 * torch.randn(B, Hq, Sq, D, device="cuda", generator=g)).to(dtype)
+    k = 2 * torch.randn(B, Hkv, Skv, D, device="cuda", generator=g)
+    k_bar = block_summaries(k, torch.randn(Hkv, D, device="cuda", generator=g), bs)
+    sq_pad, nb_pad = padded(Sq, Skv, bs)
+    args = (1.5, 1.0, 1.0, True, Skv, bs, sq_pad, nb_pad)
+    got = coarse_selection_launch(q, k_bar, *args)
+    exp = coarse_selection_torch(q, k_bar, *args)
+    tol = 1e-5 if dtype == torch.float32 else 3e-3
+    assert rel_err(got[0], exp[0]) <= tol
+    assert ((got[2] == exp[2]).float().mean()) > 0.999
+    sel = got[2] & exp[2]
+    assert rel_err(got[1][sel], exp[1][sel]) <= (1e-4 if dtype == torch.float32 else 2e-2)
