@@ -1,20 +1,31 @@
 """Does adaptive selection pay? Tiny LMs on long-context associative recall: dense attention vs
 fixed top-k block selection vs DashAttention at matched sparsity.
 
-    # H100 (≈ 8–10 min, hard budget 540 s of training/eval; figures and table in docs/):
+    # H100/H200 (≈ 8–9 min incl. compile; hard budget 500 s of training/eval; figures and table in docs/):
     PYTHONPATH=. python -m experiments.retrieval --device cuda --out docs/retrieval
     # CPU smoke (< 60 s, also run by tests/test_experiment_smoke.py):
     python -m experiments.retrieval --smoke --out /tmp/retrieval_smoke
 
 Task (multi-query associative recall at long range). A sequence of ``seq_len`` tokens is filler
-noise with ``n_pairs`` key→value pairs planted in its first part (a key token immediately
-followed by its value token, never across a block boundary); the last ``n_queries`` tokens are
-keys drawn from the planted ones, and the target at each of them is that key's value. Loss and
-accuracy count only those answer positions. Answering needs attention from the end of the
-sequence back to one specific position, anywhere in the context: exactly what block selection
-must find. The input embedding adds an embedding of the previous token (a token shift, as in
-short-convolution layers), so the value position already "knows" its key and one attention hop
-suffices; the comparison is then about finding the right block, not about forming induction heads.
+noise (64 filler tokens) with ``n_pairs`` = 16 key→value pairs planted anywhere in its context
+part (all but the last ``n_queries`` tokens). Each pair is a chunk "k v k v …" of
+``2·pair_repeats`` = 16 tokens at a chunk-aligned slot, so it never crosses a 64-token block:
+the needle is one block-local chunk, and the repetition multiplies the attention signal on it by
+8 at initialisation (with a single "k v" the dense model stayed at chance; the plateau grows with
+the context). Keys are distinct within a sequence (16 key tokens, 64 value tokens); the last
+``n_queries`` = 16 tokens ask each planted key once, in random order, and the target at each of
+them is that key's value. Loss and accuracy count only those answer positions. Answering needs
+attention from the end of the sequence back to one specific block, anywhere in the context:
+exactly what block selection must find. The input embedding adds an embedding of the previous
+token (a token shift, as in short-convolution layers), so the value position already "knows"
+its key and one attention hop suffices; the comparison is then about finding the right block,
+not about forming induction heads.
+
+Training uses a curriculum over context length (``curriculum``): the first 25 % of the steps at
+512 tokens, the next 25 % at 1024, the rest at ``seq_len`` (RoPE is relative, so the weights
+carry over; each length is one more compiled graph). Every model sees the same curriculum, data
+and seed; sparsity is steered at every stage towards the same target, and the evaluation is at
+``seq_len``.
 
 Models: ``layers`` × (RMSNorm → attention → RMSNorm → MLP), RoPE, GQA; the attention is
 :class:`dash_flex.DashAttention` with ``selector`` dense / topk / dash, nothing else differs.
@@ -57,18 +68,23 @@ class Config:
     seq_len: int = 2048
     block_size: int = 64
     n_pairs: int = 16
-    n_queries: int = 64
+    n_queries: int = 16
     n_filler: int = 64
-    n_keys: int = 32
+    n_keys: int = 16
     n_values: int = 64
+    pair_repeats: int = 8
+    rope_base: float = 10000.0
     d_model: int = 256
     layers: int = 2
     heads: int = 4
     kv_heads: int = 2
     batch: int = 32
     steps: int = 1200
-    lr: float = 5e-3
-    warmup: int = 100
+    lr: float = 3e-3
+    warmup: int = 50
+    # Curriculum over context length: ((seq_len, share of the steps), ...), then ``seq_len`` for
+    # the remaining steps. Empty: every step at ``seq_len``.
+    curriculum: tuple[tuple[int, float], ...] = ((512, 0.25), (1024, 0.25))
     eval_batches: int = 4
     targets: tuple[float, ...] = (0.5, 0.75, 0.9)
     alpha: float = 1.5
@@ -79,11 +95,20 @@ class Config:
     device: str = "cpu"
     compile: bool = False
     bf16: bool = False
-    budget_s: float = 540.0
+    budget_s: float = 500.0
 
     @property
     def vocab(self) -> int:
         return self.n_filler + self.n_keys + self.n_values
+
+    def stage_len(self, step: int) -> int:
+        """Context length at training step ``step`` (1-based) under the curriculum."""
+        done = 0.0
+        for length, share in self.curriculum:
+            done += share * self.steps
+            if step <= done:
+                return min(length, self.seq_len)
+        return self.seq_len
 
 
 def smoke_config() -> Config:
@@ -91,10 +116,11 @@ def smoke_config() -> Config:
         seq_len=256,
         block_size=16,
         n_pairs=8,
-        n_queries=16,
+        n_queries=8,
         n_filler=32,
-        n_keys=16,
+        n_keys=8,
         n_values=16,
+        pair_repeats=2,
         d_model=64,
         layers=1,
         heads=2,
@@ -103,6 +129,7 @@ def smoke_config() -> Config:
         steps=12,
         warmup=2,
         eval_batches=1,
+        curriculum=((128, 0.5),),
         targets=(0.75,),
         control_every=4,
         budget_s=45.0,
@@ -110,21 +137,30 @@ def smoke_config() -> Config:
 
 
 # ----------------------------------------------------------------------------- data
-def make_batch(cfg: Config, batch: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(
+    cfg: Config, batch: int, g: torch.Generator, seq_len: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``ids [B, S]`` and ``targets [B, S]`` (−100 except at the answer positions)."""
-    S, P, Q, bs = cfg.seq_len, cfg.n_pairs, cfg.n_queries, cfg.block_size
+    S, P, Q, bs = seq_len or cfg.seq_len, cfg.n_pairs, cfg.n_queries, cfg.block_size
     ids = torch.randint(0, cfg.n_filler, (batch, S), generator=g)
-    # Pair slots are even positions whose successor is in the same block, in the context part.
+    # A pair is planted as a chunk "k v k v …" of 2·r tokens (r = pair_repeats) at a chunk-aligned
+    # slot of the context part, so a chunk never crosses a block boundary.
+    r = cfg.pair_repeats
     context_end = (S - Q) // bs * bs
-    slots = torch.arange(0, context_end, 2)
-    slots = slots[(slots % bs) != bs - 1]
+    slots = torch.arange(0, context_end, 2 * r)
+    if bs % (2 * r) or len(slots) < P:
+        raise ValueError(f"{P} chunks of {2 * r} tokens do not fit block-aligned in {context_end} context tokens")
     pos = slots[torch.rand(batch, len(slots), generator=g).argsort(-1)[:, :P]]  # [B, P]
     keys = torch.rand(batch, cfg.n_keys, generator=g).argsort(-1)[:, :P]  # distinct keys per sequence
     values = torch.randint(0, cfg.n_values, (batch, P), generator=g)
     rows = torch.arange(batch)[:, None]
-    ids[rows, pos] = cfg.n_filler + keys
-    ids[rows, pos + 1] = cfg.n_filler + cfg.n_keys + values
-    asked = torch.randint(0, P, (batch, Q), generator=g)
+    for i in range(r):
+        ids[rows, pos + 2 * i] = cfg.n_filler + keys
+        ids[rows, pos + 2 * i + 1] = cfg.n_filler + cfg.n_keys + values
+    if Q <= P:  # each planted key asked at most once
+        asked = torch.rand(batch, P, generator=g).argsort(-1)[:, :Q]
+    else:
+        asked = torch.randint(0, P, (batch, Q), generator=g)
     ids[:, S - Q :] = cfg.n_filler + keys.gather(1, asked)
     targets = torch.full((batch, S), -100)
     targets[:, S - Q :] = cfg.n_filler + cfg.n_keys + values.gather(1, asked)
@@ -152,7 +188,7 @@ class TinyLM(nn.Module):
         D = cfg.d_model // cfg.heads
         self.cfg = cfg
         self.embed, self.embed_prev = nn.Embedding(cfg.vocab, cfg.d_model), nn.Embedding(cfg.vocab, cfg.d_model)
-        rope = RotaryEmbedding(D)
+        rope = RotaryEmbedding(D, base=cfg.rope_base)
         self.blocks = nn.ModuleList(
             Block(
                 cfg,
@@ -172,36 +208,36 @@ class TinyLM(nn.Module):
         )
         self.norm = nn.RMSNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab, bias=False)
-        self.register_buffer("pair_weight", block_pair_weights(cfg.seq_len, cfg.block_size), persistent=False)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         prev = F.pad(ids[:, :-1], (1, 0))
         x = self.embed(ids) + self.embed_prev(prev)
         stats = []
         Q = self.cfg.n_queries
+        pair_weight = block_pair_weights(ids.shape[1], self.cfg.block_size, ids.device)
         for block in self.blocks:
             h, sel = block.attn(block.norm1(x), return_selection=True)
             x = x + h
             x = x + block.mlp(block.norm2(x))
             if sel is None:  # dense: every visible pair
-                stats.append(torch.stack([self.pair_weight.sum(), self.pair_weight[-Q:].sum()]))
+                stats.append(torch.stack([pair_weight.sum(), pair_weight[-Q:].sum()]))
             else:
-                attended = (sel.active_blocks.float() * self.pair_weight).sum(-1).mean((0, 1))  # [S]
+                attended = (sel.active_blocks.float() * pair_weight).sum(-1).mean((0, 1))  # [S]
                 stats.append(torch.stack([attended.sum(), attended[-Q:].sum()]))
         return self.head(self.norm(x)), torch.stack(stats)  # [B, S, V], [layers, 2]
 
 
-def block_pair_weights(S: int, bs: int) -> torch.Tensor:
+def block_pair_weights(S: int, bs: int, device=None) -> torch.Tensor:
     """``w [S, nb]``: how many keys of block c query t may see under causality (bs for a complete
     past block, ``t % bs + 1`` for its own block, 0 for future blocks). With ``active [.., S, nb]``
     the attended pairs are ``Σ active·w``; the visible pairs ``Σ w = Σ (t+1)``."""
-    t, c = torch.arange(S)[:, None], torch.arange(-(-S // bs))[None, :]
+    t, c = torch.arange(S, device=device)[:, None], torch.arange(-(-S // bs), device=device)[None, :]
     own = t // bs
     return torch.where(c < own, float(bs), torch.where(c == own, (t % bs + 1).float(), 0.0))
 
 
-def visible_pairs(cfg: Config) -> tuple[float, float]:
-    S, Q = cfg.seq_len, cfg.n_queries
+def visible_pairs(cfg: Config, seq_len: int | None = None) -> tuple[float, float]:
+    S, Q = seq_len or cfg.seq_len, cfg.n_queries
     return S * (S + 1) / 2, sum(range(S - Q + 1, S + 1))
 
 
@@ -234,11 +270,11 @@ class RunResult:
     seconds: float
     selection_scale: float | None = None
     truncated: bool = False
-    curve: list[tuple[int, float]] = field(default_factory=list)
+    curve: list[tuple[int, int, float, float]] = field(default_factory=list)  # (step, seq_len, loss, train acc)
 
 
-def _sparsity(cfg: Config, stats: torch.Tensor) -> tuple[float, float]:
-    vis_all, vis_ans = visible_pairs(cfg)
+def _sparsity(cfg: Config, stats: torch.Tensor, seq_len: int | None = None) -> tuple[float, float]:
+    vis_all, vis_ans = visible_pairs(cfg, seq_len)
     mean = stats.float().mean(0)
     return 1 - mean[0].item() / vis_all, 1 - mean[1].item() / vis_ans
 
@@ -275,14 +311,15 @@ def train_run(cfg: Config, name: str, selector: str, target: float | None, top_k
     eval_data = [tuple(t.to(device) for t in make_batch(cfg, cfg.batch, eval_g)) for _ in range(cfg.eval_batches)]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     start, curve, loss_val, truncated = time.perf_counter(), [], float("nan"), False
-    ctrl_stats, step = None, 0
+    ctrl_stats, ctrl_n, step, log_every = None, 0, 0, max(1, cfg.steps // 10)
+    acc_sum = acc_n = 0
     for step in range(1, cfg.steps + 1):
-        ids, targets = (t.to(device, non_blocking=True) for t in make_batch(cfg, cfg.batch, g))
+        S = cfg.stage_len(step)
+        ids, targets = (t.to(device, non_blocking=True) for t in make_batch(cfg, cfg.batch, g, S))
         with autocast:
             logits, stats = fn(ids)
-            loss = F.cross_entropy(
-                logits[:, -cfg.n_queries :].float().flatten(0, 1), targets[:, -cfg.n_queries :].flatten()
-            )
+            answer_logits = logits[:, -cfg.n_queries :].float()
+            loss = F.cross_entropy(answer_logits.flatten(0, 1), targets[:, -cfg.n_queries :].flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -290,18 +327,27 @@ def train_run(cfg: Config, name: str, selector: str, target: float | None, top_k
         sched.step()
         if selector == "dash" and target is not None:  # steer DashAttention's sparsity towards the target
             ctrl_stats = stats.detach() if ctrl_stats is None else ctrl_stats + stats.detach()
-            if step % cfg.control_every == 0:
-                measured, _ = _sparsity(cfg, ctrl_stats / cfg.control_every)
+            ctrl_n += 1
+            if ctrl_n == cfg.control_every or cfg.stage_len(step + 1) != S:
+                measured, _ = _sparsity(cfg, ctrl_stats / ctrl_n, S)
                 # Multiplicative, at most ×2 per update: the sparsity response to c is steep near 0 and 1.
                 factor = math.exp(max(-math.log(2), min(math.log(2), cfg.control_gain * (target - measured))))
                 for s in scales:
                     s.mul_(factor).clamp_(0.05, 500.0)
-                ctrl_stats = None
-        if step % max(1, cfg.steps // 10) == 0 or step == cfg.steps:
+                ctrl_stats, ctrl_n = None, 0
+        if step % log_every > log_every - 5 or step % log_every == 0:  # training accuracy, last 5 steps
+            acc_sum += (answer_logits.argmax(-1) == targets[:, -cfg.n_queries :]).float().mean()
+            acc_n += 1
+        if step % log_every == 0 or step == cfg.steps:
             loss_val = loss.item()
-            curve.append((step, loss_val))
+            train_acc = (acc_sum / acc_n).item() if acc_n else float("nan")
+            curve.append((step, S, loss_val, train_acc))
+            acc_sum = acc_n = 0
             extra = f", selection scale {scales[0].item():.2f}" if selector == "dash" else ""
-            log(f"  {name}: step {step}/{cfg.steps}, loss {loss_val:.3f}{extra}")
+            log(
+                f"  {name}: step {step}/{cfg.steps} @ {S} tokens, loss {loss_val:.3f}"
+                f", acc {100 * train_acc:.1f}%{extra}"
+            )
         if time.perf_counter() > deadline:
             truncated = True
             log(f"  {name}: time budget reached at step {step}; stopping this run")
@@ -484,8 +530,8 @@ def main(argv=None) -> list[RunResult]:
     log(f"config: {json.dumps(asdict(cfg))}")
     results: list[RunResult] = []
     title = (
-        f"associative recall, {cfg.seq_len} tokens, {cfg.n_pairs} pairs, block {cfg.block_size}, "
-        f"{cfg.layers} layers d={cfg.d_model}, {cfg.steps} steps"
+        f"associative recall, {cfg.seq_len} tokens, {cfg.n_pairs} pairs ×{cfg.pair_repeats}, block {cfg.block_size}, "
+        f"{cfg.layers} layers d={cfg.d_model}, {cfg.steps} steps (curriculum {cfg.curriculum})"
     )
 
     def save():

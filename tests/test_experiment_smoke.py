@@ -13,16 +13,22 @@ from experiments import retrieval as R
 
 def test_batches_plant_retrievable_pairs():
     cfg = R.smoke_config()
-    ids, targets = R.make_batch(cfg, 3, torch.Generator().manual_seed(0))
-    S, Q, bs = cfg.seq_len, cfg.n_queries, cfg.block_size
-    assert ids.shape == targets.shape == (3, S)
-    assert (targets[:, : S - Q] == -100).all() and (targets[:, S - Q :] >= cfg.n_filler + cfg.n_keys).all()
-    for b in range(3):
-        key_pos = ((ids[b, : S - Q] >= cfg.n_filler) & (ids[b, : S - Q] < cfg.n_filler + cfg.n_keys)).nonzero()[:, 0]
-        assert len(key_pos) == cfg.n_pairs and torch.equal(key_pos // bs, (key_pos + 1) // bs)  # never split
-        for t in range(S - Q, S):  # the answer is the token after the planted copy of the query key
-            (pos,) = (ids[b, key_pos] == ids[b, t]).nonzero()[:, 0].tolist()
-            assert ids[b, key_pos[pos] + 1] == targets[b, t]
+    r, n_keys_end = cfg.pair_repeats, cfg.n_filler + cfg.n_keys
+    for S in (cfg.seq_len, cfg.curriculum[0][0]):  # the target length and a curriculum stage
+        ids, targets = R.make_batch(cfg, 3, torch.Generator().manual_seed(0), S)
+        Q, bs = cfg.n_queries, cfg.block_size
+        assert ids.shape == targets.shape == (3, S)
+        assert (targets[:, : S - Q] == -100).all() and (targets[:, S - Q :] >= n_keys_end).all()
+        for b in range(3):
+            context, queries = ids[b, : S - Q], ids[b, S - Q :]
+            key_pos = ((context >= cfg.n_filler) & (context < n_keys_end)).nonzero()[:, 0]
+            assert len(key_pos) == cfg.n_pairs * r and torch.equal(key_pos // bs, (key_pos + 1) // bs)  # never split
+            assert len(set(queries.tolist())) == Q  # each planted key asked at most once
+            for t in range(S - Q, S):  # the answer follows every planted copy of the query key
+                (pos,) = (context[key_pos] == ids[b, t]).nonzero(as_tuple=True)
+                assert len(pos) == r and (pos.diff() == 1).all()  # r copies, one chunk "k v k v …"
+                assert len(set((key_pos[pos] // bs).tolist())) == 1  # inside one block
+                assert (context[key_pos[pos] + 1] == targets[b, t]).all()
 
 
 def test_in_graph_sparsity_equals_dash_selection_sparsity():
