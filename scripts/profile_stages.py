@@ -52,16 +52,51 @@ def sweep_fused_forward(q, k, v) -> None:
             print(f"{name}: failed ({exc!r:.80})", flush=True)
 
 
+def sweep_coarse(q, k) -> None:
+    """Median time of the fused coarse kernel per launch config and with phases cut off (profiling
+    knobs of coarse_selection_launch), to see where its time goes."""
+    import triton
+
+    from custom_ops.block_summary import block_summaries
+    from custom_ops.coarse_selection.triton_kernels import coarse_selection_launch
+
+    S = q.shape[2]
+    k_bar = block_summaries(k, None, BS)
+    args = (q, k_bar, 1.5, 1.0, 1.0, True, S, BS, -(-S // 128) * 128, -(-S // BS))
+    sms = torch.cuda.get_device_properties(q.device).multi_processor_count
+    configs = {
+        "default (16 warps, 2 programs/SM)": {},
+        "scores only (stop_after=1)": dict(stop_after=1),
+        "scores + entmax (stop_after=2)": dict(stop_after=2),
+        "no solver iterations": dict(solver=(0, 0)),
+        "8 warps": dict(num_warps=8),
+        "4 warps": dict(num_warps=4),
+        "1 program/SM": dict(programs=sms),
+        "4 programs/SM": dict(programs=4 * sms),
+        "8 programs/SM, 8 warps": dict(programs=8 * sms, num_warps=8),
+    }
+    for name, kw in configs.items():
+        try:
+            ms = triton.testing.do_bench(lambda: coarse_selection_launch(*args, **kw), warmup=10, rep=60)
+            print(f"coarse kernel {name}: {ms:.2f} ms", flush=True)
+        except Exception as exc:  # an out-of-resources config: report and go on
+            print(f"coarse kernel {name}: failed ({exc!r:.80})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seq", type=int, default=32768)
     parser.add_argument("--fine-stage", default="fused")
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--sweep", action="store_true", help="time the fused forward kernel's launch configs")
+    parser.add_argument("--coarse-sweep", action="store_true", help="time the coarse kernel's configs and phases")
     args = parser.parse_args()
     q, k, v = topic_inputs(args.seq)
     if args.sweep:
         sweep_fused_forward(q, k, v)
+    if args.coarse_sweep:
+        sweep_coarse(q, k)
+        return
     stages = {
         "coarse (dash_select)": lambda: dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0),
         f"forward (fine_stage={args.fine_stage})": lambda: dash_attention(

@@ -16,9 +16,16 @@ Persistent programs; each work item is (batch, KV head, ``ROWS`` query rows). Wh
 Scores: an IEEE fp32 ``tl.dot`` for fp32 queries; for 16-bit queries ``k̄`` (fp32) is split into
 a high and a low 16-bit part and the two products summed, which keeps ~16 mantissa bits of ``k̄``
 (a single TF32 dot moved entmax probabilities by ~5% relative, measured on the H200).
-Launch: ``num_warps = ROWS`` (16), so each warp owns one query row of the ``[ROWS, NB]`` entmax
-tile and the solver's ~10 row reductions stay inside a warp (the first version, 4 warps, spilled
-registers and took 10.3 ms at 32K on the H200).
+Rows are held as ``[NB / SUB, ROWS, SUB]`` tiles (``SUB`` ≤ 128 blocks, one warp's width) so that
+Triton can give each warp whole rows. Launch: 4 warps, 2 persistent programs per SM.
+
+**Performance (H200, 32K, bf16, Hq=32, Hkv=8, nb=512; scripts/profile_stages.py --coarse-sweep):
+7.1 ms — not yet the ≤ 1.4 ms the design allows.** Phase cut-offs: scores + scratch 3.8 ms,
++ entmax 7.7 ms (3.7 ms of it the solver iterations), + prior/flags 8.9 ms (16 warps). 16 warps
+take the whole register file (one program per SM: 1, 2 or 4 programs/SM all 8.9 ms); 8 warps
+8.2 ms, 4 warps 7.1 ms. A first 2-D version (4 warps, ``[ROWS, NB]`` tiles) took 10.3 ms, with
+16 warps 8.7 ms. The kernel is latency-bound (serial chunks, barriers, few resident warps);
+docs/benchmarks.md lists the next steps.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ def _coarse_selection_fwd(
     CHUNK: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
     IEEE: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr,
+    STOP_AFTER: tl.constexpr,
 ):  # fmt: skip
     # Inductor may pass Python floats as fp64 scalars: keep everything fp32.
     z_scale, inv_sigma = tl.cast(z_scale, tl.float32), tl.cast(inv_sigma, tl.float32)
@@ -110,7 +118,7 @@ def _coarse_selection_fwd(
 
             # 2. entmax per head over the eligible blocks, averaged over the group. Rows are held
             #    as [NB / SUB, ROWS, SUB] tiles so that each warp owns whole rows (see entmax_rows_split).
-            for g in range(GROUP):
+            for g in range(GROUP if STOP_AFTER >= 2 else 0):
                 z = tl.load(scratch + (g * ROWS + offs_i)[None, :, None] * NB + cols)
                 z = tl.where(eligible & (cols < num_blocks), z, -float("inf"))
                 p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
@@ -121,26 +129,27 @@ def _coarse_selection_fwd(
             mask=t_ok & (cols < num_blocks),
         )
 
-        # 3. log-prior (centred on the support) and kept + forced flags, block-major
-        selected = p_bar > 0
-        log_p = tl.log(tl.where(selected, p_bar, 1.0))
-        n_sel = tl.maximum(_row_sum(selected.to(tl.float32)), 1.0)
-        mean = _row_sum(tl.where(selected, log_p, 0.0)) / n_sel
-        prior = tl.where(selected, (log_p - mean[None, :, None]) * inv_sigma, 0.0)
-        active = selected
-        if CAUSAL:
-            active = active | ((cols == own) & t_ok)
-        out_mask = (t < sq_pad) & (cols < nb_pad)
-        tl.store(
-            PRIOR + b * stride_rb + h_kv * stride_rh + cols * stride_rc + t * stride_rt,
-            prior,
-            mask=out_mask,
-        )
-        tl.store(
-            ACTIVE + b * stride_ab + h_kv * stride_ah + cols * stride_ac + t * stride_at,
-            active.to(tl.int8),
-            mask=out_mask,
-        )
+        if STOP_AFTER >= 3:  # (lower values: profiling only, time the phases above)
+            # 3. log-prior (centred on the support) and kept + forced flags, block-major
+            selected = p_bar > 0
+            log_p = tl.log(tl.where(selected, p_bar, 1.0))
+            n_sel = tl.maximum(_row_sum(selected.to(tl.float32)), 1.0)
+            mean = _row_sum(tl.where(selected, log_p, 0.0)) / n_sel
+            prior = tl.where(selected, (log_p - mean[None, :, None]) * inv_sigma, 0.0)
+            active = selected
+            if CAUSAL:
+                active = active | ((cols == own) & t_ok)
+            out_mask = (t < sq_pad) & (cols < nb_pad)
+            tl.store(
+                PRIOR + b * stride_rb + h_kv * stride_rh + cols * stride_rc + t * stride_rt,
+                prior,
+                mask=out_mask,
+            )
+            tl.store(
+                ACTIVE + b * stride_ab + h_kv * stride_ah + cols * stride_ac + t * stride_at,
+                active.to(tl.int8),
+                mask=out_mask,
+            )
 
 
 def num_blocks_padded(nb_pad: int) -> int:
@@ -160,10 +169,15 @@ def coarse_selection_launch(
     sq_pad: int,
     nb_pad: int,
     programs: int | None = None,
+    num_warps: int = 4,
+    solver: tuple[int, int] | None = None,
+    stop_after: int = 3,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(probs, prior, active)`` as :func:`..torch_impl.coarse_selection_torch`. Launches directly
     (CUDA, or the Triton interpreter on CPU tensors in tests); ``programs`` overrides the number
-    of persistent programs (default: 2 per SM on CUDA, 3 on CPU)."""
+    of persistent programs (default: 2 per SM on CUDA, 3 on CPU). For profiling only:
+    ``solver = (n_bisect, n_newton)`` overrides the entmax schedule and ``stop_after`` = 1 / 2
+    stops after the scores / the entmax phase (outputs are then not valid)."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
     G = Hq // Hkv
@@ -182,6 +196,8 @@ def coarse_selection_launch(
     group_p2 = triton.next_power_of_2(G)
     scratch = torch.empty(programs, group_p2 * ROWS, NB, device=dev, dtype=torch.float32)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
+    if solver is not None:
+        n_bisect, n_newton = solver
     kb = k_bar.float()
     active_i8 = active.view(torch.int8)
     _coarse_selection_fwd[(programs,)](
@@ -191,6 +207,6 @@ def coarse_selection_launch(
         selection_scale / D**0.5, inv_sigma, alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
         GROUP=G, GROUP_P2=group_p2, ROWS=ROWS, NB=NB, SUB=min(NB, 128), CHUNK=CHUNK, BLOCK_SIZE=block_size, HEAD_DIM=D,
         BLOCK_D=max(16, triton.next_power_of_2(D)), CAUSAL=causal, IEEE=query.dtype == torch.float32,
-        MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, num_warps=ROWS,
+        MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, STOP_AFTER=stop_after, num_warps=num_warps,
     )  # fmt: skip
     return probs, prior, active
