@@ -320,12 +320,17 @@ def test_cuda_backward_kernels_match_definition_and_reference(dtype):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.xfail(strict=True, reason="open: q/k/pool_query gradients 0.1-0.33 off the float64 reference on CUDA "
-                   "(the torch definition too; CPU 5e-3 at this size) - docs/benchmarks.md, issue #4")  # fmt: skip
+@pytest.mark.xfail(
+    strict=True,
+    reason="ill-conditioned exact gradient: a block selected with tiny p̄ amplifies fp32 rounding by ~p̄^(1-α); "
+    "measured 0.25-0.33 (fp32) / 0.10-0.12 (bf16) on this draw - docs/design.md 'Numerics', issue #4",
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_gradients_through_the_selection_match_reference(dtype):
     """The gradients that flow through the log-prior into the coarse stage, against the float64
-    reference: 1e-2 (fp32) / 5e-2 (bf16) is what the CPU reaches at this size (5e-3, fp32)."""
+    reference, at the tolerances issue #4 asks for: not reachable on inputs like this draw, whose
+    exact gradient moves by O(0.1) under fp32-sized input perturbations
+    (scripts/prior_gradient_conditioning.py)."""
     inputs, grad_out, bs = _cuda_gradient_problem(dtype)
     _, grads = _fused_grads(inputs, grad_out, bs, sparse_attention_forward)
     _, ref_grads = _reference_grads(inputs, grad_out, bs)
