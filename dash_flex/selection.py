@@ -19,7 +19,7 @@ from torch.nn.attention.flex_attention import BlockMask
 
 from custom_ops.block_summary import block_summaries
 from custom_ops.coarse_selection import coarse_selection
-from custom_ops.coarse_selection.triton_kernels import MAX_BLOCKS, num_blocks_padded
+from custom_ops.coarse_selection.triton_kernels import MAX_BLOCKS, fits_int32, num_blocks_padded
 from custom_ops.selection import block_tables, log_prior, selection_tables
 from custom_ops.selection.torch_impl import TILE  # 128×128 tiles compile fwd and bwd on H100, D = 64 and 128
 
@@ -241,8 +241,15 @@ def _select(
 
 def _fused_coarse_applies(s: AttentionShapes, mask_mod, share_kv_groups: bool) -> bool:
     """The fused coarse op covers the default case: no user mask (block classes follow from
-    causality alone), GQA-shared selection, rows of blocks that fit its register tile."""
-    return mask_mod is None and share_kv_groups and num_blocks_padded(_padded_sizes(s)[1]) <= MAX_BLOCKS
+    causality alone), GQA-shared selection, rows of blocks that fit its register tile, sizes
+    whose offsets fit int32."""
+    sq_pad, nb_pad = _padded_sizes(s)
+    return (
+        mask_mod is None
+        and share_kv_groups
+        and num_blocks_padded(nb_pad) <= MAX_BLOCKS
+        and fits_int32(s.batch, s.q_heads, s.kv_heads, s.q_len, s.head_dim, sq_pad, nb_pad)
+    )
 
 
 def _padded_sizes(s: AttentionShapes) -> tuple[int, int]:
@@ -265,8 +272,9 @@ def coarse_probabilities(
     B, Hq, Hkv, Sq, nb, G = s.batch, s.q_heads, s.kv_heads, s.q_len, s.num_blocks, s.group_size
     if share_kv_groups and eligible.shape[1] > 1:
         eligible = eligible.view(eligible.shape[0], Hkv, G, Sq, nb).all(2).repeat_interleave(G, dim=1)
-    q = query.float().view(B, Hkv, G, Sq, s.head_dim)
-    z = torch.einsum("bhgtd,bhcd->bhgtc", q, k_bar).reshape(B, Hq, Sq, nb)
+    acc = torch.float64 if query.dtype == torch.float64 else torch.float32
+    q = query.to(acc).view(B, Hkv, G, Sq, s.head_dim)
+    z = torch.einsum("bhgtd,bhcd->bhgtc", q, k_bar.to(acc)).reshape(B, Hq, Sq, nb)
     z = z * (selection_scale / math.sqrt(s.head_dim))
     p = entmax(z.masked_fill(~eligible, -math.inf), alpha=alpha, dim=-1)
     if share_kv_groups:

@@ -69,7 +69,8 @@ def coarse_selection_backward(
 
 @coarse_selection_backward.register_fake
 def _(grad_probs, query, k_bar, alpha, selection_scale, causal, kv_len, block_size):
-    return torch.empty_like(query, memory_format=torch.contiguous_format), torch.empty_like(k_bar)
+    contiguous = torch.contiguous_format
+    return torch.empty_like(query, memory_format=contiguous), torch.empty_like(k_bar, memory_format=contiguous)
 
 
 def _setup_context(ctx, inputs, output):

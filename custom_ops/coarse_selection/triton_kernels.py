@@ -17,15 +17,20 @@ Scores: an IEEE fp32 ``tl.dot`` for fp32 queries; for 16-bit queries ``k̄`` (fp
 a high and a low 16-bit part and the two products summed, which keeps ~16 mantissa bits of ``k̄``
 (a single TF32 dot moved entmax probabilities by ~5% relative, measured on the H200).
 Rows are held as ``[NB / SUB, ROWS, SUB]`` tiles (``SUB`` ≤ 128 blocks, one warp's width) so that
-Triton can give each warp whole rows. Launch: 4 warps, 2 persistent programs per SM.
+Triton can give each warp whole rows. Launch: 16 warps (the configuration whose results the
+H200 GPU tests checked), 2 persistent programs per SM. The scratch buffer is
+``programs × G·ROWS × NB`` fp32: 35 MB at Hq/Hkv = 4, nb = 512 on 132 SMs.
 
 **Performance (H200, 32K, bf16, Hq=32, Hkv=8, nb=512; scripts/profile_stages.py --coarse-sweep):
-7.1 ms — not yet the ≤ 1.4 ms the design allows.** Phase cut-offs: scores + scratch 3.8 ms,
-+ entmax 7.7 ms (3.7 ms of it the solver iterations), + prior/flags 8.9 ms (16 warps). 16 warps
-take the whole register file (one program per SM: 1, 2 or 4 programs/SM all 8.9 ms); 8 warps
-8.2 ms, 4 warps 7.1 ms. A first 2-D version (4 warps, ``[ROWS, NB]`` tiles) took 10.3 ms, with
-16 warps 8.7 ms. The kernel is latency-bound (serial chunks, barriers, few resident warps);
-docs/benchmarks.md lists the next steps.
+8.9 ms — far from the ≤ 1.4 ms the design allows.** Phase cut-offs (16 warps): scores +
+scratch 3.8 ms, + entmax 7.7 ms (3.7 ms of it the solver iterations), + prior/flags 8.9 ms.
+16 warps take the whole register file (1, 2 or 4 programs/SM all 8.9 ms); 8 warps 8.2 ms,
+4 warps 7.1 ms (timed only: switch after a GPU correctness run). A first 2-D version (4 warps,
+``[ROWS, NB]`` tiles) took 10.3 ms. The kernel is latency-bound (serial chunks, barriers, few
+resident warps); docs/benchmarks.md lists the next steps.
+
+Offsets are int32: :func:`fits_int32` bounds the sizes this kernel takes (dash_select falls back
+to the unfused path beyond).
 """
 
 from __future__ import annotations
@@ -152,6 +157,11 @@ def _coarse_selection_fwd(
             )
 
 
+def fits_int32(batch: int, q_heads: int, kv_heads: int, q_len: int, head_dim: int, sq_pad: int, nb_pad: int) -> bool:
+    """Every element offset of the kernel's inputs and outputs stays below 2³¹."""
+    return max(batch * q_heads * q_len * head_dim, batch * kv_heads * sq_pad * nb_pad) < 2**31
+
+
 def num_blocks_padded(nb_pad: int) -> int:
     """``NB``: the register row length, a power of two ≥ ``nb_pad`` and ≥ ``CHUNK``."""
     return max(CHUNK, triton.next_power_of_2(nb_pad))
@@ -169,7 +179,7 @@ def coarse_selection_launch(
     sq_pad: int,
     nb_pad: int,
     programs: int | None = None,
-    num_warps: int = 4,
+    num_warps: int = 16,
     solver: tuple[int, int] | None = None,
     stop_after: int = 3,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

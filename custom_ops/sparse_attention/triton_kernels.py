@@ -193,6 +193,8 @@ def sparse_attention_launch(
     lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
     active_i8 = active.view(torch.int8) if active.dtype == torch.bool else active
     list_rows = block_list.view(-1, block_list.shape[-1])
+    if pack < 1 or pack & (pack - 1):
+        raise ValueError(f"pack={pack} must be a power of two (the packed tile has pack·block_m rows)")
     if Hq % pack or (Hq // Hkv) % pack or (Hq // prior.shape[1]) % pack or (Hq // active.shape[1]) % pack:
         raise ValueError(f"pack={pack} heads must share their KV head, prior and flags")
     _sparse_attention_fwd[(n_tiles, B * Hq // pack)](
