@@ -255,7 +255,10 @@ class DashKVCache:
             return keep
 
         p = coarse_probabilities(query, self.summaries, eligible, s, alpha, selection_scale, share_kv_groups)
-        return build_selection(p, forced, s, False, sigma, score_mod, cache_mask, share_kv_groups)
+        sel = build_selection(p, forced, s, False, sigma, score_mod, cache_mask, share_kv_groups)
+        sel.user_mask_mod = mask_mod  # cache_mask's position rule is reported via query_positions
+        sel.query_positions = pos
+        return sel
 
     def attend(
         self,

@@ -79,6 +79,9 @@ class DashSelection:
         kernel_options: pass to ``flex_attention`` with the two above (``{"num_stages": 2}`` on
             CUDA: the default three-stage configs overflow the H100's shared memory for this
             score_mod/mask_mod, see docs/design.md).
+        query_positions: ``[B, Sq]`` absolute position of each query row (``-1``: a padding row)
+            when the selection is over a KV cache (``DashKVCache.select``), whose slots past a
+            sequence's length are not keys; ``None``: positions follow ``causal`` (SPEC §2).
         ``H_sel`` is ``Hkv`` with GQA sharing, else ``Hq``; ``H_act`` is ``Hkv`` when a group's
         heads always agree (sharing and no ``mask_mod``), else ``Hq``.
     """
@@ -93,22 +96,30 @@ class DashSelection:
     shapes: AttentionShapes
     causal: bool
     kernel_options: dict | None = None
+    query_positions: torch.Tensor | None = None
 
     def sparsity(self) -> SparsityReport:
         """Both sparsity measures (reads values back to the host: not for the hot path)."""
         s = self.shapes
-        visible_pairs, kept_pairs = _count_pairs(s, self.causal, self.user_mask_mod, self.active_blocks)
+        pos = self.query_positions
+        visible_pairs, kept_pairs = _count_pairs(s, self.causal, self.user_mask_mod, self.active_blocks, pos)
         kv_num = self.block_mask.kv_num_blocks.to(torch.float64)
         full = self.block_mask.full_kv_num_blocks
         tiles_kept = kv_num.sum() + (0 if full is None else full.to(torch.float64).sum())
         n_qt, n_kt = -(-s.q_len // TILE), -(-s.kv_len // TILE)
-        if self.causal:
-            offset = s.kv_len - s.q_len
-            last_q = torch.clamp(torch.arange(n_qt) * TILE + TILE - 1, max=s.q_len - 1) + offset
-            dense_tiles = (last_q // TILE + 1).clamp(max=n_kt).sum().item()
+        if pos is not None:  # per sequence: key tiles up to the last position in each query tile
+            padded = torch.nn.functional.pad(pos, (0, n_qt * TILE - s.q_len), value=-1)
+            last = padded.view(s.batch, n_qt, TILE).amax(-1)
+            per_b = torch.where(last >= 0, (last // TILE + 1).clamp(max=n_kt), torch.zeros_like(last))
+            dense_tiles = per_b.sum().item() * kv_num.shape[1]
         else:
-            dense_tiles = n_qt * n_kt
-        dense_tiles *= kv_num.shape[0] * kv_num.shape[1]
+            if self.causal:
+                offset = s.kv_len - s.q_len
+                last_q = torch.clamp(torch.arange(n_qt) * TILE + TILE - 1, max=s.q_len - 1) + offset
+                dense_tiles = (last_q // TILE + 1).clamp(max=n_kt).sum().item()
+            else:
+                dense_tiles = n_qt * n_kt
+            dense_tiles *= kv_num.shape[0] * kv_num.shape[1]
         return SparsityReport(
             token_sparsity=float(1.0 - kept_pairs / max(visible_pairs, 1)),
             tile_sparsity=float(1.0 - tiles_kept.item() / max(dense_tiles, 1)),
@@ -116,16 +127,22 @@ class DashSelection:
         )
 
 
-def _count_pairs(s: AttentionShapes, causal: bool, mask_mod, active: torch.Tensor) -> tuple[float, float]:
+def _count_pairs(
+    s: AttentionShapes, causal: bool, mask_mod, active: torch.Tensor, positions: torch.Tensor | None = None
+) -> tuple[float, float]:
     """(visible, attended) numbers of (b, h, t, i): key i visible to query t before any selection,
     and visible and in one of t's kept + forced blocks. Chunked over queries: a report must not
-    need an Sq×Skv tensor at once."""
+    need an Sq×Skv tensor at once. ``positions [B, Sq]`` (a cache selection): key i is visible to
+    row t iff ``i ≤ positions[b, t]`` (none for a padding row, −1)."""
     visible = attended = 0.0
     block_of_key = torch.arange(s.kv_len, device=active.device) // s.block_size
     G_act = s.q_heads // active.shape[1]
     for t0 in range(0, s.q_len, 1024):
         t = torch.arange(t0, min(t0 + 1024, s.q_len), device=active.device)
         allowed = _base_visibility(s, causal, mask_mod, t, active.device)
+        if positions is not None:
+            keys = torch.arange(s.kv_len, device=active.device)
+            allowed = allowed & (keys <= positions[:, t0 : t0 + len(t), None])[:, None]
         act = active[:, :, t0 : t0 + len(t)][..., block_of_key].repeat_interleave(G_act, dim=1)
         visible += allowed.expand(s.batch, s.q_heads, -1, -1).sum().item()
         attended += (allowed & act).sum().item()

@@ -256,3 +256,30 @@ def test_bad_arguments_raise_naming_the_argument():
     with pytest.raises(ValueError, match="fold_heads"):
         cache.attend(torch.randn(2, 4, 1, 16), fold_heads=True, share_kv_groups=False)
     assert int(cache.lengths.sum()) == 0  # nothing was written by the rejected calls
+
+
+def test_sparsity_of_a_cache_selection_counts_only_filled_slots():
+    """``cache.select(...).sparsity()`` equals the per-sequence ``dash_select`` reports combined
+    (pair and tile counts summed over the batch): empty slots past a sequence's length and
+    padding rows are neither visible pairs nor dense tiles."""
+    from dash_flex import dash_select
+
+    B, Hq, Hkv, D, bs, cap = 2, 4, 2, 16, 16, 384
+    q, k, v, u = sequences(5, B, Hq, Hkv, 340, D)
+    prompt, chunk = torch.tensor([300, 170]), torch.tensor([40, 25])
+    cache = DashKVCache(B, Hkv, cap, D, block_size=bs, pool_query=u)
+    cache.append(k[:, :, :300], v[:, :, :300], num_new=prompt)
+    Sq = int(chunk.max())
+    rows = [rows_at(x, prompt, Sq) for x in (q, k, v)]
+    cache.append(rows[1], rows[2], num_new=chunk)
+    report = cache.select(rows[0], num_new=chunk).sparsity()
+    visible = attended = dense = kept = 0.0
+    for b in range(B):
+        L, n = int(prompt[b] + chunk[b]), int(chunk[b])
+        r = dash_select(q[b : b + 1, :, L - n : L], k[b : b + 1, :, :L], block_size=bs, pool_query=u).sparsity()
+        vis = Hq * sum(t + 1 for t in range(L - n, L))
+        tiles = Hq * ((L - 1) // 128 + 1)  # one 128-row query tile (Sq ≤ 128), key tiles up to L − 1
+        visible, attended = visible + vis, attended + vis * (1 - r.token_sparsity)
+        dense, kept = dense + tiles, kept + tiles * (1 - r.tile_sparsity)
+    assert report.token_sparsity == pytest.approx(1 - attended / visible, abs=1e-9)
+    assert report.tile_sparsity == pytest.approx(1 - kept / dense, abs=1e-9)
