@@ -19,6 +19,7 @@ from torch.nn.attention.flex_attention import BlockMask
 
 from custom_ops.block_summary import block_summaries
 from custom_ops.coarse_selection import coarse_selection
+from custom_ops.coarse_selection.torch_impl import coarse_scores
 from custom_ops.coarse_selection.triton_kernels import MAX_BLOCKS, fits_int32, num_blocks_padded
 from custom_ops.selection import block_tables, log_prior, selection_tables
 from custom_ops.selection.torch_impl import TILE  # 128×128 tiles compile fwd and bwd on H100, D = 64 and 128
@@ -289,11 +290,12 @@ def coarse_probabilities(
     B, Hq, Hkv, Sq, nb, G = s.batch, s.q_heads, s.kv_heads, s.q_len, s.num_blocks, s.group_size
     if share_kv_groups and eligible.shape[1] > 1:
         eligible = eligible.view(eligible.shape[0], Hkv, G, Sq, nb).all(2).repeat_interleave(G, dim=1)
-    acc = torch.float64 if query.dtype == torch.float64 else torch.float32
-    q = query.to(acc).view(B, Hkv, G, Sq, s.head_dim)
-    z = torch.einsum("bhgtd,bhcd->bhgtc", q, k_bar.to(acc)).reshape(B, Hq, Sq, nb)
-    z = z * (selection_scale / math.sqrt(s.head_dim))
-    p = entmax(z.masked_fill(~eligible, -math.inf), alpha=alpha, dim=-1)
+    if eligible.shape[1] > 1:  # per query head → [b, Hkv, G, ·, nb], the scores' layout
+        eligible = eligible.view(eligible.shape[0], Hkv, G, *eligible.shape[2:])
+    else:
+        eligible = eligible.unsqueeze(2)
+    z = coarse_scores(query, k_bar, selection_scale, eligible).reshape(B, Hq, Sq, nb)
+    p = entmax(z, alpha=alpha, dim=-1)
     if share_kv_groups:
         p = p.view(B, Hkv, G, Sq, nb).mean(2)  # [B, Hkv, Sq, nb]
     return p
