@@ -184,7 +184,7 @@ def run_length(L: int, args, device: torch.device) -> list[dict]:
 
         with torch.no_grad():
             if vname == "kernel":  # the kernel path's two stages alone
-                sel_inputs = cache.decode_selection(q, alpha=ALPHA, sigma=SIGMA)
+                decode_sel = cache.decode_selection(q, alpha=ALPHA, sigma=SIGMA)
                 q0 = q[:, :, 0]
                 record(
                     "kernel_coarse_only",
@@ -195,7 +195,17 @@ def run_length(L: int, args, device: torch.device) -> list[dict]:
                 record(
                     "kernel_fine_only",
                     maybe_compile(
-                        lambda: sparse_decode(q0, cache.key, cache.value, *sel_inputs, 1 / math.sqrt(D), BS),
+                        lambda: sparse_decode(
+                            q0,
+                            cache.key,
+                            cache.value,
+                            decode_sel.block_list,
+                            decode_sel.count,
+                            decode_sel.prior,
+                            decode_sel.pos,
+                            D**-0.5,
+                            BS,
+                        ),
                         args.compile_mode,
                     ),
                     tokens,

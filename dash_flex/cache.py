@@ -35,20 +35,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch.nn.attention.flex_attention import BlockMask
 
 from custom_ops.block_summary import block_summaries
 from custom_ops.kv_cache import cache_write
-from custom_ops.sparse_decode import sparse_decode
+from custom_ops.sparse_decode import decode_selection, sparse_decode
 
 from ._validation import AttentionShapes, _check_positive_scalar, check_attention_inputs
 from .attention import _flex
 from .mods import evaluate_mask_mod
 from .selection import TILE, DashSelection, build_selection, coarse_probabilities
 
-__all__ = ["DashKVCache", "CacheReadStats"]
+__all__ = ["DashKVCache", "CacheReadStats", "DecodeSelection"]
 
 # Flex kernel options for the folded decode layout on CUDA. ``None`` lets Inductor pick its
 # decoding template (split-KV, the G query heads of a KV head in one program); the library's
@@ -77,6 +78,19 @@ def _query_positions_padded(
 @_query_positions_padded.register_fake
 def _(lengths, num_new, q_len, q_pad):
     return lengths.new_empty(lengths.shape[0], q_pad, dtype=torch.int64)
+
+
+class DecodeSelection(NamedTuple):
+    """What :meth:`DashKVCache.decode_selection` returns (``[B, Hkv, ·]`` tensors): ``active``
+    (kept + forced blocks, bool), ``prior`` (float32 log-prior, 0 off the support),
+    ``block_list`` / ``count`` (int32: the active blocks in order, then zeros; how many) and
+    ``pos [B]`` (int64 query positions, −1 on a padding row): the inputs of ``sparse_decode``."""
+
+    active: torch.Tensor
+    prior: torch.Tensor
+    block_list: torch.Tensor
+    count: torch.Tensor
+    pos: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -350,11 +364,11 @@ class DashKVCache:
 
     def _attend_decode_kernel(self, query, num_new, alpha, scale, selection_scale, sigma) -> torch.Tensor:
         """``Sq = 1``: :meth:`decode_selection`, then ``dash_flex::sparse_decode``."""
-        active, prior, pos = self.decode_selection(
-            query, num_new=num_new, alpha=alpha, selection_scale=selection_scale, sigma=sigma
-        )
+        sel = self.decode_selection(query, num_new=num_new, alpha=alpha, selection_scale=selection_scale, sigma=sigma)
         scale = 1.0 / math.sqrt(self.head_dim) if scale is None else scale
-        out = sparse_decode(query[:, :, 0], self.key, self.value, active, prior, pos, scale, self.block_size)
+        out = sparse_decode(
+            query[:, :, 0], self.key, self.value, sel.block_list, sel.count, sel.prior, sel.pos, scale, self.block_size
+        )
         return out[:, :, None]
 
     def decode_selection(
@@ -365,28 +379,19 @@ class DashKVCache:
         alpha: float = 1.5,
         selection_scale: float = 1.0,
         sigma: float = 1.0,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> DecodeSelection:
         """The coarse stage of the decode kernel path for ``query [B, Hq, 1, D]`` on ``[B, Hkv, nb]``
-        tensors (no tile padding, no BlockMask): ``(active, prior, pos)`` = kept + forced blocks
-        (bool), the log-prior ``(log p̄ − mean_S log p̄)/sigma`` on kept blocks (0 elsewhere,
-        float32) and the query positions ``[B]`` (−1 on a padding row). Same math as
-        :meth:`select`: forced = own block, eligible = complete past blocks."""
+        tensors (no tile padding, no BlockMask), as one op (``dash_flex::decode_selection``: two
+        Triton kernels on CUDA). Same math as :meth:`select`: forced = own block, eligible =
+        complete past blocks; the log-prior ``(log p̄ − mean_S log p̄)/sigma`` on kept blocks."""
         s = self._check_query(query, alpha=alpha, selection_scale=selection_scale, sigma=sigma)
         self._check_num_new(num_new)
-        pos = _positions(self.lengths, num_new, 1, 1)[:, 0]  # [B], −1 for a padding row
-        own = torch.where(pos >= 0, pos // s.block_size, torch.full_like(pos, -1))[:, None, None, None]
-        c = torch.arange(s.num_blocks, device=query.device)
-        eligible = (c < own) & (own >= 0)  # [B, 1, 1, nb]
-        p = coarse_probabilities(query, self.summaries, eligible, s, alpha, selection_scale, True)[:, :, 0]
-        selected = p > 0
-        if math.isfinite(sigma):
-            log_p = torch.log(torch.where(selected, p, torch.ones_like(p)))
-            mean = log_p.sum(-1, keepdim=True) / selected.sum(-1, keepdim=True).clamp(min=1)
-            prior = torch.where(selected, (log_p - mean) / sigma, torch.zeros_like(p))
-        else:
-            prior = torch.zeros_like(p)
-        active = selected | (c == own[:, :, 0])  # [B, Hkv, nb]
-        return active, prior, pos
+        inv_sigma = 1.0 / sigma if math.isfinite(sigma) else 0.0
+        return DecodeSelection(
+            *decode_selection(
+                query[:, :, 0], self.summaries, self.lengths, num_new, alpha, selection_scale, inv_sigma, s.block_size
+            )
+        )
 
     def append_and_attend(
         self,

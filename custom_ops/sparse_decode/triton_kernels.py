@@ -4,9 +4,10 @@ Pass 1, one program per (split, sequence·KV head): the G query heads of the KV 
 of one tile (padded to 16 for ``tl.dot``), so each key block is read once for the whole group.
 The program walks its share of the *compact* active-block list — ``ceil(count / n_splits)``
 entries, computed from the runtime count so the work spreads over all splits whatever the
-sparsity — with an online softmax, and writes a partial (max, sum, accumulator). Pass 2 (torch,
-tiny tensors) merges the splits. Inactive blocks are never read: the cost is the kept keys'
-bytes, which is what decoding is bound by.
+sparsity — with an online softmax (a software-pipelined loop: the next block's list entry and
+keys load while this one computes), and writes a partial (max, sum, accumulator). Pass 2
+(``selection_kernels._merge_splits``, one launch) merges the splits. Inactive blocks are never
+read: the cost is the kept keys' bytes, which is what decoding is bound by.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from .selection_kernels import merge_splits_launch
 
 
 @triton.jit
@@ -54,6 +57,7 @@ def _sparse_decode_split(
     BLOCK_DV: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
     IEEE: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     scale = tl.cast(scale, tl.float32)  # Inductor may pass Python floats as fp64
     split = tl.program_id(0)
@@ -81,7 +85,7 @@ def _sparse_decode_split(
     m_i = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([GROUP_PAD], tl.float32)
     acc = tl.zeros([GROUP_PAD, BLOCK_DV], tl.float32)
-    for j in range(start, end):
+    for j in tl.range(start, end, num_stages=STAGES):
         c = tl.load(LIST + b * stride_lb + h * stride_lh + j)
         keys = c * BLOCK_SIZE + offs_n
         visible = keys <= pos  # listed blocks are complete past blocks or the query's own block
@@ -121,10 +125,17 @@ def _sparse_decode_split(
     )
 
 
-def num_splits(batch_heads: int, num_blocks: int, target_programs: int = 528) -> int:
-    """Splits per (sequence, KV head) so that about ``target_programs`` programs run (4 waves of
-    an H100's 132 SMs), never more splits than blocks."""
-    return max(1, min(num_blocks, -(-target_programs // batch_heads)))
+# Launch defaults (tuned on the H200 by scripts/profile_decode.py; see docs/decode.md).
+TARGET_PROGRAMS = 528  # split-KV programs per launch (4 waves of 132 SMs)
+NUM_WARPS = 4
+NUM_STAGES = 2
+
+
+def num_splits(batch_heads: int, num_blocks: int, target_programs: int | None = None) -> int:
+    """Splits per (sequence, KV head) so that about ``target_programs`` programs run, never more
+    splits than blocks."""
+    target = TARGET_PROGRAMS if target_programs is None else target_programs
+    return max(1, min(num_blocks, -(-target // batch_heads)))
 
 
 def sparse_decode_launch(
@@ -138,9 +149,13 @@ def sparse_decode_launch(
     scale: float,
     block_size: int,
     n_splits: int,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """Run both passes; ``block_list [B, Hkv, nb]`` int32 holds each row's active blocks first
-    (``count [B, Hkv]`` int32 of them). Launches directly: eager, or the CPU interpreter."""
+    (``count [B, Hkv]`` int32 of them). Returns ``[B, Hq, Dv]`` in the query dtype. Launches
+    directly: eager, or the CPU interpreter; ``num_warps`` / ``num_stages`` override the
+    defaults (profiling)."""
     B, Hq, D = query.shape
     Hkv, Dv = key.shape[1], value.shape[-1]
     G = Hq // Hkv
@@ -176,18 +191,9 @@ def sparse_decode_launch(
         BLOCK_DV=max(16, triton.next_power_of_2(Dv)),
         BLOCK_SIZE=block_size,
         IEEE=query.dtype == torch.float32,
-        num_warps=4,
+        STAGES=NUM_STAGES if num_stages is None else num_stages,
+        num_warps=NUM_WARPS if num_warps is None else num_warps,
     )
-    return merge_splits(acc.view(B, Hkv, n_splits, G, Dv), m.view(B, Hkv, n_splits, G), denom.view(B, Hkv, n_splits, G))
-
-
-def merge_splits(acc: torch.Tensor, m: torch.Tensor, denom: torch.Tensor) -> torch.Tensor:
-    """Combine per-split online-softmax states ``[B, Hkv, S, G(, Dv)]`` into ``[B, Hq, Dv]`` (fp32);
-    rows with no visible key (every split empty) give zeros."""
-    B, Hkv, _, G, Dv = acc.shape
-    m_all = m.amax(2, keepdim=True)
-    m_all = torch.where(torch.isfinite(m_all), m_all, torch.zeros_like(m_all))
-    w = torch.exp(m - m_all)  # empty splits: exp(−inf) = 0
-    total = (w * denom).sum(2)
-    out = (w[..., None] * acc).sum(2) / torch.where(total > 0, total, torch.ones_like(total))[..., None]
-    return out.reshape(B, Hkv * G, Dv)
+    out = torch.empty(B, Hq, Dv, device=query.device, dtype=query.dtype)
+    shape = (B, Hkv, n_splits, G)
+    return merge_splits_launch(acc.view(*shape, Dv), m.view(shape), denom.view(shape), out)
