@@ -5,8 +5,12 @@ same cache, one process, one card.
     PYTHONPATH=. python benchmarks/bench_decode.py --smoke --out DIR        # CPU, tiny sizes
 
 Sizes: batch 8, Hq=32, Hkv=8, D=128, bf16, block 64, α=1.5, σ=1; every sequence holds L tokens
-and one query (position L − 1) is decoded. Times are CUDA-event medians over ``--reps`` calls
-after ``--warmup`` calls; each timed call is one whole step as a model would run it:
+and one query (position L − 1) is decoded. Each timed piece is one whole step as a model would
+run it. ``--timing graph`` (default): the step is captured in a CUDA graph and timed over
+replays (median of 5 rounds; device time, what a serving engine that captures its decode step
+pays, with the same treatment for every method). ``--timing call``: CUDA-event medians of
+single synchronised calls under ``--compile-mode``, which adds the host's per-call overhead
+(~0.1 ms for a ``reduce-overhead`` compiled call on the H200) while the GPU waits:
 
 * ``sdpa_<backend>``: ``scaled_dot_product_attention(q, K[:, :, :L], V[:, :, :L], enable_gqa=True)``
   for cuDNN, flash, efficient and the default dispatch (a backend that refuses is reported),
@@ -26,9 +30,11 @@ Variants (``--dash-variants``): ``fold`` = KV heads folded into the batch, flex 
 template (``kernel_options=None``); ``fold-main`` = folded, main template (``num_stages=2``,
 ``FORCE_USE_FLEX_ATTENTION``); ``plain`` = per-query-head tables, the selection's own options;
 ``fold-decode-opts`` = folded with ``--decode-kernel-options`` (JSON); ``kernel`` = the
-``dash_flex::sparse_decode`` split-KV kernel over the kept-block list (no FlexAttention). ``--compile-mode`` wraps
-each dash / flex step in ``torch.compile`` (default ``reduce-overhead``: CUDA graphs, the cache
-buffers are static addresses); ``none`` runs eagerly.
+``dash_flex::decode_selection`` + ``dash_flex::sparse_decode`` kernels (no FlexAttention; the CUDA
+default). Under ``--timing call``, ``--compile-mode`` wraps each dash / flex step in
+``torch.compile`` (default ``reduce-overhead``: CUDA graphs, the cache buffers are static
+addresses); ``none`` runs eagerly. Under ``--timing graph``, FlexAttention steps are compiled
+(``default`` mode) and then captured; the kernel path is captured eagerly.
 """
 
 from __future__ import annotations
@@ -83,10 +89,39 @@ def fill_topic_cache(cache: DashKVCache, L: int, n_topics: int, seed: int, chunk
 
 
 # ----------------------------------------------------------------------------- timing
-def time_ms(fn, warmup: int, reps: int, cuda: bool) -> float:
-    """Median wall time of one call, in ms (CUDA events on the GPU)."""
+def graph_ms(fn, replays: int = 50, rounds: int = 5) -> float:
+    """Median per-replay time of ``fn`` captured into a CUDA graph (device time: what a serving
+    engine that captures its whole decode step pays; no Python or launch overhead)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    times = []
+    for _ in range(rounds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        for _ in range(replays):
+            graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / replays)
+    return statistics.median(times)
+
+
+def time_ms(fn, warmup: int, reps: int, cuda: bool, timing: str = "call") -> float:
+    """Median time of one call, in ms: ``graph`` = CUDA-graph replays (:func:`graph_ms`); ``call``
+    = one synchronised call at a time (CUDA events; includes the host's launch overhead while the
+    GPU waits), or wall time on the CPU."""
     for _ in range(warmup):
         fn()
+    if cuda and timing == "graph":
+        return graph_ms(fn, replays=max(1, reps // 5))
     times = []
     if cuda:
         torch.cuda.synchronize()
@@ -123,7 +158,7 @@ def run_length(L: int, args, device: torch.device) -> list[dict]:
     def record(name, fn, tokens=None, kept=None):
         row = dict(L=L, method=name, tokens_read=tokens, kept_share=kept)
         try:
-            row["ms"] = time_ms(fn, args.warmup, args.reps, cuda)
+            row["ms"] = time_ms(fn, args.warmup, args.reps, cuda, args.timing)
         except Exception as e:  # a backend that refuses these inputs is reported, not fatal
             row["ms"], row["error"] = None, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
         rows.append(row)
@@ -140,7 +175,7 @@ def run_length(L: int, args, device: torch.device) -> list[dict]:
         with sdpa_kernel(backend):  # entered outside the timed call: only the kernel is timed
             record(f"sdpa_{name}", lambda: F.scaled_dot_product_attention(q, K, V, enable_gqa=True), L, 1.0)
     record("sdpa_default", lambda: F.scaled_dot_product_attention(q, K, V, enable_gqa=True), L, 1.0)
-    if args.compile_mode != "none":  # the same launch-overhead treatment as the dash step
+    if args.compile_mode != "none" and args.timing == "call":  # the dash step's launch-overhead treatment
         sdpa_c = maybe_compile(lambda: F.scaled_dot_product_attention(q, K, V, enable_gqa=True), args.compile_mode)
         record("sdpa_default[compiled]", sdpa_c, L, 1.0)
 
@@ -148,13 +183,18 @@ def run_length(L: int, args, device: torch.device) -> list[dict]:
     dense_mask = create_block_mask(
         lambda b, h, q_idx, kv_idx: kv_idx < lengths[b], B, None, 1, L, device=device, BLOCK_SIZE=128
     )
+    # Graph timing captures every step in a CUDA graph: nothing is compiled but what would run
+    # unfused (FlexAttention), and that without Inductor's own CUDA graphs.
+    graphed = args.timing == "graph"
+    flex_mode = "default" if (graphed or args.compile_mode == "none") and cuda else args.compile_mode
+    kernel_mode = "none" if graphed else args.compile_mode
     for opt_name in args.flex_options:
         options = FLEX_OPTIONS[opt_name]
         flex_fn = maybe_compile(
             lambda options=options: flex_attention(
                 q, K, V, block_mask=dense_mask, enable_gqa=True, kernel_options=options
             ),
-            "default" if args.compile_mode == "none" and cuda else args.compile_mode,
+            flex_mode,
         )
         record(f"flex_dense[{opt_name}]", flex_fn, tokens=L, kept=1.0)
 
@@ -188,7 +228,7 @@ def run_length(L: int, args, device: torch.device) -> list[dict]:
                 q0 = q[:, :, 0]
                 record(
                     "kernel_coarse_only",
-                    maybe_compile(lambda: cache.decode_selection(q, alpha=ALPHA, sigma=SIGMA), args.compile_mode),
+                    maybe_compile(lambda: cache.decode_selection(q, alpha=ALPHA, sigma=SIGMA), kernel_mode),
                     tokens,
                     kept,
                 )
@@ -206,15 +246,16 @@ def run_length(L: int, args, device: torch.device) -> list[dict]:
                             D**-0.5,
                             BS,
                         ),
-                        args.compile_mode,
+                        kernel_mode,
                     ),
                     tokens,
                     kept,
                 )
-            record(f"dash[{vname}]", maybe_compile(attend, args.compile_mode), tokens, kept)
+            mode = kernel_mode if vname == "kernel" else flex_mode
+            record(f"dash[{vname}]", maybe_compile(attend, mode), tokens, kept)
             if vname == args.dash_variants[0]:
-                record("dash_select", maybe_compile(select_only, args.compile_mode), tokens, kept)
-            record(f"dash_step[{vname}]", maybe_compile(step, args.compile_mode), tokens, kept)
+                record("dash_select", maybe_compile(select_only, flex_mode), tokens, kept)
+            record(f"dash_step[{vname}]", maybe_compile(step, mode), tokens, kept)
         torch.testing.assert_close(cache.lengths, torch.full_like(cache.lengths, L))  # the step rewinds exactly
     return rows
 
@@ -278,13 +319,21 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="folder for bench_decode.{md,json,png}")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: checks that the script runs")
     parser.add_argument("--topics", type=int, default=4, help="key topics; about 1/topics of the blocks are kept")
-    parser.add_argument("--dash-variants", nargs="+", default=["fold", "plain"], choices=sorted(DASH_VARIANTS))
+    parser.add_argument("--dash-variants", nargs="+", default=["kernel", "fold"], choices=sorted(DASH_VARIANTS))
     parser.add_argument("--flex-options", nargs="+", default=["decode"], choices=sorted(FLEX_OPTIONS))
     parser.add_argument("--decode-kernel-options", default=None, help="JSON, e.g. '{\"BLOCK_N\": 64}'")
     parser.add_argument(
         "--compile-mode",
         default="reduce-overhead",
         choices=["reduce-overhead", "default", "max-autotune-no-cudagraphs", "none"],
+    )
+    parser.add_argument(
+        "--timing",
+        default="graph",
+        choices=["graph", "call"],
+        help="graph: every step captured in a CUDA graph, median replay time (device time; what a serving "
+        "engine capturing its decode step pays); call: one synchronised call at a time under --compile-mode "
+        "(includes host overhead)",
     )
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--reps", type=int, default=100)
@@ -298,6 +347,7 @@ def main() -> None:
         args.warmup, args.reps = min(args.warmup, 1), min(args.reps, 3)
         if args.compile_mode == "reduce-overhead":
             args.compile_mode = "none"
+        args.timing = "call"
     else:
         if not torch.cuda.is_available():
             raise SystemExit("bench_decode.py needs a CUDA GPU (or --smoke for a CPU check)")
@@ -309,7 +359,8 @@ def main() -> None:
     card = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     title = (
         f"decode step on {card} (torch {torch.__version__}), {str(DTYPE).removeprefix('torch.')} B={B} Hq={HQ} "
-        f"Hkv={HKV} D={D} block={BS} α={ALPHA} σ={SIGMA}, compile={args.compile_mode}"
+        f"Hkv={HKV} D={D} block={BS} α={ALPHA} σ={SIGMA}, "
+        + ("CUDA-graph replay times" if args.timing == "graph" else f"per-call times, compile={args.compile_mode}")
     )
     print("#", title, flush=True)
     rows: list[dict] = []

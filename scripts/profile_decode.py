@@ -17,7 +17,6 @@ time without Python launch overhead, like a ``reduce-overhead`` compiled step:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
@@ -26,37 +25,13 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_decode import ALPHA, BS, SIGMA, fill_topic_cache  # noqa: E402
+from bench_decode import ALPHA, BS, SIGMA, fill_topic_cache, graph_ms  # noqa: E402
 
 from custom_ops.sparse_decode import sparse_decode  # noqa: E402
 from custom_ops.sparse_decode import triton_kernels as decode_kernels  # noqa: E402
 from dash_flex.cache import DashKVCache  # noqa: E402
 
 B, HQ, HKV, D = 8, 32, 8, 128
-
-
-def graph_ms(fn, replays: int = 50, rounds: int = 5) -> float:
-    """Median per-replay time of ``fn`` captured into a CUDA graph."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        for _ in range(replays):
-            graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / replays)
-    return statistics.median(times)
 
 
 def profile_length(L: int, sweep: bool) -> list[str]:
