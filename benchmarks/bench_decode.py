@@ -88,6 +88,24 @@ def fill_topic_cache(cache: DashKVCache, L: int, n_topics: int, seed: int, chunk
     return q.view(B, Hkv * G, 1, D).to(cache.dtype)
 
 
+def calibrate_query(cache: DashKVCache, q: torch.Tensor, target: float, steps: int = 10) -> tuple[torch.Tensor, float]:
+    """Scale ``q`` (a selection temperature: smaller scores → flatter entmax → more blocks kept) so
+    that the decode selection keeps about ``target`` of the blocks (at most that share): bisection
+    on the scale (the kept share falls as the scale grows). Returns the query and the scale."""
+
+    def kept(scale: float) -> float:
+        sel = cache.decode_selection((q.float() * scale).to(q.dtype), alpha=ALPHA, sigma=SIGMA)
+        return float(sel.count.float().mean() / cache.num_blocks)
+
+    lo, hi = 0.0, 1.0
+    while kept(hi) > target and hi < 64:  # short caches keep more than the target: sharpen
+        lo, hi = hi, 2 * hi
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if kept(mid) > target else (lo, mid)
+    return (q.float() * hi).to(q.dtype), hi
+
+
 # ----------------------------------------------------------------------------- timing
 def graph_ms(fn, replays: int = 50, rounds: int = 5) -> float:
     """Median per-replay time of ``fn`` captured into a CUDA graph (device time: what a serving
@@ -151,6 +169,9 @@ def run_length(L: int, args, device: torch.device) -> list[dict]:
     cuda = device.type == "cuda"
     cache = DashKVCache(B, HKV, L, D, block_size=BS, dtype=DTYPE, device=device)
     q = fill_topic_cache(cache, L, args.topics, seed=L, chunk=min(L, 8192))
+    if args.target_kept is not None:
+        q, q_scale = calibrate_query(cache, q, args.target_kept)
+        print(f"  L={L:>7} query scaled by {q_scale:.3f} (target: {100 * args.target_kept:.0f}% of blocks kept)")
     k_last, v_last = cache.key[:, :, L - 1 : L].clone(), cache.value[:, :, L - 1 : L].clone()
     K, V = cache.key[:, :, :L], cache.value[:, :, :L]
     rows: list[dict] = []
@@ -319,6 +340,13 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="folder for bench_decode.{md,json,png}")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes: checks that the script runs")
     parser.add_argument("--topics", type=int, default=4, help="key topics; about 1/topics of the blocks are kept")
+    parser.add_argument(
+        "--target-kept",
+        type=float,
+        default=0.25,
+        help="scale each length's query so that the selection keeps about this share of the blocks "
+        "(the unscaled query keeps 25%% at 8K but 19%% at 128K); 0 = no scaling",
+    )
     parser.add_argument("--dash-variants", nargs="+", default=["kernel", "fold"], choices=sorted(DASH_VARIANTS))
     parser.add_argument("--flex-options", nargs="+", default=["decode"], choices=sorted(FLEX_OPTIONS))
     parser.add_argument("--decode-kernel-options", default=None, help="JSON, e.g. '{\"BLOCK_N\": 64}'")
@@ -338,6 +366,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--reps", type=int, default=100)
     args = parser.parse_args()
+    args.target_kept = args.target_kept or None
 
     if args.smoke:
         device = torch.device("cpu")
