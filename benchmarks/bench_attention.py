@@ -72,7 +72,19 @@ def peak_extra_gib(fn, baseline_bytes):
     return peak / 2**30
 
 
-def run(S: int, with_backward: bool):
+METHODS = [
+    "sdpa_cudnn",
+    "sdpa_flash",
+    "flex_dense",
+    "dash",
+    "dash_coarse_only",
+    "dash_fine_only",
+    "dash_fused",
+    "fused_fine_only",
+]
+
+
+def run(S: int, with_backward: bool, methods=METHODS):
     q, k, v = topic_inputs(S)
     rows = {}
     compiled_flex = torch.compile(flex_attention, dynamic=False)
@@ -120,16 +132,18 @@ def run(S: int, with_backward: bool):
         return dash_attention(q, k, v, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused")
 
     base_bytes = sum(t.numel() * t.element_size() for t in (q, k, v))
-    for name, fn in [
-        ("sdpa_cudnn", cudnn),
-        ("sdpa_flash", flash),
-        ("flex_dense", flex_dense),
-        ("dash", dash),
-        ("dash_coarse_only", coarse),
-        ("dash_fine_only", fine),
-        ("dash_fused", dash_fused),
-        ("fused_fine_only", fused_fine),
-    ]:
+    fns = dict(
+        sdpa_cudnn=cudnn,
+        sdpa_flash=flash,
+        flex_dense=flex_dense,
+        dash=dash,
+        dash_coarse_only=coarse,
+        dash_fine_only=fine,
+        dash_fused=dash_fused,
+        fused_fine_only=fused_fine,
+    )
+    for name in methods:
+        fn = fns[name]
         row = {}
         try:
             with torch.no_grad():
@@ -176,8 +190,10 @@ def _sdpa(q, k, v, backend):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seq", type=int, nargs="+", default=[8192, 32768, 131072])
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="folder for bench_attention.{md,json,png}")
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="sdpa_cudnn always runs")
     args = parser.parse_args()
+    methods = ["sdpa_cudnn"] + [m for m in args.methods if m != "sdpa_cudnn"]
     if not torch.cuda.is_available():
         raise SystemExit("bench_attention.py needs a CUDA GPU")
     torch._dynamo.config.cache_size_limit = 64
@@ -191,7 +207,7 @@ def main():
         "|---|---|---|---|---|---|---|---|",
     ]
     for S in args.seq:
-        rows, report = run(S, with_backward=S <= 32768)
+        rows, report = run(S, with_backward=S <= 32768, methods=methods)
         results["runs"][S] = {
             "rows": rows,
             "token_sparsity": report.token_sparsity,
@@ -220,6 +236,39 @@ def main():
             f.write(table + "\n")
         with open(os.path.join(args.out, "bench_attention.json"), "w") as f:
             json.dump(results, f, indent=1)
+        plot(results, os.path.join(args.out, "bench_attention.png"), lines[0].removeprefix("# "))
+        print(f"wrote {args.out}/bench_attention.{{md,json,png}}")
+
+
+def plot(results: dict, path: str, title: str) -> None:
+    """Speed-up over cuDNN (forward, and forward+backward where measured) per method and length."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = results["runs"]
+    lengths = sorted(runs, key=int)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, key, label in ((axes[0], "fwd_ms", "forward"), (axes[1], "fwd_bwd_ms", "forward + backward")):
+        methods = [m for m in METHODS if any(runs[S]["rows"].get(m, {}).get(key) for S in lengths)]
+        width = 0.8 / max(len(methods), 1)
+        for i, m in enumerate(methods):
+            ratios = []
+            for S in lengths:
+                ref, t = runs[S]["rows"]["sdpa_cudnn"].get(key), runs[S]["rows"].get(m, {}).get(key)
+                ratios.append(ref / t if ref and t else 0.0)
+            ax.bar([j + i * width for j in range(len(lengths))], ratios, width, label=m)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(lengths))], [f"S={S}" for S in lengths])
+        ax.set_title(label)
+        ax.set_ylabel("× faster than cuDNN (higher is better)")
+        ax.legend(fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _fmt(x, suffix=""):

@@ -19,8 +19,9 @@ from torch.nn.attention.flex_attention import BlockMask
 
 from custom_ops.block_summary import block_summaries
 from custom_ops.coarse_selection import coarse_selection
+from custom_ops.coarse_selection.split_kernels import row_fits
 from custom_ops.coarse_selection.torch_impl import coarse_scores
-from custom_ops.coarse_selection.triton_kernels import MAX_BLOCKS, fits_int32, num_blocks_padded
+from custom_ops.coarse_selection.triton_kernels import fits_int32
 from custom_ops.selection import block_tables, log_prior, selection_tables
 from custom_ops.selection.torch_impl import TILE  # 128×128 tiles compile fwd and bwd on H100, D = 64 and 128
 
@@ -265,7 +266,7 @@ def _fused_coarse_applies(s: AttentionShapes, mask_mod, share_kv_groups: bool) -
     return (
         mask_mod is None
         and share_kv_groups
-        and num_blocks_padded(nb_pad) <= MAX_BLOCKS
+        and row_fits(nb_pad)
         and fits_int32(s.batch, s.q_heads, s.kv_heads, s.q_len, s.head_dim, sq_pad, nb_pad)
     )
 

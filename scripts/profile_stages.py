@@ -63,17 +63,10 @@ def sweep_coarse(q, k) -> None:
     S = q.shape[2]
     k_bar = block_summaries(k, None, BS)
     args = (q, k_bar, 1.5, 1.0, 1.0, True, S, BS, -(-S // 128) * 128, -(-S // BS))
-    sms = torch.cuda.get_device_properties(q.device).multi_processor_count
     configs = {
         "default (16 warps, 2 programs/SM)": {},
         "scores only (stop_after=1)": dict(stop_after=1),
-        "scores + entmax (stop_after=2)": dict(stop_after=2),
-        "no solver iterations": dict(solver=(0, 0)),
-        "8 warps": dict(num_warps=8),
         "4 warps": dict(num_warps=4),
-        "1 program/SM": dict(programs=sms),
-        "4 programs/SM": dict(programs=4 * sms),
-        "8 programs/SM, 8 warps": dict(programs=8 * sms, num_warps=8),
     }
     for name, kw in configs.items():
         try:
@@ -81,6 +74,27 @@ def sweep_coarse(q, k) -> None:
             print(f"coarse kernel {name}: {ms:.2f} ms", flush=True)
         except Exception as exc:  # an out-of-resources config: report and go on
             print(f"coarse kernel {name}: failed ({exc!r:.80})", flush=True)
+    # the split implementation (score GEMM + entmax/prior kernel), per entmax launch config
+    from custom_ops.coarse_selection.split_kernels import coarse_selection_split_launch, entmax_config
+
+    print(f"split default entmax config (rows, warps) = {entmax_config(triton.next_power_of_2(args[-1]))}")
+    split_configs = {
+        "split default": {},
+        "split rows=4 warps=4": dict(rows=4, num_warps=4),
+        "split rows=4 warps=2": dict(rows=4, num_warps=2),
+        "split rows=8 warps=8": dict(rows=8, num_warps=8),
+        "split rows=16 warps=4": dict(rows=16, num_warps=4),
+        "split rows=16 warps=8": dict(rows=16, num_warps=8),
+        "split rows=16 warps=16": dict(rows=16, num_warps=16),
+        "split z budget 1 GiB": dict(z_budget=2**30),
+        "split z budget 64 MiB": dict(z_budget=2**26),
+    }
+    for name, kw in split_configs.items():
+        try:
+            ms = triton.testing.do_bench(lambda: coarse_selection_split_launch(*args, **kw), warmup=10, rep=60)
+            print(f"coarse {name}: {ms:.2f} ms", flush=True)
+        except Exception as exc:  # an out-of-resources config: report and go on
+            print(f"coarse {name}: failed ({exc!r:.80})", flush=True)
 
 
 def main() -> None:

@@ -2,9 +2,10 @@
 
 * Its torch definition equals the unfused pieces ``dash_select`` used before (scores, entmax,
   group mean, ``log_prior``, ``selection_tables``) and the float64 reference's selection.
-* The Triton kernel (the CPU interpreter here) equals the definition: GQA group sizes 1–4 (3 is
-  not a power of two), causal / not, chunked prefill, α ∈ {1.25, 1.5, 2}, several work items per
-  persistent program; fp32 and fp16.
+* Both Triton implementations (the CPU interpreter here) equal the definition: the split one
+  (score GEMM + entmax/prior kernel, the CUDA default; several score chunks) and the single
+  fused kernel (several work items per persistent program); GQA group sizes 1–4 (3 is not a
+  power of two), causal / not, chunked prefill, α ∈ {1.25, 1.5, 2}; fp32 and fp16.
 * Gradients: the op's backward equals autograd of the unfused composition; gradcheck in float64;
   ``dash_select`` / ``dash_attention`` through it match the reference (tests/test_attention.py
   covers the rest, since the op is now on the default path).
@@ -20,6 +21,7 @@ import torch
 from custom_ops.block_summary import block_summaries
 from custom_ops.coarse_selection import coarse_selection
 from custom_ops.coarse_selection.torch_impl import block_classes, coarse_selection_torch
+from custom_ops.coarse_selection.split_kernels import coarse_selection_split_launch
 from custom_ops.coarse_selection.triton_kernels import coarse_selection_launch
 from custom_ops.selection import log_prior, selection_tables
 from dash_flex import dash_attention, dash_select
@@ -103,12 +105,22 @@ def test_selection_equals_reference(case):
     assert torch.equal(sel.forced_blocks, ref.forced[:, ::G])
 
 
+LAUNCHERS = {
+    "fused": lambda q, k_bar, *args: coarse_selection_launch(q, k_bar, *args, programs=3),
+    # a score budget of 64 rows of one head-batch: several chunks (and a partial last one)
+    "split": lambda q, k_bar, *args: coarse_selection_split_launch(
+        q, k_bar, *args, z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4
+    ),
+}
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_triton_kernel_matches_definition(case, dtype):
+@pytest.mark.parametrize("impl", sorted(LAUNCHERS))
+def test_triton_kernel_matches_definition(case, dtype, impl):
     q, _, _, k_bar, args = problem(case, dtype)
     expected = coarse_selection_torch(q, k_bar, *args)
-    got = coarse_selection_launch(q, k_bar, *args, programs=3)  # several work items per program
+    got = LAUNCHERS[impl](q, k_bar, *args)
     probs_tol = 1e-5 if dtype == torch.float32 else 2e-3  # fp16: the kernel's hi/lo fp16 split of k̄
     assert rel_err(got[0], expected[0]) <= probs_tol
     sel = (got[0] > 0) & (expected[0] > 0)
@@ -123,6 +135,16 @@ def test_triton_kernel_matches_definition(case, dtype):
     Sq, nb = q.shape[2], k_bar.shape[2]
     assert not got[2][:, :, :, Sq:].any() and not got[2][:, :, nb:].any()
     assert (got[1][:, :, :, Sq:] == 0).all() and (got[1][:, :, nb:] == 0).all()
+
+
+@pytest.mark.parametrize("rows,warps", [(4, 2), (16, 4)])
+def test_split_entmax_kernel_other_launch_configs(rows, warps):
+    q, _, _, k_bar, args = problem(CASES[1], torch.float32)
+    expected = coarse_selection_torch(q, k_bar, *args)
+    got = coarse_selection_split_launch(q, k_bar, *args, rows=rows, num_warps=warps)
+    assert rel_err(got[0], expected[0]) <= 1e-5
+    assert torch.equal(got[2], expected[2])
+    assert rel_err(got[1], expected[1]) <= 1e-3
 
 
 @pytest.mark.parametrize("case", CASES[:3], ids=IDS[:3])
@@ -216,12 +238,19 @@ def test_float64_selection_on_both_paths(kw):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
-    "shape", [(1, 32, 8, 4096, 4096, 128, 64), (2, 8, 2, 1000, 3000, 64, 64), (1, 4, 4, 300, 70000, 64, 64)]
+    "impl,shape",
+    [
+        (impl, shape)
+        for impl in ("split", "fused")
+        for shape in [(1, 32, 8, 4096, 4096, 128, 64), (2, 8, 2, 1000, 3000, 64, 64), (1, 4, 4, 300, 70000, 64, 64)]
+    ]
+    + [("split", (1, 4, 1, 200, 262144, 64, 64))],  # nb = 4096: rows split over warps
 )
-def test_cuda_kernel_matches_definition(shape, dtype):
-    """On CUDA (incl. nb = 1094 → a 2048-wide register row): the kernel equals its torch definition
-    (fp32 scores) up to the hi/lo bf16 split of k̄ for 16-bit queries (H200: prior 1.2e-2 relative
-    on the selected blocks at worst, the log of small p̄ amplifying the score error)."""
+def test_cuda_kernel_matches_definition(shape, dtype, impl):
+    """On CUDA (incl. nb = 1094 → a 2048-wide register row, and 4096 for the split kernels): the
+    kernels equal their torch definition (fp32 scores) up to the hi/lo bf16 split of k̄ for 16-bit
+    queries (H200: prior 1.2e-2 relative on the selected blocks at worst, the log of small p̄
+    amplifying the score error)."""
     B, Hq, Hkv, Sq, Skv, D, bs = shape
     g = torch.Generator(device="cuda").manual_seed(Sq)
     q = (2 * torch.randn(B, Hq, Sq, D, device="cuda", generator=g)).to(dtype)
@@ -229,7 +258,8 @@ def test_cuda_kernel_matches_definition(shape, dtype):
     k_bar = block_summaries(k, torch.randn(Hkv, D, device="cuda", generator=g), bs)
     sq_pad, nb_pad = padded(Sq, Skv, bs)
     args = (1.5, 1.0, 1.0, True, Skv, bs, sq_pad, nb_pad)
-    got = coarse_selection_launch(q, k_bar, *args)
+    launch = coarse_selection_launch if impl == "fused" else coarse_selection_split_launch
+    got = launch(q, k_bar, *args)
     exp = coarse_selection_torch(q, k_bar, *args)
     tol = 1e-5 if dtype == torch.float32 else 3e-3
     assert rel_err(got[0], exp[0]) <= tol

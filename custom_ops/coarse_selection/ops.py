@@ -9,6 +9,10 @@ import torch
 
 from .torch_impl import block_classes, coarse_selection_backward_torch, coarse_selection_torch
 
+# CUDA kernels: "split" (score GEMM + entmax/prior kernel, split_kernels.py; the default) or
+# "fused" (one persistent kernel, triton_kernels.py; kept for comparison in scripts/profile_stages.py).
+IMPLEMENTATION = "split"
+
 
 def _use_triton(query: torch.Tensor) -> bool:
     return query.device.type == "cuda" and query.dtype != torch.float64
@@ -33,9 +37,13 @@ def coarse_selection(
     args = (query, k_bar, alpha, selection_scale, inv_sigma, causal, kv_len, block_size, sq_pad, nb_pad)
     if not _use_triton(query):
         return coarse_selection_torch(*args)
-    from .triton_kernels import coarse_selection_launch
+    if IMPLEMENTATION == "fused":
+        from .triton_kernels import coarse_selection_launch
 
-    return coarse_selection_launch(*args)
+        return coarse_selection_launch(*args)
+    from .split_kernels import coarse_selection_split_launch
+
+    return coarse_selection_split_launch(*args)
 
 
 @coarse_selection.register_fake
