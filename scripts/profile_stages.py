@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--sweep", action="store_true", help="time the fused forward kernel's launch configs")
     parser.add_argument("--coarse-sweep", action="store_true", help="time the coarse kernel's configs and phases")
+    parser.add_argument("--backward", action="store_true", help="also profile one forward + backward")
     args = parser.parse_args()
     q, k, v = topic_inputs(args.seq)
     if args.sweep:
@@ -117,8 +118,16 @@ def main() -> None:
             q, k, v, alpha=1.5, block_size=BS, sigma=1.0, fine_stage=args.fine_stage
         ),
     }
+    if args.backward:
+        leaves = [t.detach().requires_grad_() for t in (q, k, v)]
+
+        def fwd_bwd():
+            out = dash_attention(*leaves, alpha=1.5, block_size=BS, sigma=1.0, fine_stage=args.fine_stage)
+            out.backward(torch.ones_like(out))
+
+        stages[f"forward + backward (fine_stage={args.fine_stage})"] = fwd_bwd
     for name, fn in stages.items():
-        with torch.no_grad():
+        with torch.set_grad_enabled("backward" in name):
             for _ in range(3):
                 fn()
             torch.cuda.synchronize()

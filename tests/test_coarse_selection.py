@@ -20,8 +20,8 @@ import torch
 
 from custom_ops.block_summary import block_summaries
 from custom_ops.coarse_selection import coarse_selection
-from custom_ops.coarse_selection.torch_impl import block_classes, coarse_selection_torch
 from custom_ops.coarse_selection.split_kernels import coarse_selection_split_launch
+from custom_ops.coarse_selection.torch_impl import block_classes, coarse_selection_torch
 from custom_ops.coarse_selection.triton_kernels import coarse_selection_launch
 from custom_ops.selection import log_prior, selection_tables
 from dash_flex import dash_attention, dash_select
