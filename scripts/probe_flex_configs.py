@@ -1,6 +1,6 @@
 """Probe which FlexAttention kernel options compile for dash_attention's selection on this GPU.
 
-    PYTHONPATH=. python scripts/probe_flex_configs.py
+PYTHONPATH=. python scripts/probe_flex_configs.py
 """
 
 import time
@@ -27,8 +27,14 @@ for D, dtype, G in [(64, torch.bfloat16, 4), (128, torch.bfloat16, 4), (64, torc
                 t0 = time.time()
                 sel = dash_select(qq, kk, block_size=64)
                 out = torch.compile(flex_attention, dynamic=False)(
-                    qq, kk, vv, score_mod=sel.score_mod, block_mask=sel.block_mask, enable_gqa=G > 1,
-                    kernel_options=opts)
+                    qq,
+                    kk,
+                    vv,
+                    score_mod=sel.score_mod,
+                    block_mask=sel.block_mask,
+                    enable_gqa=G > 1,
+                    kernel_options=opts,
+                )
                 if backward:
                     out.sum().backward()
                 torch.cuda.synchronize()

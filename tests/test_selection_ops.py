@@ -119,3 +119,19 @@ def test_selection_ops_cuda_opcheck_and_gradients():
     torch.testing.assert_close(grad.double().cpu(), ref, atol=1e-4, rtol=1e-4)
     forced = torch.zeros(1, 1, 300, 64, dtype=torch.bool, device="cuda")
     torch.library.opcheck(torch.ops.dash_flex.selection_tables.default, (p.detach(), forced, 4, 384, 64, 4096, 64, 8))
+
+
+@pytest.mark.parametrize("group", [8, 16, 64, 6])
+def test_any_in_row_groups_matches_any(group):
+    """The word-OR reduction (groups of whole 8-byte words) and the fallback equal ``any``: every
+    single set position of a group (the top byte makes a negative int64), random flags, none."""
+    from custom_ops.selection.torch_impl import any_in_row_groups
+
+    n = 4
+    single = torch.zeros(group, n * group, dtype=torch.bool)
+    single[torch.arange(group), torch.arange(group) + group] = True  # position p of group 1
+    rand = torch.rand(3, 2, n * group, generator=torch.Generator().manual_seed(group)) < 0.03
+    for flags in (single, rand, torch.zeros(2, n * group, dtype=torch.bool)):
+        want = flags.reshape(*flags.shape[:-1], n, group).any(-1)
+        assert torch.equal(any_in_row_groups(flags, group), want)
+    assert any_in_row_groups(single, group)[:, 1].all() and not any_in_row_groups(single, group)[:, 0].any()

@@ -139,16 +139,19 @@ def row_fits(nb_pad: int) -> bool:
     return triton.next_power_of_2(nb_pad) <= MAX_BLOCKS
 
 
+# (rows per program, num_warps) of the entmax kernel per register row length: about 32 fp32
+# values of the score tile per thread, at most 8 warps (at 16 warps a thread gets 128 registers
+# and the solver's live tiles spill). Measured at 32K on the H200 (nb = 512, scripts/profile_stages.py
+# --coarse-sweep): (4, 2) 4.57 ms, (4, 4) 4.69, (8, 4) 4.94, (16, 4) 5.08, (16, 16) 5.79, (16, 8) 6.65.
+ENTMAX_CONFIGS = {64: (16, 1), 128: (8, 1), 256: (8, 2), 512: (4, 2), 1024: (4, 4), 2048: (2, 4), 4096: (1, 4)}
+
+
 def entmax_config(nb_padded: int) -> tuple[int, int]:
-    """``(rows, num_warps)`` of the entmax kernel for rows of ``nb_padded`` (a power of two) blocks:
-    about 32 fp32 values of the score tile per thread (the solver keeps a few such tiles live),
-    each row inside one warp up to 2048 blocks; 8 rows per program keep the block-major prior
-    stores 32 bytes wide."""
-    if nb_padded <= 512:
-        return 8, 4
-    if nb_padded <= 2048:
-        return 8, nb_padded // 128
-    return max(1, 8 * 2048 // nb_padded), 16
+    """``(rows, num_warps)`` of the entmax kernel for rows of ``nb_padded`` (a power of two) blocks;
+    rows of 1024 blocks or fewer stay inside one warp (shuffle-only reductions)."""
+    if nb_padded <= 64:
+        return ENTMAX_CONFIGS[64]
+    return ENTMAX_CONFIGS.get(nb_padded, (1, 8))
 
 
 def chunk_rows(batch: int, q_heads: int, num_blocks: int, sq_pad: int, budget: int | None = None) -> int:

@@ -66,14 +66,28 @@ def selection_tables_torch(
     return (active_t, *block_tables_torch(active_t, kv_len, block_size, q_heads))
 
 
+def any_in_row_groups(flags: torch.Tensor, group: int) -> torch.Tensor:
+    """``flags [..., n·group]`` bool → ``[..., n]``: whether any of each ``group`` consecutive flags
+    is set. When groups are whole 8-byte words, ORs the words (a few elementwise passes): torch's
+    ``any`` over a short innermost dimension ran at ~175 GB/s on the H200 (0.7 ms per call at 32K)."""
+    *lead, length = flags.shape
+    if group % 8 or length % group or not flags.is_contiguous():
+        return flags.reshape(*lead, length // group, group).any(-1)
+    words = flags.view(torch.uint8).view(torch.int64).reshape(*lead, length // group, group // 8)
+    acc = words[..., 0]
+    for i in range(1, group // 8):
+        acc = acc | words[..., i]
+    return acc != 0
+
+
 def block_tables_torch(
     active_t: torch.Tensor, kv_len: int, block_size: int, q_heads: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The BlockMask tables ``kv_num_blocks [B, Hq, n_qt]``, ``kv_indices [B, Hq, n_qt, n_kt]``
     (int32) of the active flags ``active_t [B, H_act, nb_pad, Sq_pad]`` (see above)."""
     B, heads_act, nb_pad, sq_pad = active_t.shape
-    n_qt, n_kt = sq_pad // TILE, -(-kv_len // TILE)
-    rows_any = active_t.view(B, heads_act, nb_pad, n_qt, TILE).any(-1)  # [B, H_act, nb_pad, n_qt]
+    n_kt = -(-kv_len // TILE)
+    rows_any = any_in_row_groups(active_t, TILE)  # [B, H_act, nb_pad, n_qt]
     c = torch.arange(nb_pad, device=active_t.device)
     j = torch.arange(n_kt, device=active_t.device)
     overlap = (c[:, None] * block_size < (j[None, :] + 1) * TILE) & ((c[:, None] + 1) * block_size > j[None, :] * TILE)

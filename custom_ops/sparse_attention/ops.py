@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ..selection.torch_impl import any_in_row_groups
 from ..sparse_decode.ops import compact_block_list
 from .torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch
 
@@ -29,10 +30,11 @@ def forward_tiling(q_heads: int, kv_heads: int, sel_heads: int, act_heads: int) 
 
 def _tiles_keeping_blocks(active: torch.Tensor, block_m: int) -> torch.Tensor:
     """``[B, H, n_tiles, nb]`` bool: does any row of the ``block_m``-row query tile keep block c."""
-    B, H, nb, Sq = active.shape
+    Sq = active.shape[-1]
     n_tiles = -(-Sq // block_m)
-    padded = torch.nn.functional.pad(active, (0, n_tiles * block_m - Sq))
-    return padded.reshape(B, H, nb, n_tiles, block_m).any(-1).transpose(2, 3)
+    if n_tiles * block_m != Sq:
+        active = torch.nn.functional.pad(active, (0, n_tiles * block_m - Sq))
+    return any_in_row_groups(active, block_m).transpose(2, 3)
 
 
 def tile_block_lists(active: torch.Tensor, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
