@@ -21,7 +21,6 @@ from custom_ops.block_summary import block_summaries
 from custom_ops.coarse_selection import coarse_selection
 from custom_ops.coarse_selection.split_kernels import row_fits
 from custom_ops.coarse_selection.torch_impl import coarse_scores
-from custom_ops.coarse_selection.triton_kernels import fits_int32
 from custom_ops.selection import block_tables, log_prior, selection_tables
 from custom_ops.selection.torch_impl import TILE  # 128×128 tiles compile fwd and bwd on H100, D = 64 and 128
 
@@ -243,7 +242,7 @@ def _select(
 ) -> DashSelection:
     k_bar = block_summaries(key, pool_query, s.block_size)  # [B, Hkv, nb, D] float32
     if _fused_coarse_applies(s, mask_mod, share_kv_groups):
-        # One kernel for scores → entmax → group mean → prior and flags (custom_ops/coarse_selection).
+        # One op for scores → entmax → group mean → prior and flags (custom_ops/coarse_selection).
         sq_pad, nb_pad = _padded_sizes(s)
         inv_sigma = 1.0 / sigma if math.isfinite(sigma) else 0.0
         p, prior_t, active_t = coarse_selection(
@@ -260,15 +259,9 @@ def _select(
 
 def _fused_coarse_applies(s: AttentionShapes, mask_mod, share_kv_groups: bool) -> bool:
     """The fused coarse op covers the default case: no user mask (block classes follow from
-    causality alone), GQA-shared selection, rows of blocks that fit its register tile, sizes
-    whose offsets fit int32."""
+    causality alone), GQA-shared selection, rows of blocks that fit its register tile."""
     sq_pad, nb_pad = _padded_sizes(s)
-    return (
-        mask_mod is None
-        and share_kv_groups
-        and row_fits(nb_pad)
-        and fits_int32(s.batch, s.q_heads, s.kv_heads, s.q_len, s.head_dim, sq_pad, nb_pad)
-    )
+    return mask_mod is None and share_kv_groups and row_fits(nb_pad)
 
 
 def _padded_sizes(s: AttentionShapes) -> tuple[int, int]:

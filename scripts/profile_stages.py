@@ -53,46 +53,22 @@ def sweep_fused_forward(q, k, v) -> None:
 
 
 def sweep_coarse(q, k) -> None:
-    """Median time of the fused coarse kernel per launch config and with phases cut off (profiling
-    knobs of coarse_selection_launch), to see where its time goes."""
+    """Median time of the coarse kernels (score GEMM + entmax/prior kernel) per launch config."""
     import triton
 
     from custom_ops.block_summary import block_summaries
-    from custom_ops.coarse_selection.triton_kernels import coarse_selection_launch
+    from custom_ops.coarse_selection.split_kernels import coarse_selection_split_launch, entmax_config
 
     S = q.shape[2]
     k_bar = block_summaries(k, None, BS)
     args = (q, k_bar, 1.5, 1.0, 1.0, True, S, BS, -(-S // 128) * 128, -(-S // BS))
-    configs = {
-        "default (16 warps, 2 programs/SM)": {},
-        "scores only (stop_after=1)": dict(stop_after=1),
-        "4 warps": dict(num_warps=4),
-    }
-    if S > 32768:  # the fused kernel takes seconds there: time the split one only
-        configs = {}
+    print(f"default entmax config (rows, warps) = {entmax_config(triton.next_power_of_2(args[-1]))}")
+    configs = {"default": {}}
+    for rows, warps in [(1, 4), (2, 2), (2, 4), (4, 2), (4, 4), (4, 8), (8, 4)]:
+        configs[f"rows={rows} warps={warps}"] = dict(rows=rows, num_warps=warps)
+    configs["z budget 1 GiB"] = dict(z_budget=2**30)
+    configs["z budget 64 MiB"] = dict(z_budget=2**26)
     for name, kw in configs.items():
-        try:
-            ms = triton.testing.do_bench(lambda: coarse_selection_launch(*args, **kw), warmup=10, rep=60)
-            print(f"coarse kernel {name}: {ms:.2f} ms", flush=True)
-        except Exception as exc:  # an out-of-resources config: report and go on
-            print(f"coarse kernel {name}: failed ({exc!r:.80})", flush=True)
-    # the split implementation (score GEMM + entmax/prior kernel), per entmax launch config
-    from custom_ops.coarse_selection.split_kernels import coarse_selection_split_launch, entmax_config
-
-    print(f"split default entmax config (rows, warps) = {entmax_config(triton.next_power_of_2(args[-1]))}")
-    split_configs = {
-        "split default": {},
-        "split rows=1 warps=4": dict(rows=1, num_warps=4),
-        "split rows=2 warps=2": dict(rows=2, num_warps=2),
-        "split rows=2 warps=4": dict(rows=2, num_warps=4),
-        "split rows=4 warps=4": dict(rows=4, num_warps=4),
-        "split rows=4 warps=8": dict(rows=4, num_warps=8),
-        "split rows=8 warps=4": dict(rows=8, num_warps=4),
-        "split rows=8 warps=16": dict(rows=8, num_warps=16),
-        "split z budget 1 GiB": dict(z_budget=2**30),
-        "split z budget 64 MiB": dict(z_budget=2**26),
-    }
-    for name, kw in split_configs.items():
         try:
             ms = triton.testing.do_bench(lambda: coarse_selection_split_launch(*args, **kw), warmup=10, rep=60)
             print(f"coarse {name}: {ms:.2f} ms", flush=True)

@@ -2,10 +2,9 @@
 
 * Its torch definition equals the unfused pieces ``dash_select`` used before (scores, entmax,
   group mean, ``log_prior``, ``selection_tables``) and the float64 reference's selection.
-* Both Triton implementations (the CPU interpreter here) equal the definition: the split one
-  (score GEMM + entmax/prior kernel, the CUDA default; several score chunks) and the single
-  fused kernel (several work items per persistent program); GQA group sizes 1–4 (3 is not a
-  power of two), causal / not, chunked prefill, α ∈ {1.25, 1.5, 2}; fp32 and fp16.
+* The Triton kernels (score GEMM + entmax/prior kernel; the CPU interpreter here) equal the
+  definition: one and several score chunks, several launch configs, GQA group sizes 1–4 (3 is
+  not a power of two), causal / not, chunked prefill, α ∈ {1.25, 1.5, 2}; fp32 and fp16.
 * Gradients: the op's backward equals autograd of the unfused composition; gradcheck in float64;
   ``dash_select`` / ``dash_attention`` through it match the reference (tests/test_attention.py
   covers the rest, since the op is now on the default path).
@@ -20,9 +19,12 @@ import torch
 
 from custom_ops.block_summary import block_summaries
 from custom_ops.coarse_selection import coarse_selection
-from custom_ops.coarse_selection.split_kernels import coarse_selection_split_launch
-from custom_ops.coarse_selection.torch_impl import block_classes, coarse_selection_torch
-from custom_ops.coarse_selection.triton_kernels import coarse_selection_launch
+from custom_ops.coarse_selection.split_kernels import coarse_selection_backward_split, coarse_selection_split_launch
+from custom_ops.coarse_selection.torch_impl import (
+    block_classes,
+    coarse_selection_backward_torch,
+    coarse_selection_torch,
+)
 from custom_ops.selection import log_prior, selection_tables
 from dash_flex import dash_attention, dash_select
 from dash_flex.entmax import entmax
@@ -106,9 +108,9 @@ def test_selection_equals_reference(case):
 
 
 LAUNCHERS = {
-    "fused": lambda q, k_bar, *args: coarse_selection_launch(q, k_bar, *args, programs=3),
-    # a score budget of 64 rows of one head-batch: several chunks (and a partial last one)
-    "split": lambda q, k_bar, *args: coarse_selection_split_launch(
+    "one-chunk": coarse_selection_split_launch,
+    # a score budget of 64 rows: several chunks (and a partial last one)
+    "chunks": lambda q, k_bar, *args: coarse_selection_split_launch(
         q, k_bar, *args, z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4
     ),
 }
@@ -145,6 +147,27 @@ def test_split_entmax_kernel_other_launch_configs(rows, warps):
     assert rel_err(got[0], expected[0]) <= 1e-5
     assert torch.equal(got[2], expected[2])
     assert rel_err(got[1], expected[1]) <= 1e-3
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_triton_backward_matches_definition(case, dtype):
+    """The chunked Triton backward (score GEMM, in-place entmax VJP kernel, fp32 matmuls) equals
+    the op's torch backward on the same ∂L/∂p̄ (several chunks of 64 rows)."""
+    q, _, _, k_bar, args = problem(case, dtype)
+    alpha, scale_c, _, causal, Skv, bs, _, _ = args
+    probs = coarse_selection_torch(q, k_bar, *args)[0]
+    grad = torch.randn(probs.shape, generator=torch.Generator().manual_seed(7)) * (probs > 0)
+    eligible, _ = block_classes(q.shape[2], Skv, bs, causal, q.device)
+    want = coarse_selection_backward_torch(grad, q, k_bar, alpha, scale_c, eligible)
+    budget = 64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4
+    got = coarse_selection_backward_split(grad, q, k_bar, alpha, scale_c, causal, Skv, bs, z_budget=budget)
+    # fp16: the kernel's scores use the hi/lo split of k̄, the definition exact fp32 scores
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    assert got[0].dtype == q.dtype and got[1].dtype == k_bar.dtype
+    assert rel_err(got[0], want[0]) <= tol
+    assert rel_err(got[1], want[1]) <= tol
+    assert got[0].abs().sum() > 0 and got[1].abs().sum() > 0
 
 
 @pytest.mark.parametrize("case", CASES[:3], ids=IDS[:3])
@@ -238,15 +261,15 @@ def test_float64_selection_on_both_paths(kw):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
-    "impl,shape",
+    "shape",
     [
-        (impl, shape)
-        for impl in ("split", "fused")
-        for shape in [(1, 32, 8, 4096, 4096, 128, 64), (2, 8, 2, 1000, 3000, 64, 64), (1, 4, 4, 300, 70000, 64, 64)]
-    ]
-    + [("split", (1, 4, 1, 200, 262144, 64, 64))],  # nb = 4096: rows split over warps
+        (1, 32, 8, 4096, 4096, 128, 64),
+        (2, 8, 2, 1000, 3000, 64, 64),
+        (1, 4, 4, 300, 70000, 64, 64),
+        (1, 4, 1, 200, 262144, 64, 64),  # nb = 4096: a row over several warps
+    ],
 )
-def test_cuda_kernel_matches_definition(shape, dtype, impl):
+def test_cuda_kernel_matches_definition(shape, dtype):
     """On CUDA (incl. nb = 1094 → a 2048-wide register row, and 4096 for the split kernels): the
     kernels equal their torch definition (fp32 scores) up to the hi/lo bf16 split of k̄ for 16-bit
     queries (H200: prior 1.2e-2 relative on the selected blocks at worst, the log of small p̄
@@ -258,11 +281,31 @@ def test_cuda_kernel_matches_definition(shape, dtype, impl):
     k_bar = block_summaries(k, torch.randn(Hkv, D, device="cuda", generator=g), bs)
     sq_pad, nb_pad = padded(Sq, Skv, bs)
     args = (1.5, 1.0, 1.0, True, Skv, bs, sq_pad, nb_pad)
-    launch = coarse_selection_launch if impl == "fused" else coarse_selection_split_launch
-    got = launch(q, k_bar, *args)
+    got = coarse_selection_split_launch(q, k_bar, *args)
     exp = coarse_selection_torch(q, k_bar, *args)
     tol = 1e-5 if dtype == torch.float32 else 3e-3
     assert rel_err(got[0], exp[0]) <= tol
     assert ((got[2] == exp[2]).float().mean()) > 0.999
     sel = got[2] & exp[2]
     assert rel_err(got[1][sel], exp[1][sel]) <= (1e-4 if dtype == torch.float32 else 2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_backward_matches_definition(dtype):
+    """The chunked Triton backward equals the torch backward on CUDA (4K tokens, Hq=32, Hkv=8,
+    D=128, a 64 MiB score budget: several chunks)."""
+    B, Hq, Hkv, S, D, bs = 1, 32, 8, 4096, 128, 64
+    g = torch.Generator(device="cuda").manual_seed(11)
+    q = (2 * torch.randn(B, Hq, S, D, device="cuda", generator=g)).to(dtype)
+    k = 2 * torch.randn(B, Hkv, S, D, device="cuda", generator=g)
+    k_bar = block_summaries(k, torch.randn(Hkv, D, device="cuda", generator=g), bs)
+    sq_pad, nb_pad = padded(S, S, bs)
+    probs = coarse_selection_torch(q, k_bar, 1.5, 1.0, 1.0, True, S, bs, sq_pad, nb_pad)[0]
+    grad = torch.randn(probs.shape, device="cuda", generator=g)
+    eligible, _ = block_classes(S, S, bs, True, q.device)
+    want = coarse_selection_backward_torch(grad, q, k_bar, 1.5, 1.0, eligible)
+    got = coarse_selection_backward_split(grad, q, k_bar, 1.5, 1.0, True, S, bs, z_budget=2**26)
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    assert rel_err(got[0], want[0]) <= tol and rel_err(got[1], want[1]) <= tol

@@ -1,5 +1,5 @@
 """``dash_flex::coarse_selection`` (+ ``_backward``): schema, fake kernel, autograd; torch on CPU /
-float64, the fused Triton kernel on CUDA. Opaque, like the other selection ops: FlexAttention
+float64, two Triton kernels on CUDA (split_kernels.py). Opaque, like the other selection ops: FlexAttention
 reads its outputs as captured buffers in the same graph.
 """
 
@@ -8,10 +8,6 @@ from __future__ import annotations
 import torch
 
 from .torch_impl import block_classes, coarse_selection_backward_torch, coarse_selection_torch
-
-# CUDA kernels: "split" (score GEMM + entmax/prior kernel, split_kernels.py; the default) or
-# "fused" (one persistent kernel, triton_kernels.py; kept for comparison in scripts/profile_stages.py).
-IMPLEMENTATION = "split"
 
 
 def _use_triton(query: torch.Tensor) -> bool:
@@ -37,10 +33,6 @@ def coarse_selection(
     args = (query, k_bar, alpha, selection_scale, inv_sigma, causal, kv_len, block_size, sq_pad, nb_pad)
     if not _use_triton(query):
         return coarse_selection_torch(*args)
-    if IMPLEMENTATION == "fused":
-        from .triton_kernels import coarse_selection_launch
-
-        return coarse_selection_launch(*args)
     from .split_kernels import coarse_selection_split_launch
 
     return coarse_selection_split_launch(*args)
@@ -71,6 +63,12 @@ def coarse_selection_backward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(dq, dk̄)`` given ``∂L/∂p̄``: recomputes the per-head scores and entmax (nothing per head
     is saved by the forward)."""
+    if _use_triton(query):
+        from .split_kernels import coarse_selection_backward_split
+
+        return coarse_selection_backward_split(
+            grad_probs, query, k_bar, alpha, selection_scale, causal, kv_len, block_size
+        )
     eligible, _ = block_classes(query.shape[2], kv_len, block_size, causal, query.device)
     return coarse_selection_backward_torch(grad_probs, query, k_bar, alpha, selection_scale, eligible)
 

@@ -1,4 +1,4 @@
-"""The coarse stage as two high-occupancy Triton kernels (the CUDA default of
+"""The coarse stage as two high-occupancy Triton kernels (the CUDA path of
 ``dash_flex::coarse_selection``), over chunks of query rows:
 
 1. ``_coarse_scores``: a tiled GEMM ``z = selection_scale · q·k̄ᵀ / √D`` per query head, one
@@ -12,11 +12,15 @@
    the kept + forced flags are written block-major (query index contiguous), the layout the fine
    stage reads.
 
-Why not the single fused kernel (``triton_kernels.py``)? It kept ``z`` in a per-program scratch
-to avoid writing it, but needed 16 warps per program and serial phases with barriers: 8.9 ms at
-32K on the H200, latency-bound. Here ``z`` goes through global memory in chunks of at most
-``Z_BUDGET_BYTES`` (never a ``[B, Hq, Sq, nb]`` fp32 tensor), and both kernels run many small
-programs per SM.
+The backward (``coarse_selection_backward_split``) reuses the score GEMM to recompute ``z``,
+``_group_entmax_vjp`` turns it into ``dz`` in place (entmax recomputed per head, then its VJP),
+and two fp32 matmuls per chunk give ``dq`` and ``dk̄``.
+
+Why not a single fused kernel? The previous one (session 3, removed) kept ``z`` in a
+per-program scratch to avoid writing it, but needed 16 warps per program and serial phases with
+barriers: 8.9 ms at 32K on the H200, latency-bound; these two take 4.6 ms. Here ``z`` goes
+through global memory in chunks of at most ``Z_BUDGET_BYTES`` (never a ``[B, Hq, Sq, nb]``
+fp32 tensor), and both kernels run many small programs per SM.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def _coarse_scores(
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr,
 ):  # fmt: skip
     z_scale = tl.cast(z_scale, tl.float32)  # Inductor may pass Python floats as fp64
-    bh = tl.program_id(2)
+    bh = tl.program_id(2).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_q_heads
     h = bh % num_q_heads
     t = row0 + tl.program_id(0) * BM + tl.arange(0, BM)
@@ -91,7 +95,7 @@ def _group_entmax_prior(
 ):  # fmt: skip
     inv_sigma = tl.cast(inv_sigma, tl.float32)
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_kv_heads
     h_kv = bh % num_kv_heads
     t = (row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS))[None, :, None]  # [1, ROWS, 1]
@@ -132,6 +136,48 @@ def _group_entmax_prior(
         active.to(tl.int8),
         mask=out_mask,
     )
+
+
+@triton.jit
+def _group_entmax_vjp(
+    Z, GRAD, q_len, row0, num_blocks, num_kv_heads, causal_offset,
+    stride_zb, stride_zh, stride_zt, stride_zc,
+    stride_gb, stride_gh, stride_gt, stride_gc,
+    am1, d, one_minus_alpha,
+    GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, SUB: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr,
+):  # fmt: skip
+    """The backward's middle: for each head of the group, recompute ``p = entmax(z)`` from the
+    scores and overwrite them, in place, with ``dz = s ⊙ (g − Σ s·g / Σ s)`` (``s = p^{2−α}`` on
+    the support, ``g = ∂L/∂p̄ / G``); 0 off the support and on rows past ``q_len``."""
+    am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // num_kv_heads
+    h_kv = bh % num_kv_heads
+    t = (row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS))[None, :, None]
+    t_ok = t < q_len
+    cols = tl.arange(0, NB // SUB)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
+    if CAUSAL:
+        eligible = (cols < (t + causal_offset) // BLOCK_SIZE) & t_ok
+    else:
+        eligible = (cols < num_blocks) & t_ok
+    g = tl.load(
+        GRAD + b * stride_gb + h_kv * stride_gh + t * stride_gt + cols * stride_gc, mask=eligible, other=0.0
+    ) * (1.0 / GROUP)
+    for head in range(GROUP):
+        z_ptr = Z + b * stride_zb + (h_kv * GROUP + head) * stride_zh + (t - row0) * stride_zt + cols * stride_zc
+        z = tl.load(z_ptr, mask=eligible, other=-float("inf"))
+        p = entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
+        if MODE == 0:
+            s = (p > 0).to(tl.float32)
+        elif MODE == 1:
+            s = tl.sqrt(p)
+        else:
+            s = tl.where(p > 0, tl.exp2((1.0 + one_minus_alpha) * tl.log2(tl.where(p > 0, p, 1.0))), 0.0)
+        s_sum = _row_sum(s)
+        mean_g = _row_sum(s * g) / tl.where(s_sum > 0, s_sum, 1.0)
+        dz = tl.where(p > 0, s * (g - mean_g[None, :, None]), 0.0)
+        tl.store(z_ptr, dz, mask=t_ok & (cols < num_blocks))
 
 
 def row_fits(nb_pad: int) -> bool:
@@ -220,3 +266,56 @@ def coarse_selection_split_launch(
             num_warps=num_warps,
         )  # fmt: skip
     return probs, prior, active
+
+
+def coarse_selection_backward_split(
+    grad_probs: torch.Tensor,
+    query: torch.Tensor,
+    k_bar: torch.Tensor,
+    alpha: float,
+    selection_scale: float,
+    causal: bool,
+    kv_len: int,
+    block_size: int,
+    z_budget: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dq, dk̄)`` as :func:`.torch_impl.coarse_selection_backward_torch`, chunked over query
+    rows: the score GEMM recomputes ``z``, ``_group_entmax_vjp`` turns it into ``dz`` in place,
+    and two fp32 matmuls give ``dq = c·dz·k̄`` and ``dk̄ += c·dzᵀ·q`` (``c = selection_scale/√D``).
+    Nothing ``[B, Hq, Sq, nb]``-sized is allocated."""
+    B, Hq, Sq, D = query.shape
+    Hkv, nb = k_bar.shape[1], k_bar.shape[2]
+    G = Hq // Hkv
+    NB = max(16, triton.next_power_of_2(nb))
+    if NB > MAX_BLOCKS:
+        raise ValueError(f"coarse_selection: {nb} blocks exceed the register row limit {MAX_BLOCKS}")
+    rows, num_warps = entmax_config(NB)
+    dev = query.device
+    chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
+    z = torch.empty(B, Hq, min(chunk, Sq), nb, device=dev, dtype=torch.float32)
+    kb = k_bar.float()
+    grad = grad_probs.float()
+    dq = torch.empty(B, Hq, Sq, D, device=dev, dtype=torch.float32)
+    dk_bar = torch.zeros(B, Hkv, nb, D, device=dev, dtype=torch.float32)
+    mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
+    offset = kv_len - Sq
+    c = selection_scale / D**0.5
+    for row0 in range(0, Sq, chunk):
+        n_rows = min(chunk, Sq - row0)
+        zc = z[:, :, :n_rows]
+        _coarse_scores[(triton.cdiv(n_rows, BM), triton.cdiv(nb, BN), B * Hq)](
+            query, kb, zc, Sq, row0, nb, Hq, offset, *query.stride(), *kb.stride(), *zc.stride(), c,
+            GROUP=G, BM=BM, BN=BN, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
+            BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, num_warps=4,
+        )  # fmt: skip
+        _group_entmax_vjp[(triton.cdiv(n_rows, rows), B * Hkv)](
+            zc, grad, Sq, row0, nb, Hkv, offset, *zc.stride(), *grad.stride(),
+            alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
+            GROUP=G, ROWS=rows, NB=NB, SUB=min(NB, 128), BLOCK_SIZE=block_size, CAUSAL=causal,
+            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, num_warps=num_warps,
+        )  # fmt: skip
+        dz = zc.reshape(B, Hkv, G * n_rows, nb)  # rows (head, query): the group's heads stacked
+        q_rows = query[:, :, row0 : row0 + n_rows].float().reshape(B, Hkv, G * n_rows, D)
+        dq[:, :, row0 : row0 + n_rows] = torch.matmul(dz, kb).view(B, Hq, n_rows, D) * c
+        dk_bar += torch.matmul(dz.transpose(2, 3), q_rows) * c
+    return dq.to(query.dtype), dk_bar.to(k_bar.dtype)

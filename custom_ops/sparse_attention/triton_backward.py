@@ -40,7 +40,7 @@ def _dq_dprior(
 ):  # fmt: skip
     scale = tl.cast(scale, tl.float32)
     tile = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # int64 offsets (large B·H·S)
     b = bh // num_q_heads
     h = bh % num_q_heads
     h_kv = h // group_kv
@@ -117,7 +117,7 @@ def _dk_dv(
 ):  # fmt: skip
     scale = tl.cast(scale, tl.float32)
     c = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # int64 offsets (large B·H·S)
     b = bh // num_q_heads
     h = bh % num_q_heads
     h_kv = h // group_kv

@@ -98,7 +98,7 @@ def _sparse_attention_fwd(
     # every K/V block read serves PACK heads.
     scale = tl.cast(scale, tl.float32)  # Inductor may pass Python floats as fp64
     tile = tl.program_id(0)
-    bh0 = tl.program_id(1) * PACK
+    bh0 = tl.program_id(1).to(tl.int64) * PACK  # int64 offsets: the prior passes 2³¹ elements at 128K
     b = bh0 // num_q_heads
     h0 = bh0 % num_q_heads
     h_kv = h0 // group_kv

@@ -42,7 +42,7 @@ def _decode_scores(
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CHUNK: tl.constexpr,
 ):  # fmt: skip
     z_scale = tl.cast(z_scale, tl.float32)  # Inductor may pass Python floats as fp64
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)
     b = bh // num_kv_heads
     h = bh % num_kv_heads
     c = tl.program_id(0) * CHUNK + tl.arange(0, CHUNK)

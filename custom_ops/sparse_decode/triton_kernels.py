@@ -61,7 +61,7 @@ def _sparse_decode_split(
 ):
     scale = tl.cast(scale, tl.float32)  # Inductor may pass Python floats as fp64
     split = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # int64 offsets: B·Hkv·N·D passes 2³¹ for long or many caches
     b = bh // num_kv_heads
     h = bh % num_kv_heads
     count = tl.load(COUNT + b * num_kv_heads + h)
