@@ -70,7 +70,9 @@ class DashSelection:
 
     Attributes:
         block_mask: FlexAttention ``BlockMask`` whose ``mask_mod`` encodes the per-query selection
-            exactly (so eager FlexAttention, which ignores block tables, agrees with compiled).
+            exactly (so eager FlexAttention, which ignores block tables, agrees with compiled). A
+            property: its tables are built on first access (``block_mask_or_builder`` holds the
+            mask or the function that builds it), which the fused fine stage never makes.
         score_mod: adds the log-prior (after the user's ``score_mod``), or the user's alone when
             ``sigma = inf``.
         probs: ``p̄ [B, H_sel, Sq, nb]`` float32, the (group-shared) entmax probabilities.
@@ -87,7 +89,7 @@ class DashSelection:
         heads always agree (sharing and no ``mask_mod``), else ``Hq``.
     """
 
-    block_mask: BlockMask
+    block_mask_or_builder: BlockMask | Callable[[], BlockMask]
     score_mod: Callable | None
     user_mask_mod: Callable | None
     probs: torch.Tensor
@@ -98,6 +100,14 @@ class DashSelection:
     causal: bool
     kernel_options: dict | None = None
     query_positions: torch.Tensor | None = None
+
+    @property
+    def block_mask(self) -> BlockMask:
+        """Built on first use: the fused fine stage never needs FlexAttention's block tables (their
+        sort and scans cost ~0.5 ms of the 32K coarse stage)."""
+        if not isinstance(self.block_mask_or_builder, BlockMask):
+            self.block_mask_or_builder = self.block_mask_or_builder()
+        return self.block_mask_or_builder
 
     def sparsity(self) -> SparsityReport:
         """Both sparsity measures (reads values back to the host: not for the hot path)."""
@@ -317,15 +327,13 @@ def build_selection(
     H_sel = p.shape[1]
     H_act = Hkv if (share_kv_groups and H_sel == Hkv and forced.shape[1] == 1) else Hq
     Sq_pad, nb_pad = _padded_sizes(s)
+    tables = None
     if computed is None:
         prior_t = log_prior(p, sigma, Sq_pad, nb_pad) if math.isfinite(sigma) else None
-        active_t, kv_num_blocks, kv_indices = selection_tables(
-            p.detach(), forced, H_act, Sq_pad, nb_pad, s.kv_len, bs, Hq
-        )
-    else:  # the fused coarse op already wrote both, in this layout
+        active_t, *tables = selection_tables(p.detach(), forced, H_act, Sq_pad, nb_pad, s.kv_len, bs, Hq)
+    else:  # the fused coarse op already wrote both, in this layout; tables on first use
         prior_t, active_t = computed
         prior_t = prior_t if math.isfinite(sigma) else None
-        kv_num_blocks, kv_indices = block_tables(active_t, s.kv_len, bs, Hq)
 
     G_act, offset = Hq // H_act, s.kv_len - Sq
 
@@ -347,15 +355,18 @@ def build_selection(
                 score = score_mod(score, b, h, q_idx, kv_idx)
             return score + prior_t[b, h // G_sel, kv_idx // bs, q_idx]
 
-    block_mask = BlockMask.from_kv_blocks(
-        kv_num_blocks=kv_num_blocks,
-        kv_indices=kv_indices,
-        BLOCK_SIZE=(TILE, TILE),
-        mask_mod=dash_mask,
-        seq_lengths=(Sq, s.kv_len),
-    )
+    def make_block_mask() -> BlockMask:
+        kv_num_blocks, kv_indices = tables if tables is not None else block_tables(active_t, s.kv_len, bs, Hq)
+        return BlockMask.from_kv_blocks(
+            kv_num_blocks=kv_num_blocks,
+            kv_indices=kv_indices,
+            BLOCK_SIZE=(TILE, TILE),
+            mask_mod=dash_mask,
+            seq_lengths=(Sq, s.kv_len),
+        )
+
     return DashSelection(
-        block_mask=block_mask,
+        block_mask_or_builder=make_block_mask if tables is None else make_block_mask(),
         score_mod=dash_score,
         user_mask_mod=mask_mod,
         probs=p,

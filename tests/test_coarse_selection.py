@@ -139,6 +139,28 @@ def test_triton_kernel_matches_definition(case, dtype, impl):
     assert (got[1][:, :, :, Sq:] == 0).all() and (got[1][:, :, nb:] == 0).all()
 
 
+def test_split_kernels_narrow_rows_in_early_causal_chunks():
+    """Chunks of 64 rows over 640 causal tokens: the early chunks solve 16-block rows, the late
+    ones 64 (``chunk_width``); the blocks past a chunk's reach must come out zero / False, forward
+    and backward, as in the definition."""
+    from custom_ops.coarse_selection.split_kernels import chunk_width
+
+    case = (1, 4, 2, 640, 640, 16, 16, True, 1.5)
+    q, _, _, k_bar, args = problem(case, torch.float32)
+    assert chunk_width(64, True, 0, 64, 640, 0, 16) == 16 and chunk_width(64, True, 576, 64, 640, 0, 16) == 64
+    budget = 64 * 4 * k_bar.shape[2] * 4
+    expected = coarse_selection_torch(q, k_bar, *args)
+    got = coarse_selection_split_launch(q, k_bar, *args, z_budget=budget)
+    assert rel_err(got[0], expected[0]) <= 1e-5
+    assert torch.equal(got[2], expected[2])
+    assert rel_err(got[1], expected[1]) <= 1e-3
+    grad = torch.randn(expected[0].shape, generator=torch.Generator().manual_seed(1))
+    eligible, _ = block_classes(640, 640, 16, True, q.device)
+    want = coarse_selection_backward_torch(grad, q, k_bar, 1.5, 1.3, eligible)
+    dq, dk = coarse_selection_backward_split(grad, q, k_bar, 1.5, 1.3, True, 640, 16, z_budget=budget)
+    assert rel_err(dq, want[0]) <= 1e-4 and rel_err(dk, want[1]) <= 1e-4
+
+
 @pytest.mark.parametrize("rows,warps", [(4, 2), (16, 4)])
 def test_split_entmax_kernel_other_launch_configs(rows, warps):
     q, _, _, k_bar, args = problem(CASES[1], torch.float32)
