@@ -44,6 +44,7 @@ import json
 import math
 import os
 import statistics
+import textwrap
 import time
 
 import torch
@@ -325,7 +326,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("cache length L (tokens per sequence)")
     ax.set_ylabel("ms per decode step (median)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 100), fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
