@@ -271,7 +271,8 @@ def _fused_coarse_applies(s: AttentionShapes, mask_mod, share_kv_groups: bool) -
     """The fused coarse op covers the default case: no user mask (block classes follow from
     causality alone), GQA-shared selection, rows of blocks that fit its register tile."""
     sq_pad, nb_pad = _padded_sizes(s)
-    return mask_mod is None and share_kv_groups and row_fits(nb_pad)
+    # in-row offsets (block · query stride) are int32 in the kernels
+    return mask_mod is None and share_kv_groups and row_fits(nb_pad) and nb_pad * sq_pad < 2**31
 
 
 def _padded_sizes(s: AttentionShapes) -> tuple[int, int]:

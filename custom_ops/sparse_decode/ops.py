@@ -81,7 +81,10 @@ def sparse_decode(
 
     B, Hkv, nb = block_list.shape
     n_splits = num_splits(B * Hkv, nb)
-    return sparse_decode_launch(query, key, value, block_list, count, prior.float(), pos, scale, block_size, n_splits)
+    # the kernel indexes the list, count, prior and positions as contiguous tensors
+    block_list, count, pos = block_list.contiguous(), count.contiguous(), pos.contiguous()
+    prior = prior.float().contiguous()
+    return sparse_decode_launch(query, key, value, block_list, count, prior, pos, scale, block_size, n_splits)
 
 
 @sparse_decode.register_fake
