@@ -241,6 +241,29 @@ def chunk_rows(batch: int, q_heads: int, num_blocks: int, sq_pad: int, budget: i
     return min(rows, -(-sq_pad // BM) * BM)
 
 
+def launch_scores(
+    query: torch.Tensor,
+    kb: torch.Tensor,
+    z: torch.Tensor,
+    row0: int,
+    n_rows: int,
+    selection_scale: float,
+    causal: bool,
+    offset: int,
+    block_size: int,
+) -> None:
+    """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
+    above the causal diagonal are left unwritten): the score GEMM of the forward and the backward."""
+    B, Hq, Sq, D = query.shape
+    nb = kb.shape[2]
+    _coarse_scores[(triton.cdiv(n_rows, BM), triton.cdiv(nb, BN), B * Hq)](
+        query, kb, z, Sq, row0, nb, Hq, offset, *query.stride(), *kb.stride(), *z.stride(),
+        selection_scale / D**0.5,
+        GROUP=Hq // kb.shape[1], BM=BM, BN=BN, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
+        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, num_warps=4,
+    )  # fmt: skip
+
+
 def coarse_selection_split_launch(
     query: torch.Tensor,
     k_bar: torch.Tensor,
@@ -281,12 +304,7 @@ def coarse_selection_split_launch(
         n_rows = min(chunk, sq_pad - row0)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
         if row0 < Sq:
-            _coarse_scores[(triton.cdiv(min(n_rows, Sq - row0), BM), triton.cdiv(nb, BN), B * Hq)](
-                query, kb, z, Sq, row0, nb, Hq, offset, *query.stride(), *kb.stride(), *z.stride(),
-                selection_scale / D**0.5,
-                GROUP=G, BM=BM, BN=BN, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-                BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, num_warps=4,
-            )  # fmt: skip
+            launch_scores(query, kb, z, row0, min(n_rows, Sq - row0), selection_scale, causal, offset, block_size)
         config_rows, config_warps = entmax_config(width)
         n_row, warps = rows or config_rows, num_warps or config_warps
         _group_entmax_prior[(triton.cdiv(n_rows, n_row), B * Hkv)](
@@ -333,11 +351,7 @@ def coarse_selection_backward_split(
     for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
         zc = z[:, :, :n_rows]
-        _coarse_scores[(triton.cdiv(n_rows, BM), triton.cdiv(nb, BN), B * Hq)](
-            query, kb, zc, Sq, row0, nb, Hq, offset, *query.stride(), *kb.stride(), *zc.stride(), c,
-            GROUP=G, BM=BM, BN=BN, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-            BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, num_warps=4,
-        )  # fmt: skip
+        launch_scores(query, kb, zc, row0, n_rows, selection_scale, causal, offset, block_size)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
         rows, num_warps = entmax_config(width)
         _group_entmax_vjp[(triton.cdiv(n_rows, rows), B * Hkv)](
