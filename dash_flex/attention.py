@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -9,11 +10,12 @@ from collections.abc import Callable
 import torch
 from torch.nn.attention.flex_attention import flex_attention
 
+from custom_ops.block_summary import block_summaries
 from custom_ops.sparse_attention import sparse_attention_forward
 
-from ._validation import check_attention_inputs
+from ._validation import AttentionShapes, check_attention_inputs
 from .mods import apply_score_mod, evaluate_mask_mod
-from .selection import DashSelection, _select
+from .selection import TILE, DashSelection, _select
 
 __all__ = ["dash_attention", "dense_flex_attention", "flex_fine_stage"]
 
@@ -132,8 +134,9 @@ def dash_attention(
         fine_stage: ``"flex"`` (FlexAttention; composes with user mods) or ``"fused"``
             (``dash_flex::sparse_attention_forward``: our block-sparse kernel over the kept-block
             lists, prior as a row vector, backward with an exact Δ; no user ``score_mod`` /
-            ``mask_mod``). Experimental: tested on the CPU and under the Triton interpreter, not
-            yet measured on a GPU (docs/benchmarks.md).
+            ``mask_mod``). Without gradients (inference) it runs the queries in chunks when the
+            selection state would exceed ``INFERENCE_CHUNK_BYTES`` (1 GiB): same result, peak
+            memory of one chunk (docs/benchmarks.md).
 
     Returns the output ``[B, Hq, Sq, Dv]`` in the input dtype. Gradients reach query, key, value,
     pool_query and tensors captured by ``score_mod``. On the CPU, when gradients are needed, the
@@ -157,18 +160,71 @@ def dash_attention(
         score_mod=score_mod,
         mask_mod=mask_mod,
     )
-    sel = _select(
-        query, key, shapes, alpha, causal, selection_scale, sigma, pool_query, score_mod, mask_mod, share_kv_groups
-    )
     scale = 1.0 / math.sqrt(shapes.head_dim) if scale is None else scale
+    select_args = (alpha, causal, selection_scale, sigma, pool_query, score_mod, mask_mod, share_kv_groups)
+    if fine_stage == "fused" and not return_selection:
+        rows = inference_chunk_rows(shapes, share_kv_groups, (query, key, value, pool_query))
+        if rows < shapes.q_len:
+            return _fused_in_query_chunks(query, key, value, shapes, rows, scale, select_args)
+    sel = _select(query, key, shapes, *select_args)
     if fine_stage == "fused":
-        prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
-        out = sparse_attention_forward(
-            query, key, value, prior, active, causal, scale, shapes.block_size, math.isfinite(sigma)
-        )[0]
+        out = _fused_fine_stage(query, key, value, sel, scale, causal, math.isfinite(sigma))
     else:
         out = flex_fine_stage(query, key, value, sel, scale, grad_inputs=(pool_query,))
     return (out, sel) if return_selection else out
+
+
+def _fused_fine_stage(query, key, value, sel: DashSelection, scale: float, causal: bool, has_prior: bool):
+    prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
+    bs = sel.shapes.block_size
+    return sparse_attention_forward(query, key, value, prior, active, causal, scale, bs, has_prior)[0]
+
+
+# Bytes of selection state per (batch, selection head, key block, query row) on the fused path:
+# p̄ and the prior (fp32), the flags (bool) and the fine stage's 16-row tile lists (int32 / 16).
+SELECTION_BYTES_PER_ENTRY = 4 + 4 + 1 + 0.25
+# Inference on the fused path runs the queries in chunks whose selection state fits this budget:
+# at 128K tokens the whole selection would take ~19 GiB (docs/benchmarks.md).
+INFERENCE_CHUNK_BYTES = 2**30
+
+
+def inference_chunk_rows(
+    shapes: AttentionShapes, share_kv_groups: bool, tensors: tuple[torch.Tensor | None, ...]
+) -> int:
+    """Query rows per chunk for a fused-path call: ``q_len`` (no chunking) when a gradient is
+    wanted (the backward needs the whole selection) or the selection fits
+    ``INFERENCE_CHUNK_BYTES``; else the fewest equal chunks, in whole 128-row tiles, that fit.
+
+    Exact: every query row's selection and attention depend only on that row and the keys it can
+    see (SPEC §2), so a chunk of rows with the keys up to its last row's position gives the same
+    rows (up to the order of fp32 sums) as the whole call."""
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    if needs_grad:
+        return shapes.q_len
+    heads = shapes.kv_heads if share_kv_groups else shapes.q_heads
+    per_row = shapes.batch * heads * shapes.num_blocks * SELECTION_BYTES_PER_ENTRY
+    n_chunks = math.ceil(per_row * shapes.q_len / INFERENCE_CHUNK_BYTES)
+    if n_chunks <= 1:
+        return shapes.q_len
+    return min(shapes.q_len, TILE * math.ceil(shapes.q_len / n_chunks / TILE))
+
+
+def _fused_in_query_chunks(query, key, value, shapes: AttentionShapes, rows: int, scale: float, select_args):
+    """The fused path (no gradient) over chunks of ``rows`` query rows: each chunk selects and
+    attends with the keys up to its last row's position (causal) or all keys; the block summaries
+    are computed once. Peak memory holds one chunk's selection, not the whole ``[Sq, nb]`` state."""
+    alpha, causal, selection_scale, sigma, pool_query, _, _, share_kv_groups = select_args
+    k_bar = block_summaries(key, pool_query, shapes.block_size)
+    out = query.new_empty(*query.shape[:3], shapes.value_dim)
+    offset = shapes.kv_len - shapes.q_len
+    for r0 in range(0, shapes.q_len, rows):
+        r1 = min(r0 + rows, shapes.q_len)
+        kv_end = r1 + offset if causal else shapes.kv_len  # causal needs q_len ≤ kv_len: kv_end ≥ 1
+        q_c, k_c, v_c = query[:, :, r0:r1], key[:, :, :kv_end], value[:, :, :kv_end]
+        s_c = dataclasses.replace(shapes, q_len=r1 - r0, kv_len=kv_end)
+        sel = _select(q_c, k_c, s_c, *select_args, k_bar=k_bar)
+        out[:, :, r0:r1] = _fused_fine_stage(q_c, k_c, v_c, sel, scale, causal, math.isfinite(sigma))
+    return out
 
 
 def flex_fine_stage(

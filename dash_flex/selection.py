@@ -249,8 +249,14 @@ def _select(
     score_mod,
     mask_mod,
     share_kv_groups,
+    k_bar: torch.Tensor | None = None,
 ) -> DashSelection:
-    k_bar = block_summaries(key, pool_query, s.block_size)  # [B, Hkv, nb, D] float32
+    """``k_bar``: the block summaries when the caller already has them (``[B, Hkv, ≥ nb, D]``; the
+    first ``nb`` are used), else computed from ``key``."""
+    if k_bar is None:
+        k_bar = block_summaries(key, pool_query, s.block_size)  # [B, Hkv, nb, D] float32
+    else:
+        k_bar = k_bar[:, :, : s.num_blocks]
     if _fused_coarse_applies(s, mask_mod, share_kv_groups):
         # One op for scores → entmax → group mean → prior and flags (custom_ops/coarse_selection).
         sq_pad, nb_pad = _padded_sizes(s)

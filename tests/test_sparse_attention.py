@@ -215,6 +215,57 @@ def test_dash_attention_fused_equals_flex(case):
             assert rel_err(a, r) <= max(2e-3, 2 * rel_err(f, r)), f"{name}: {rel_err(a, r):.2e}"
 
 
+CHUNK_CASES = [
+    CASES[0],
+    CASES[1],
+    (1, 2, 2, 270, 500, 32, 32, dict(sigma=0.5, selection_scale=3.0)),  # prefill after a cache
+    (1, 4, 2, 300, 300, 16, 16, dict(causal=False, alpha=1.25, sigma=1.0)),
+]
+
+
+@pytest.mark.parametrize("case", CHUNK_CASES, ids=["gqa", "per-head-inf", "offset", "noncausal"])
+def test_fused_inference_in_query_chunks_equals_whole_call(case, monkeypatch):
+    """Without gradients the fused path runs the queries in chunks once the selection state
+    passes ``INFERENCE_CHUNK_BYTES``: with a budget that forces 2–3 chunks, the output equals the
+    whole call's and the float64 reference's; with gradients it never chunks."""
+    import dash_flex.attention as attention
+
+    q, k, v, u, kw, _, _ = problem(case)
+    with torch.no_grad():
+        whole = dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
+    calls = []
+    chunked = attention._fused_in_query_chunks
+    monkeypatch.setattr(attention, "_fused_in_query_chunks", lambda *a: calls.append(a[4]) or chunked(*a))
+    B, Hq, Hkv, Sq, Skv, D, bs, _ = case
+    heads = Hkv if kw.get("share_kv_groups", True) else Hq
+    per_row = B * heads * -(-Skv // bs) * attention.SELECTION_BYTES_PER_ENTRY
+    monkeypatch.setattr(attention, "INFERENCE_CHUNK_BYTES", int(per_row * 128))  # 128 rows per chunk
+    with torch.no_grad():
+        out = dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
+    assert calls == [128], "the chunked path did not run"
+    ref = dash_attention_reference(q.double(), k.double(), v.double(), pool_query=u.double(), **kw)
+    assert rel_err(out, whole) < 1e-6
+    assert rel_err(out, ref) < 1e-4
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    with_grad = dash_attention(*leaves, pool_query=u, fine_stage="fused", **kw)
+    assert calls == [128] and with_grad.grad_fn is not None  # no chunking when a gradient is wanted
+    assert rel_err(with_grad, whole) < 1e-6
+
+
+def test_inference_chunk_rows_fit_the_budget():
+    """At 128K tokens (B=1, Hkv=8, block 64) the ~19 GiB selection splits into equal chunks of
+    whole 128-row tiles, each within the 1 GiB budget; 8K runs whole."""
+    from dash_flex._validation import AttentionShapes
+    from dash_flex.attention import INFERENCE_CHUNK_BYTES, SELECTION_BYTES_PER_ENTRY, inference_chunk_rows
+
+    long = AttentionShapes(1, 32, 8, 131072, 131072, 128, 128, 64)
+    rows = inference_chunk_rows(long, True, ())
+    assert rows % 128 == 0 and rows < 131072
+    assert 8 * 2048 * rows * SELECTION_BYTES_PER_ENTRY <= INFERENCE_CHUNK_BYTES * 1.02
+    assert inference_chunk_rows(AttentionShapes(1, 32, 8, 8192, 8192, 128, 128, 64), True, ()) == 8192
+    assert inference_chunk_rows(long, False, ()) < rows  # per-head selection: 4× the state
+
+
 def test_dash_attention_fused_compiles_without_graph_breaks():
     q, k, v, u, kw, _, _ = problem(CASES[0])
 
