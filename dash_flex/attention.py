@@ -181,7 +181,7 @@ def _fused_fine_stage(query, key, value, sel: DashSelection, scale: float, causa
 
 
 # Bytes of selection state per (batch, selection head, key block, query row) on the fused path:
-# p̄ and the prior (fp32), the flags (bool) and the fine stage's 16-row tile lists (int32 / 16).
+# p̄ and the prior (fp32), the flags (bool) and the fine stage's tile lists (int32 per 16–32 rows).
 SELECTION_BYTES_PER_ENTRY = 4 + 4 + 1 + 0.25
 # Inference on the fused path runs the queries in chunks whose selection state fits this budget:
 # at 128K tokens the whole selection would take ~19 GiB (docs/benchmarks.md).
@@ -193,7 +193,8 @@ def inference_chunk_rows(
 ) -> int:
     """Query rows per chunk for a fused-path call: ``q_len`` (no chunking) when a gradient is
     wanted (the backward needs the whole selection) or the selection fits
-    ``INFERENCE_CHUNK_BYTES``; else the fewest equal chunks, in whole 128-row tiles, that fit.
+    ``INFERENCE_CHUNK_BYTES``; else the most rows that fit, in whole 1024-row units (128 when
+    fewer fit; at least 128).
 
     Exact: every query row's selection and attention depend only on that row and the keys it can
     see (SPEC §2), so a chunk of rows with the keys up to its last row's position gives the same
@@ -203,10 +204,13 @@ def inference_chunk_rows(
         return shapes.q_len
     heads = shapes.kv_heads if share_kv_groups else shapes.q_heads
     per_row = shapes.batch * heads * shapes.num_blocks * SELECTION_BYTES_PER_ENTRY
-    n_chunks = math.ceil(per_row * shapes.q_len / INFERENCE_CHUNK_BYTES)
-    if n_chunks <= 1:
+    fit = int(INFERENCE_CHUNK_BYTES // per_row)
+    if fit >= shapes.q_len:
         return shapes.q_len
-    return min(shapes.q_len, TILE * math.ceil(shapes.q_len / n_chunks / TILE))
+    # 1024-row units: with q_len = kv_len every chunk's key count is then a multiple of 16 blocks
+    # of 64, which keeps the coarse kernels' row strides aligned (their loads vectorise)
+    unit = 8 * TILE if fit >= 8 * TILE else TILE
+    return max(TILE, fit // unit * unit)
 
 
 def _fused_in_query_chunks(query, key, value, shapes: AttentionShapes, rows: int, scale: float, select_args):

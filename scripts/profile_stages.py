@@ -21,8 +21,10 @@ from bench_attention import BS, topic_inputs  # noqa: E402
 from dash_flex import dash_attention, dash_select  # noqa: E402
 
 
-def sweep_fused_forward(q, k, v) -> None:
-    """Median time of the fused forward kernel per launch config (listed below)."""
+def sweep_fused_forward(q, k, v, against: str | None = None) -> None:
+    """Median time of the fused forward kernel per launch config (listed below); ``against``: the
+    path of another version of ``triton_kernels.py`` (e.g. ``git show REV:...``) timed beside it."""
+    import importlib.util
     import math
 
     import triton
@@ -30,26 +32,33 @@ def sweep_fused_forward(q, k, v) -> None:
     from custom_ops.sparse_attention import tile_block_lists
     from custom_ops.sparse_attention.triton_kernels import sparse_attention_launch
 
+    launchers = {"current": sparse_attention_launch}
+    if against:
+        spec = importlib.util.spec_from_file_location("kernels_against", against)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        launchers["against"] = module.sparse_attention_launch
     with torch.no_grad():
         sel = dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0)
     prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
     scale = 1 / math.sqrt(q.shape[-1])
     # (rows per head, heads packed per program, num_warps, num_stages)
-    configs = [(128, 1, 4, 2), (64, 1, 4, 3), (32, 4, 4, 2), (32, 4, 8, 2), (32, 4, 8, 3), (16, 4, 4, 2), (64, 4, 8, 2)]
+    configs = [(16, 4, 4, 2), (16, 4, 4, 3), (32, 4, 4, 2), (64, 4, 8, 2)]
     for block_m, pack, warps, stages in configs:
         lists, count = tile_block_lists(active, block_m)
+        for kernel, launch in launchers.items():
 
-        def fn():
-            return sparse_attention_launch(
-                q, k, v, prior, active, lists, count, True, scale, BS, True, block_m, warps, stages, pack=pack
-            )
+            def fn():
+                return launch(
+                    q, k, v, prior, active, lists, count, True, scale, BS, True, block_m, warps, stages, pack=pack
+                )
 
-        name = f"fused forward rows/head={block_m} pack={pack} warps={warps} stages={stages}"
-        try:
-            ms = triton.testing.do_bench(fn, warmup=20, rep=100, return_mode="median")
-            print(f"{name}: {ms:.2f} ms", flush=True)
-        except Exception as exc:  # an out-of-resources config: report and go on
-            print(f"{name}: failed ({exc!r:.80})", flush=True)
+            name = f"fused forward [{kernel}] rows/head={block_m} pack={pack} warps={warps} stages={stages}"
+            try:
+                ms = triton.testing.do_bench(fn, warmup=20, rep=100, return_mode="median")
+                print(f"{name}: {ms:.2f} ms", flush=True)
+            except Exception as exc:  # an out-of-resources config: report and go on
+                print(f"{name}: failed ({exc!r:.80})", flush=True)
 
 
 def sweep_coarse(q, k) -> None:
@@ -82,14 +91,17 @@ def main() -> None:
     parser.add_argument("--fine-stage", default="fused")
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--sweep", action="store_true", help="time the fused forward kernel's launch configs")
+    parser.add_argument("--against", default=None, help="with --sweep: another triton_kernels.py to time beside")
+    parser.add_argument("--only-sweeps", action="store_true", help="skip the profiler tables")
     parser.add_argument("--coarse-sweep", action="store_true", help="time the coarse kernel's configs and phases")
     parser.add_argument("--backward", action="store_true", help="also profile one forward + backward")
     args = parser.parse_args()
     q, k, v = topic_inputs(args.seq)
     if args.sweep:
-        sweep_fused_forward(q, k, v)
+        sweep_fused_forward(q, k, v, args.against)
     if args.coarse_sweep:
         sweep_coarse(q, k)
+    if args.only_sweeps:
         return
     stages = {
         "coarse (dash_select)": lambda: dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0),

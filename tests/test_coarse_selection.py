@@ -113,6 +113,10 @@ LAUNCHERS = {
     "chunks": lambda q, k_bar, *args: coarse_selection_split_launch(
         q, k_bar, *args, z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4
     ),
+    # GEMM tiles of 128 rows over 64-row chunks: a tile's rows past its chunk must not be written
+    "chunks-tall-tiles": lambda q, k_bar, *args: coarse_selection_split_launch(
+        q, k_bar, *args, z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4, score_tile=(128, 32, 4)
+    ),
 }
 
 

@@ -1,16 +1,18 @@
-"""The coarse stage as two high-occupancy Triton kernels (the CUDA path of
-``dash_flex::coarse_selection``), over chunks of query rows:
+"""The coarse stage as three high-occupancy Triton kernels (the CUDA path of
+``dash_flex::coarse_selection``):
 
 1. ``_coarse_scores``: a tiled GEMM ``z = selection_scale · q·k̄ᵀ / √D`` per query head, one
-   program per (``BM`` rows, ``BN`` blocks, batch·head). Tiles entirely above the causal
-   diagonal are skipped (nothing in them is eligible). For 16-bit queries ``k̄`` (fp32) is split
-   into a high and a low 16-bit part and the two products summed (~16 mantissa bits; a single
-   TF32 dot moved entmax probabilities by ~5% on the H200); fp32 queries use an IEEE dot.
-2. ``_group_entmax_prior``: one program per (a few query rows, batch·KV head): each of the
-   group's ``G`` heads' rows is loaded whole (only the eligible blocks are read), solved in
-   registers by the entmax kernels' shared solver and summed into ``p̄``; then the log-prior and
-   the kept + forced flags are written block-major (query index contiguous), the layout the fine
-   stage reads.
+   program per (``BM`` rows, ``BN`` blocks, batch·head), over chunks of query rows. Tiles
+   entirely above the causal diagonal are skipped (nothing in them is eligible). For 16-bit
+   queries ``k̄`` (fp32) is split into a high and a low 16-bit part and the two products summed
+   (~16 mantissa bits; a single TF32 dot moved entmax probabilities by ~5% on the H200); fp32
+   queries use an IEEE dot.
+2. ``_group_entmax``: one program per (a few query rows, batch·KV head) of the chunk: each of
+   the group's ``G`` heads' rows is loaded whole (only the eligible blocks are read), solved in
+   registers by the entmax kernels' shared solver and summed into ``p̄``, written row-major
+   (``probs``) with each row's mean of ``log p̄`` over its support.
+3. ``_block_major_prior``: 64 × 64 tiles of ``p̄`` → the log-prior and the kept + forced flags,
+   written block-major (query index contiguous), the layout the fine stage reads.
 
 The backward (``coarse_selection_backward_split``) reuses the score GEMM to recompute ``z``,
 ``_group_entmax_vjp`` turns it into ``dz`` in place (entmax recomputed per head, then its VJP),
@@ -32,14 +34,18 @@ import triton.language as tl
 from ..entmax.torch_impl import solver_schedule
 from ..entmax.triton_kernels import _row_sum, entmax_rows_split
 
-BM, BN = 64, 64  # score GEMM tile: query rows × blocks
+BM = 64  # query rows per chunk are a multiple of this
+# score GEMM: query rows × blocks per program, num_warps. H200, 128K (32K): (128, 128, 8) 9.50 ms
+# (0.70), (128, 64, 4) 10.10 (0.69), (64, 64, 4) 11.65 (0.79), (64, 128, 4) 12.25 (0.89).
+SCORE_TILE = (128, 128, 8)
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 MAX_BLOCKS = 8192  # longest row of blocks solved in registers
+PRIOR_TILE = 64  # rows × blocks per program of the block-major prior writer
 
 
 @triton.jit
 def _coarse_scores(
-    Q, KBAR, Z, q_len, row0, num_blocks, num_q_heads, causal_offset,
+    Q, KB_HI, KB_LO, Z, q_len, row0, num_blocks, num_q_heads, causal_offset,
     stride_qb, stride_qh, stride_qt, stride_qd,
     stride_kb, stride_kh, stride_kc, stride_kd,
     stride_zb, stride_zh, stride_zt, stride_zc,
@@ -47,6 +53,9 @@ def _coarse_scores(
     GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr,
 ):  # fmt: skip
+    """Rows ``[row0, q_len)`` (``q_len``: the chunk's end). ``KB_HI`` / ``KB_LO``: k̄'s high and low
+    16-bit parts (:func:`split_summaries`); for fp32 queries ``KB_HI`` is k̄ itself (fp32, IEEE
+    dot) and ``KB_LO`` is not read."""
     z_scale = tl.cast(z_scale, tl.float32)  # Inductor may pass Python floats as fp64
     bh = tl.program_id(2).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_q_heads
@@ -64,16 +73,13 @@ def _coarse_scores(
             mask=(t < q_len)[:, None] & (offs_d < HEAD_DIM)[None, :],
             other=0.0,
         )
-        kb = tl.load(
-            KBAR + b * stride_kb + (h // GROUP) * stride_kh + c[:, None] * stride_kc + offs_d[None, :] * stride_kd,
-            mask=(c < num_blocks)[:, None] & (offs_d < HEAD_DIM)[None, :],
-            other=0.0,
-        )
+        kb_offs = b * stride_kb + (h // GROUP) * stride_kh + c[:, None] * stride_kc + offs_d[None, :] * stride_kd
+        kb_mask = (c < num_blocks)[:, None] & (offs_d < HEAD_DIM)[None, :]
+        kb_hi = tl.load(KB_HI + kb_offs, mask=kb_mask, other=0.0)
         if IEEE:
-            z = tl.dot(q, tl.trans(kb), input_precision="ieee")
+            z = tl.dot(q, tl.trans(kb_hi), input_precision="ieee")
         else:
-            kb_hi = kb.to(q.dtype)
-            kb_lo = (kb - kb_hi.to(tl.float32)).to(q.dtype)
+            kb_lo = tl.load(KB_LO + kb_offs, mask=kb_mask, other=0.0)
             z = tl.dot(q, tl.trans(kb_hi)) + tl.dot(q, tl.trans(kb_lo))
         tl.store(
             Z + b * stride_zb + h * stride_zh + (t - row0)[:, None] * stride_zt + c[None, :] * stride_zc,
@@ -83,18 +89,18 @@ def _coarse_scores(
 
 
 @triton.jit
-def _group_entmax_prior(
-    Z, PROBS, PRIOR, ACTIVE, q_len, row0, num_blocks, nb_pad, sq_pad, num_kv_heads, causal_offset,
+def _group_entmax(
+    Z, PROBS, MEAN_LOG, q_len, row0, num_blocks, num_kv_heads, causal_offset,
     stride_zb, stride_zh, stride_zt, stride_zc,
     stride_pb, stride_ph, stride_pt, stride_pc,
-    stride_rb, stride_rh, stride_rc, stride_rt,
-    stride_ab, stride_ah, stride_ac, stride_at,
-    inv_sigma, am1, d, one_minus_alpha,
+    stride_mb, stride_mh,
+    am1, d, one_minus_alpha,
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
     N_NEWTON: tl.constexpr,
 ):  # fmt: skip
-    inv_sigma = tl.cast(inv_sigma, tl.float32)
+    """``p̄`` (row-major, as ``probs``) and each row's mean of ``log p̄`` over its selected blocks;
+    :func:`_block_major_prior` turns both into the prior and the flags."""
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
     bh = tl.program_id(1).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_kv_heads
@@ -125,29 +131,64 @@ def _group_entmax_prior(
     selected = p_bar > 0
     log_p = tl.log(tl.where(selected, p_bar, 1.0))
     n_sel = tl.maximum(_row_sum(selected.to(tl.float32)), 1.0)
+    rows = row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     mean = _row_sum(tl.where(selected, log_p, 0.0)) / n_sel
-    prior = tl.where(selected, (log_p - mean[None, :, None]) * inv_sigma, 0.0)
-    active = selected
-    if CAUSAL:
-        active = active | ((cols == own) & t_ok)
-    out_mask = (t < sq_pad) & (cols < nb_pad)
-    tl.store(PRIOR + b * stride_rb + h_kv * stride_rh + cols * stride_rc + t * stride_rt, prior, mask=out_mask)
-    tl.store(
-        ACTIVE + b * stride_ab + h_kv * stride_ah + cols * stride_ac + t * stride_at,
-        active.to(tl.int8),
-        mask=out_mask,
-    )
+    tl.store(MEAN_LOG + b * stride_mb + h_kv * stride_mh + rows, mean, mask=rows < q_len)
     # blocks past this launch's register row (NB, cut to the chunk's causal reach): zeros
     t2 = tl.reshape(t, [ROWS, 1])
     for k0 in tl.static_range(NB, NB_OUT, SUB):
         c2 = k0 + tl.arange(0, SUB)[None, :]
-        zero = tl.zeros([ROWS, SUB], tl.float32)
-        tl.store(PROBS + b * stride_pb + h_kv * stride_ph + t2 * stride_pt + c2 * stride_pc, zero,
-                 mask=(t2 < q_len) & (c2 < num_blocks))  # fmt: skip
-        out2 = (t2 < sq_pad) & (c2 < nb_pad)
-        tl.store(PRIOR + b * stride_rb + h_kv * stride_rh + c2 * stride_rc + t2 * stride_rt, zero, mask=out2)
-        tl.store(ACTIVE + b * stride_ab + h_kv * stride_ah + c2 * stride_ac + t2 * stride_at, zero.to(tl.int8),
-                 mask=out2)  # fmt: skip
+        tl.store(PROBS + b * stride_pb + h_kv * stride_ph + t2 * stride_pt + c2 * stride_pc,
+                 tl.zeros([ROWS, SUB], tl.float32), mask=(t2 < q_len) & (c2 < num_blocks))  # fmt: skip
+
+
+@triton.jit
+def _block_major_prior(
+    PROBS, MEAN_LOG, PRIOR, ACTIVE, q_len, num_blocks, nb_pad, sq_pad, num_kv_heads, causal_offset,
+    stride_pb, stride_ph, stride_pt,
+    stride_mb, stride_mh,
+    stride_rb, stride_rh, stride_rc,
+    stride_ab, stride_ah, stride_ac,
+    inv_sigma,
+    TM: tl.constexpr, TN: tl.constexpr, BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr,
+):  # fmt: skip
+    """One (``TM`` rows × ``TN`` blocks) tile: the log-prior ``(log p̄ − mean) / σ`` on the selected
+    blocks (0 elsewhere) and the kept + forced flags, written block-major (query index
+    contiguous) over the padded ``[nb_pad, sq_pad]`` range. Reading ``p̄`` row-major and writing
+    whole tiles keeps both sides coalesced: the entmax kernel's programs own 1–16 rows, and its
+    block-major stores of 4–64 contiguous bytes cost 24 of 69 ms at 128K (H200). The innermost
+    strides are 1 (fresh contiguous tensors) and written so: the compiler then knows which axis
+    is contiguous on each side and transposes through shared memory."""
+    inv_sigma = tl.cast(inv_sigma, tl.float32)
+    bh = tl.program_id(2).to(tl.int64)
+    b = bh // num_kv_heads
+    h_kv = bh % num_kv_heads
+    t = tl.program_id(0) * TM + tl.arange(0, TM)
+    c = tl.program_id(1) * TN + tl.arange(0, TN)
+    t_ok = t < q_len
+    live = True
+    if CAUSAL:  # tiles above the diagonal hold no selected or forced block
+        last = tl.minimum(tl.program_id(0) * TM + TM, q_len) - 1
+        live = tl.program_id(1) * TN <= (last + causal_offset) // BLOCK_SIZE
+    if live:
+        p = tl.load(
+            PROBS + b * stride_pb + h_kv * stride_ph + t[:, None] * stride_pt + c[None, :],
+            mask=t_ok[:, None] & (c < num_blocks)[None, :],
+            other=0.0,
+        )
+    else:
+        p = tl.zeros([TM, TN], tl.float32)
+    mean = tl.load(MEAN_LOG + b * stride_mb + h_kv * stride_mh + t, mask=t_ok, other=0.0)
+    selected = p > 0
+    prior = tl.where(selected, (tl.log(tl.where(selected, p, 1.0)) - mean[:, None]) * inv_sigma, 0.0)
+    active = selected
+    if CAUSAL:
+        active = active | ((c[None, :] == ((t + causal_offset) // BLOCK_SIZE)[:, None]) & t_ok[:, None])
+    out_mask = (t < sq_pad)[:, None] & (c < nb_pad)[None, :]
+    tl.store(PRIOR + b * stride_rb + h_kv * stride_rh + c[None, :] * stride_rc + t[:, None], prior,
+             mask=out_mask)  # fmt: skip
+    tl.store(ACTIVE + b * stride_ab + h_kv * stride_ah + c[None, :] * stride_ac + t[:, None],
+             active.to(tl.int8), mask=out_mask)  # fmt: skip
 
 
 @triton.jit
@@ -241,9 +282,19 @@ def chunk_rows(batch: int, q_heads: int, num_blocks: int, sq_pad: int, budget: i
     return min(rows, -(-sq_pad // BM) * BM)
 
 
+def split_summaries(k_bar: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """k̄ (fp32) as the score GEMM reads it: for 16-bit queries its high part in ``dtype`` and the
+    rounding error in ``dtype`` (the two products sum to ~16 mantissa bits); for fp32, k̄ twice."""
+    kb = k_bar.float().contiguous()
+    if dtype == torch.float32:
+        return kb, kb
+    hi = kb.to(dtype)
+    return hi, (kb - hi.float()).to(dtype)
+
+
 def launch_scores(
     query: torch.Tensor,
-    kb: torch.Tensor,
+    kb_parts: tuple[torch.Tensor, torch.Tensor],
     z: torch.Tensor,
     row0: int,
     n_rows: int,
@@ -251,16 +302,21 @@ def launch_scores(
     causal: bool,
     offset: int,
     block_size: int,
+    tile: tuple[int, int, int] | None = None,
 ) -> None:
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
-    above the causal diagonal are left unwritten): the score GEMM of the forward and the backward."""
+    above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
+    ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps)`` overrides
+    ``SCORE_TILE``."""
     B, Hq, Sq, D = query.shape
-    nb = kb.shape[2]
-    _coarse_scores[(triton.cdiv(n_rows, BM), triton.cdiv(nb, BN), B * Hq)](
-        query, kb, z, Sq, row0, nb, Hq, offset, *query.stride(), *kb.stride(), *z.stride(),
+    kb_hi, kb_lo = kb_parts
+    nb = kb_hi.shape[2]
+    bm, bn, warps = tile or SCORE_TILE
+    _coarse_scores[(triton.cdiv(n_rows, bm), triton.cdiv(nb, bn), B * Hq)](
+        query, kb_hi, kb_lo, z, row0 + n_rows, row0, nb, Hq, offset, *query.stride(), *kb_hi.stride(), *z.stride(),
         selection_scale / D**0.5,
-        GROUP=Hq // kb.shape[1], BM=BM, BN=BN, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, num_warps=4,
+        GROUP=Hq // kb_hi.shape[1], BM=bm, BN=bn, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
+        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, num_warps=warps,
     )  # fmt: skip
 
 
@@ -278,10 +334,12 @@ def coarse_selection_split_launch(
     z_budget: int | None = None,
     rows: int | None = None,
     num_warps: int | None = None,
+    score_tile: tuple[int, int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(probs, prior, active)`` as :func:`.torch_impl.coarse_selection_torch`. Launches directly
     (CUDA, or the Triton interpreter on CPU tensors in tests); ``z_budget`` (bytes of the score
-    chunk), ``rows`` and ``num_warps`` (of the entmax kernel) override :func:`entmax_config`."""
+    chunk), ``rows`` and ``num_warps`` (of the entmax kernel) override :func:`entmax_config`,
+    ``score_tile`` the GEMM's ``SCORE_TILE``."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
     G = Hq // Hkv
@@ -292,28 +350,36 @@ def coarse_selection_split_launch(
         raise ValueError(f"rows must divide {BM}, got {rows}")
     dev = query.device
     probs = torch.empty(B, Hkv, Sq, nb, device=dev, dtype=torch.float32)
+    mean_log = torch.empty(B, Hkv, Sq, device=dev, dtype=torch.float32)
     prior = torch.empty(B, Hkv, nb_pad, sq_pad, device=dev, dtype=torch.float32)
     active = torch.empty(B, Hkv, nb_pad, sq_pad, device=dev, dtype=torch.bool)
     active_i8 = active.view(torch.int8)
-    chunk = chunk_rows(B, Hq, nb, sq_pad, z_budget)
-    z = torch.empty(B, Hq, min(chunk, Sq), nb, device=dev, dtype=torch.float32)
-    kb = k_bar.float()
+    chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
+    # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
+    # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
+    z = torch.empty(B, Hq, min(chunk, Sq), -(-nb // 16) * 16, device=dev, dtype=torch.float32)[..., :nb]
+    kb_parts = split_summaries(k_bar, query.dtype)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
     offset = kv_len - Sq
-    for row0 in range(0, sq_pad, chunk):
-        n_rows = min(chunk, sq_pad - row0)
+    for row0 in range(0, Sq, chunk):
+        n_rows = min(chunk, Sq - row0)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
-        if row0 < Sq:
-            launch_scores(query, kb, z, row0, min(n_rows, Sq - row0), selection_scale, causal, offset, block_size)
+        launch_scores(query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile)
         config_rows, config_warps = entmax_config(width)
         n_row, warps = rows or config_rows, num_warps or config_warps
-        _group_entmax_prior[(triton.cdiv(n_rows, n_row), B * Hkv)](
-            z, probs, prior, active_i8, Sq, row0, nb, nb_pad, sq_pad, Hkv, offset,
-            *z.stride(), *probs.stride(), *prior.stride(), *active_i8.stride(),
-            inv_sigma, alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
+        _group_entmax[(triton.cdiv(n_rows, n_row), B * Hkv)](
+            z, probs, mean_log, Sq, row0, nb, Hkv, offset,
+            *z.stride(), *probs.stride(), *mean_log.stride()[:2],
+            alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
             GROUP=G, ROWS=n_row, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=block_size, CAUSAL=causal,
             MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, num_warps=warps,
         )  # fmt: skip
+    tile = PRIOR_TILE
+    _block_major_prior[(triton.cdiv(sq_pad, tile), triton.cdiv(nb_pad, tile), B * Hkv)](
+        probs, mean_log, prior, active_i8, Sq, nb, nb_pad, sq_pad, Hkv, offset,
+        *probs.stride()[:3], *mean_log.stride()[:2], *prior.stride()[:3], *active_i8.stride()[:3], inv_sigma,
+        TM=tile, TN=tile, BLOCK_SIZE=block_size, CAUSAL=causal, num_warps=4,
+    )  # fmt: skip
     return probs, prior, active
 
 
@@ -342,6 +408,7 @@ def coarse_selection_backward_split(
     chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
     z = torch.empty(B, Hq, min(chunk, Sq), nb, device=dev, dtype=torch.float32)
     kb = k_bar.float()
+    kb_parts = split_summaries(kb, query.dtype)
     grad = grad_probs.float()
     dq = torch.empty(B, Hq, Sq, D, device=dev, dtype=torch.float32)
     dk_bar = torch.zeros(B, Hkv, nb, D, device=dev, dtype=torch.float32)
@@ -351,7 +418,7 @@ def coarse_selection_backward_split(
     for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
         zc = z[:, :, :n_rows]
-        launch_scores(query, kb, zc, row0, n_rows, selection_scale, causal, offset, block_size)
+        launch_scores(query, kb_parts, zc, row0, n_rows, selection_scale, causal, offset, block_size)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
         rows, num_warps = entmax_config(width)
         _group_entmax_vjp[(triton.cdiv(n_rows, rows), B * Hkv)](

@@ -12,10 +12,11 @@ from ..sparse_decode.ops import compact_block_list
 from .torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch
 
 BLOCK_M = 64  # backward: query rows per program (a smaller union of kept blocks than 128)
-# Forward launch, from a sweep at 32K on the H200 (scripts/profile_stages.py --sweep, docs/benchmarks.md):
-# 4 heads × 16 rows 7.2 ms, × 32 rows 7.5 ms, one head × 128 rows 9.2 ms, × 64 rows 10.0 ms; two
-# pipeline stages and 4 warps throughout (the default three stages took 14 ms).
-FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE, FORWARD_WARPS, FORWARD_STAGES = 16, 128, 4, 2
+# Forward launch, from sweeps at 32K on the H200 (scripts/profile_stages.py --sweep, docs/benchmarks.md).
+# Session 5's kernel (log2 units, masks only on diagonal blocks): 4 heads × 32 rows 5.81 ms, × 16
+# rows 6.55, × 64 rows (8 warps) 6.13. Session 4's: × 16 rows 7.2 ms, × 32 rows 7.5, one head ×
+# 128 rows 9.2, × 64 rows 10.0. Two pipeline stages and 4 warps (three stages: 6.78 ms).
+FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE, FORWARD_WARPS, FORWARD_STAGES = 32, 128, 4, 2
 
 
 def forward_tiling(q_heads: int, kv_heads: int, sel_heads: int, act_heads: int) -> tuple[int, int]:

@@ -5,7 +5,9 @@ compact list of key blocks — the union of the blocks its rows keep — and for
 the log-prior as a *row vector* (one value per query row, read contiguously from the
 query-major layout) and masks rows that do not keep the block with the active flags, also a
 row vector. No per-element gather, unlike a FlexAttention score_mod (FIELD_NOTES: that gather
-was the 2–4× cost). Online softmax in fp32; writes the output and the row LSE (natural log).
+was the 2–4× cost). Online softmax in fp32 and log2 units (one FMA per score before the max); only the tile's
+diagonal blocks (and a partial last block) pay a per-element mask. Writes the output and the
+row LSE (natural log).
 """
 
 from __future__ import annotations
@@ -35,68 +37,98 @@ def _scores(q, k, prior_base, active_base, c, rows, row_ok, keys, key_ok, causal
     return s, ok
 
 
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, first_block):
+    """Number of leading list entries below ``first_block`` (the list is ascending): the blocks
+    that need no per-element mask. A short walk back from the end (a tile's diagonal blocks)."""
+    n_lead = count
+    last = tl.load(LIST + list_row * stride_lh + (n_lead - 1) * stride_lt, mask=n_lead > 0, other=-1)
+    while last >= first_block:
+        n_lead -= 1
+        last = tl.load(LIST + list_row * stride_lh + (n_lead - 1) * stride_lt, mask=n_lead > 0, other=-1)
+    return n_lead
+
+
+@triton.jit
+def _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, active_base, kv_len, causal_offset,
+               qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac, stride_at,
+               BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VALUE_DIM: tl.constexpr,
+               BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
+               IEEE: tl.constexpr):  # fmt: skip
+    """One online-softmax step over key block ``c`` (scores in log2 units). The rows' keep flags
+    and prior enter as one row vector (``-inf`` where a row does not keep the block), so an
+    unmasked block costs one FMA per score before the max; ``MASKED`` blocks (the diagonal, a
+    partial last block) also compare keys against the rows' positions and ``kv_len``."""
+    offs_n = tl.arange(0, BLOCK_SIZE)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    keys = c * BLOCK_SIZE + offs_n
+    key_ok = keys < kv_len
+    k_ptrs = k_base + keys[:, None] * stride_kn + offs_d[None, :] * stride_kd
+    v_ptrs = v_base + keys[:, None] * stride_vn + offs_dv[None, :] * stride_vd
+    if MASKED:
+        k = tl.load(k_ptrs, mask=key_ok[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
+    elif BLOCK_D == HEAD_DIM:  # a lead block lies inside the keys: no predicate on the loads
+        k = tl.load(k_ptrs)
+    else:
+        k = tl.load(k_ptrs, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
+    keep = tl.load(active_base + c * stride_ac + rows * stride_at, mask=row_ok, other=0) != 0
+    if HAS_PRIOR:
+        prior = tl.load(prior_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0)
+        bias = tl.where(keep, prior * LOG2E, float("-inf"))
+    else:
+        bias = tl.where(keep, 0.0, float("-inf"))
+    if IEEE:
+        s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale + bias[:, None]
+    else:
+        s = tl.dot(q, tl.trans(k)) * qk_scale + bias[:, None]
+    if MASKED:
+        ok = key_ok[None, :]
+        if CAUSAL:
+            ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
+        s = tl.where(ok, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
+    rescale = tl.exp2(m_i - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    l_i = l_i * rescale + tl.sum(p, axis=1)
+    if MASKED:
+        v = tl.load(v_ptrs, mask=key_ok[:, None] & (offs_dv < VALUE_DIM)[None, :], other=0.0)
+    elif BLOCK_DV == VALUE_DIM:
+        v = tl.load(v_ptrs)
+    else:
+        v = tl.load(v_ptrs, mask=(offs_dv < VALUE_DIM)[None, :], other=0.0)
+    if IEEE:
+        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
 @triton.jit
 def _sparse_attention_fwd(
-    Q,
-    K,
-    V,
-    PRIOR,
-    ACTIVE,
-    LIST,
-    COUNT,
-    OUT,
-    OUT_RES,
-    LSE,
-    q_len,
-    kv_len,
-    causal_offset,
-    num_q_heads,
-    group_kv,
-    group_sel,
-    group_act,
-    num_tiles,
-    stride_qb,
-    stride_qh,
-    stride_qt,
-    stride_qd,
-    stride_kb,
-    stride_kh,
-    stride_kn,
-    stride_kd,
-    stride_vb,
-    stride_vh,
-    stride_vn,
-    stride_vd,
-    stride_pb,
-    stride_ph,
-    stride_pc,
-    stride_pt,
-    stride_ab,
-    stride_ah,
-    stride_ac,
-    stride_at,
-    stride_lh,
-    stride_lt,
-    stride_ob,
-    stride_oh,
-    stride_ot,
-    stride_od,
+    Q, K, V, PRIOR, ACTIVE, LIST, COUNT, OUT, OUT_RES, LSE,
+    q_len, kv_len, causal_offset, num_q_heads, group_kv, group_sel, group_act, num_tiles,
+    stride_qb, stride_qh, stride_qt, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_pb, stride_ph, stride_pc, stride_pt,
+    stride_ab, stride_ah, stride_ac, stride_at,
+    stride_lh, stride_lt,
+    stride_ob, stride_oh, stride_ot, stride_od,
     scale,
-    BLOCK_M: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    VALUE_DIM: tl.constexpr,
-    BLOCK_DV: tl.constexpr,
-    CAUSAL: tl.constexpr,
-    HAS_PRIOR: tl.constexpr,
-    IEEE: tl.constexpr,
-    PACK: tl.constexpr,
-):
+    BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    VALUE_DIM: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
+    IEEE: tl.constexpr, PACK: tl.constexpr,
+):  # fmt: skip
     # A program owns BLOCK_M query rows of each of PACK query heads (consecutive, same KV head and
     # same selection): row r is head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M, so
     # every K/V block read serves PACK heads.
-    scale = tl.cast(scale, tl.float32)  # Inductor may pass Python floats as fp64
+    qk_scale = tl.cast(scale, tl.float32) * LOG2E  # Inductor may pass Python floats as fp64
     tile = tl.program_id(0)
     bh0 = tl.program_id(1).to(tl.int64) * PACK  # int64 offsets: the prior passes 2³¹ elements at 128K
     b = bh0 // num_q_heads
@@ -106,11 +138,9 @@ def _sparse_attention_fwd(
     offs_r = tl.arange(0, PACK * BLOCK_M)
     rows = tile * BLOCK_M + offs_r % BLOCK_M
     heads = h0 + offs_r // BLOCK_M
-    h = h0
     row_ok = rows < q_len
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
-    offs_n = tl.arange(0, BLOCK_SIZE)
     q = tl.load(
         Q + b * stride_qb + heads[:, None] * stride_qh + rows[:, None] * stride_qt + offs_d[None, :] * stride_qd,
         mask=row_ok[:, None] & (offs_d < HEAD_DIM)[None, :],
@@ -118,40 +148,31 @@ def _sparse_attention_fwd(
     )
     list_row = (b * (num_q_heads // group_act) + h_act) * num_tiles + tile
     count = tl.load(COUNT + list_row)
-    prior_base = PRIOR + b * stride_pb + (h // group_sel) * stride_ph
+    # Blocks from first_block on may hold keys past a row's position (causal) or past kv_len.
+    if CAUSAL:
+        first_block = (tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE
+    else:
+        first_block = kv_len // BLOCK_SIZE
+    n_lead = _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, first_block)
+    prior_base = PRIOR + b * stride_pb + (h0 // group_sel) * stride_ph
     active_base = ACTIVE + b * stride_ab + h_act * stride_ah
     k_base = K + b * stride_kb + h_kv * stride_kh
     v_base = V + b * stride_vb + h_kv * stride_vh
     m_i = tl.full([PACK * BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([PACK * BLOCK_M], tl.float32)
     acc = tl.zeros([PACK * BLOCK_M, BLOCK_DV], tl.float32)
-    for j in range(0, count):
+    for j in range(0, n_lead):
         c = tl.load(LIST + list_row * stride_lh + j * stride_lt)
-        keys = c * BLOCK_SIZE + offs_n
-        key_ok = keys < kv_len
-        k = tl.load(
-            k_base + keys[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-            mask=key_ok[:, None] & (offs_d < HEAD_DIM)[None, :],
-            other=0.0,
-        )
-        s, ok = _scores(q, k, prior_base, active_base, c, rows, row_ok, keys, key_ok, causal_offset, scale,
-                        stride_pc, stride_pt, stride_ac, stride_at, CAUSAL, HAS_PRIOR, IEEE)  # fmt: skip
-        s = tl.where(ok, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
-        rescale = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
-        l_i = l_i * rescale + tl.sum(p, axis=1)
-        v = tl.load(
-            v_base + keys[:, None] * stride_vn + offs_dv[None, :] * stride_vd,
-            mask=key_ok[:, None] & (offs_dv < VALUE_DIM)[None, :],
-            other=0.0,
-        )
-        if IEEE:
-            acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, active_base,
+                                   kv_len, causal_offset, qk_scale, stride_kn, stride_kd, stride_vn, stride_vd,
+                                   stride_pc, stride_pt, stride_ac, stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D,
+                                   VALUE_DIM, BLOCK_DV, False, CAUSAL, HAS_PRIOR, IEEE)  # fmt: skip
+    for j in range(n_lead, count):
+        c = tl.load(LIST + list_row * stride_lh + j * stride_lt)
+        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, active_base,
+                                   kv_len, causal_offset, qk_scale, stride_kn, stride_kd, stride_vn, stride_vd,
+                                   stride_pc, stride_pt, stride_ac, stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D,
+                                   VALUE_DIM, BLOCK_DV, True, CAUSAL, HAS_PRIOR, IEEE)  # fmt: skip
     has_key = l_i > 0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     out_hi = out.to(OUT.dtype.element_ty)
@@ -160,7 +181,8 @@ def _sparse_attention_fwd(
     tl.store(OUT + out_offs, out_hi, mask=out_mask)
     # What rounding to the input dtype dropped: the backward's Δ uses out + residual (exact to fp32).
     tl.store(OUT_RES + out_offs, (out - out_hi.to(tl.float32)).to(OUT.dtype.element_ty), mask=out_mask)
-    lse = tl.where(has_key, m_i + tl.log(tl.where(has_key, l_i, 1.0)), float("-inf"))
+    # natural-log LSE (the backward's convention) from the log2-unit running max
+    lse = tl.where(has_key, (m_i + tl.log2(tl.where(has_key, l_i, 1.0))) * LN2, float("-inf"))
     tl.store(LSE + (bh0 + offs_r // BLOCK_M) * q_len + rows, lse, mask=row_ok)
 
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Session 5, device run 2 (run 19 failed to compile the new forward kernel: a non-constexpr
+# global): GPU tests of the fused path, forward kernel old vs new at 32K / 128K, the cost of the
+# coarse kernel's stores (exp_coarse.py, scratch), the attention benchmark at 32K and 128K.
+set -uo pipefail
+export PYTHONPATH=.
+OUT="${OUT:-out}"; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name --format=csv,noheader > "$OUT/card.txt"; cat "$OUT/card.txt"
+timeout 150 python -m pytest -m gpu -q -p no:cacheprovider -rfE --tb=short tests/test_sparse_attention.py tests/test_coarse_selection.py > "$OUT/gpu_tests.log" 2>&1
+echo "tests rc=$?" >> "$OUT/gpu_tests.log"; grep -E "^E  |FAILED|passed|failed|rc=" "$OUT/gpu_tests.log" | head -12
+timeout 60 python scripts/profile_stages.py --seq 32768 --sweep --against old_fwd_kernels.py --only-sweeps > "$OUT/sweep32.log" 2>&1
+echo "sweep32 rc=$?" >> "$OUT/sweep32.log"; grep -E "ms|rc=|Error" "$OUT/sweep32.log"
+timeout 90 python exp_coarse.py 32768 131072 > "$OUT/coarse.log" 2>&1
+echo "coarse rc=$?" >> "$OUT/coarse.log"; grep -E "ms|rc=|Error" "$OUT/coarse.log"
+timeout 100 python benchmarks/bench_attention.py --seq 32768 --methods sdpa_cudnn dash_fused fused_fine_only --out "$OUT/attn32" > "$OUT/attn32.log" 2>&1
+echo "attn32 rc=$?" >> "$OUT/attn32.log"; grep -E "^\| 32768|rc=|Error" "$OUT/attn32.log" | tail -4
+timeout 120 python benchmarks/bench_attention.py --seq 131072 --methods sdpa_cudnn dash_fused fused_fine_only --out "$OUT/attn128" > "$OUT/attn128.log" 2>&1
+echo "attn128 rc=$?" >> "$OUT/attn128.log"; grep -E "^\| 131072|rc=|Error" "$OUT/attn128.log" | tail -4
+rm -f "$OUT"/*/bench_*.md "$OUT"/*/bench_*.png
