@@ -4,7 +4,8 @@
 
 Times (median, `triton.testing.do_bench`) SDPA cuDNN causal, SDPA flash causal, dense causal
 FlexAttention and dash_attention end to end (plus the coarse stage alone and the fine stage
-alone), with FlexAttention (``dash``) and with the fused kernels (``dash_fused``,
+alone; ``dash_coarse_only`` builds FlexAttention's block tables too, ``dash_select_only`` does not,
+as on the fused path), with FlexAttention (``dash``) and with the fused kernels (``dash_fused``,
 ``fine_stage="fused"``; ``fused_fine_only`` = its forward on a fixed selection), forward and
 forward+backward (forward only above 32K), bf16, B=1, Hq=32, Hkv=8, D=128, block 64, α=1.5,
 sigma=1. Ratios are against cuDNN in the same run.
@@ -78,6 +79,7 @@ METHODS = [
     "flex_dense",
     "dash",
     "dash_coarse_only",
+    "dash_select_only",
     "dash_fine_only",
     "dash_fused",
     "fused_fine_only",
@@ -112,6 +114,9 @@ def run(S: int, with_backward: bool, methods=METHODS):
     def coarse():
         return dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0).block_mask.kv_indices
 
+    def select_only():  # the coarse stage as the fused path uses it: no FlexAttention block tables
+        return dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0).log_prior
+
     def fine():
         return compiled_flex(
             q,
@@ -132,6 +137,7 @@ def run(S: int, with_backward: bool, methods=METHODS):
     def dash_fused():
         return dash_attention(q, k, v, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused")
 
+    coarse_only = ("dash_coarse_only", "dash_select_only")
     base_bytes = sum(t.numel() * t.element_size() for t in (q, k, v))
     fns = dict(
         sdpa_cudnn=cudnn,
@@ -139,6 +145,7 @@ def run(S: int, with_backward: bool, methods=METHODS):
         flex_dense=flex_dense,
         dash=dash,
         dash_coarse_only=coarse,
+        dash_select_only=select_only,
         dash_fine_only=fine,
         dash_fused=dash_fused,
         fused_fine_only=fused_fine,
@@ -150,13 +157,13 @@ def run(S: int, with_backward: bool, methods=METHODS):
             with torch.no_grad():
                 row["fwd_ms"] = bench(fn)
                 row["extra_peak_gib"] = (
-                    peak_extra_gib(fn, torch.cuda.memory_allocated()) if name != "dash_coarse_only" else None
+                    peak_extra_gib(fn, torch.cuda.memory_allocated()) if name not in coarse_only else None
                 )
         except torch.OutOfMemoryError:
             row["fwd_ms"] = None
             row["error"] = "OOM"
         torch.cuda.empty_cache()
-        forward_only = ("dash_coarse_only", "fused_fine_only")
+        forward_only = (*coarse_only, "fused_fine_only")
         if with_backward and name not in forward_only and row.get("fwd_ms") is not None:
             leaves = [t.detach().requires_grad_() for t in (q, k, v)]
             q_, k_, v_ = leaves
