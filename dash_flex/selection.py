@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn.attention.flex_attention import BlockMask
@@ -89,7 +89,7 @@ class DashSelection:
         heads always agree (sharing and no ``mask_mod``), else ``Hq``.
     """
 
-    block_mask_or_builder: BlockMask | Callable[[], BlockMask]
+    block_mask_or_builder: BlockMask | Callable[[], BlockMask] = field(repr=False)
     score_mod: Callable | None
     user_mask_mod: Callable | None
     probs: torch.Tensor

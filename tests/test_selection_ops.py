@@ -135,3 +135,7 @@ def test_any_in_row_groups_matches_any(group):
         want = flags.reshape(*flags.shape[:-1], n, group).any(-1)
         assert torch.equal(any_in_row_groups(flags, group), want)
     assert any_in_row_groups(single, group)[:, 1].all() and not any_in_row_groups(single, group)[:, 0].any()
+    # contiguous but starting mid-word (a slice of a larger buffer): no int64 view of it exists
+    offset = (torch.rand(n * group + 3, generator=torch.Generator().manual_seed(1)) < 0.2)[3:]
+    assert offset.is_contiguous() and offset.storage_offset() == 3
+    assert torch.equal(any_in_row_groups(offset, group), offset.reshape(n, group).any(-1))
