@@ -149,8 +149,8 @@ def _sparse_attention_fwd(
     list_row = (b * (num_q_heads // group_act) + h_act) * num_tiles + tile
     count = tl.load(COUNT + list_row)
     # Blocks from first_block on may hold keys past a row's position (causal) or past kv_len.
-    if CAUSAL:
-        first_block = (tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE
+    if CAUSAL:  # ≥ 0: with Sq > Skv early rows sit before every key (and the walk must stop at 0)
+        first_block = tl.maximum((tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE, 0)
     else:
         first_block = kv_len // BLOCK_SIZE
     n_lead = _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, first_block)
