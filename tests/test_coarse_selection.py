@@ -143,6 +143,28 @@ def test_triton_kernel_matches_definition(case, dtype, impl):
     assert (got[1][:, :, :, Sq:] == 0).all() and (got[1][:, :, nb:] == 0).all()
 
 
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_triton_kernels_write_every_output_element(case, monkeypatch):
+    """Buffers pre-filled with garbage (NaN, True) instead of whatever ``torch.empty`` returns
+    (usually zeroed pages on the CPU): every element of p̄, the prior and the flags, padding
+    included, is written, and score entries the kernels never write are never read."""
+    real_empty = torch.empty
+
+    def garbage_empty(*size, **kw):
+        t = real_empty(*size, **kw)
+        return t.fill_(True) if t.dtype == torch.bool else t.fill_(float("nan"))
+
+    q, _, _, k_bar, args = problem(case, torch.float32)
+    expected = coarse_selection_torch(q, k_bar, *args)
+    monkeypatch.setattr(torch, "empty", garbage_empty)
+    got = LAUNCHERS["chunks-tall-tiles"](q, k_bar, *args)
+    monkeypatch.undo()
+    assert all(torch.isfinite(t).all() for t in got[:2])
+    assert rel_err(got[0], expected[0]) <= 1e-5
+    assert torch.equal(got[2], expected[2])
+    assert rel_err(got[1], expected[1]) <= 1e-3
+
+
 def test_split_kernels_narrow_rows_in_early_causal_chunks():
     """Chunks of 64 rows over 640 causal tokens: the early chunks solve 16-block rows, the late
     ones 64 (``chunk_width``); the blocks past a chunk's reach must come out zero / False, forward
