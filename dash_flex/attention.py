@@ -174,6 +174,11 @@ def dash_attention(
     return (out, sel) if return_selection else out
 
 
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will want gradients of any of these (grad mode on, one requires grad)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def _fused_fine_stage(query, key, value, sel: DashSelection, scale: float, causal: bool, has_prior: bool):
     prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
     bs = sel.shapes.block_size
@@ -199,8 +204,7 @@ def inference_chunk_rows(
     Exact: every query row's selection and attention depend only on that row and the keys it can
     see (SPEC §2), so a chunk of rows with the keys up to its last row's position gives the same
     rows (up to the order of fp32 sums) as the whole call."""
-    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-    if needs_grad:
+    if _needs_grad(*tensors):
         return shapes.q_len
     heads = shapes.kv_heads if share_kv_groups else shapes.q_heads
     per_row = shapes.batch * heads * shapes.num_blocks * SELECTION_BYTES_PER_ENTRY
@@ -217,7 +221,7 @@ def _fused_in_query_chunks(query, key, value, shapes: AttentionShapes, rows: int
     """The fused path (no gradient) over chunks of ``rows`` query rows: each chunk selects and
     attends with the keys up to its last row's position (causal) or all keys; the block summaries
     are computed once. Peak memory holds one chunk's selection, not the whole ``[Sq, nb]`` state."""
-    alpha, causal, selection_scale, sigma, pool_query, _, _, share_kv_groups = select_args
+    _, causal, _, sigma, pool_query, *_ = select_args
     k_bar = block_summaries(key, pool_query, shapes.block_size)
     out = query.new_empty(*query.shape[:3], shapes.value_dim)
     offset = shapes.kv_len - shapes.q_len
@@ -245,10 +249,7 @@ def flex_fine_stage(
     On the CPU, when gradients are needed (q, k, v or ``grad_inputs``, e.g. the pool_query behind
     the prior), :func:`dense_flex_attention`: CPU FlexAttention has no backward. Otherwise
     FlexAttention (compiled when called eagerly on a GPU)."""
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (query, key, value, *grad_inputs)
-    )
-    if query.device.type == "cpu" and needs_grad:
+    if query.device.type == "cpu" and _needs_grad(query, key, value, *grad_inputs):
         return dense_flex_attention(
             query, key, value, score_mod=sel.score_mod, mask_mod=sel.block_mask.mask_mod, scale=scale
         )
