@@ -20,6 +20,7 @@ from triton.compiler import ASTSource
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from custom_ops.coarse_selection import split_kernels as coarse  # noqa: E402
+from custom_ops.sparse_attention import triton_backward as fine_bwd  # noqa: E402
 from custom_ops.sparse_attention import triton_kernels as fine  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
@@ -55,6 +56,15 @@ def main() -> None:
                       CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack)  # fmt: skip
         k = compile_kernel(fine._sparse_attention_fwd, fwd_ptrs, consts, num_warps=4, num_stages=2)
         report(f"fine forward rows={rows} pack={pack} causal={causal}", k)
+    bwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
+                    TLIST="*i32", TCOUNT="*i32", DO="*bf16", LSE="*fp32", DELTA="*fp32", DQ="*fp32", DPRIOR="*fp32",
+                    DK="*bf16", DV="*bf16")  # fmt: skip
+    for rows, pack, causal in ((16, 4, True), (32, 2, True), (64, 1, True), (16, 4, False)):
+        consts = dict(BLOCK_M=rows, BLOCK_SIZE=64, HEAD_DIM=128, BLOCK_D=128, VALUE_DIM=128, BLOCK_DV=128,
+                      CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack)  # fmt: skip
+        for name, kernel in (("dq/dprior", fine_bwd._dq_dprior), ("dk/dv", fine_bwd._dk_dv)):
+            k = compile_kernel(kernel, bwd_ptrs, consts, num_warps=4)
+            report(f"fine backward {name} rows={rows} pack={pack} causal={causal}", k)
     score_ptrs = dict(Q="*bf16", KB_HI="*bf16", KB_LO="*bf16", Z="*fp32")
     for bm, bn, warps in ((64, 64, 4), (128, 64, 4), (128, 128, 8)):
         consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False)
@@ -67,6 +77,27 @@ def main() -> None:
                       N_BISECT=0, N_NEWTON=7)  # fmt: skip
         k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
         report(f"group entmax width={width}", k)
+    vjp_ptrs = dict(Z="*fp32", DZ_SPLIT="*bf16", GRAD="*fp32", DPRIOR="*fp32", PROBS="*fp32")
+    for width in (512, 2048):
+        rows, warps = coarse.entmax_config(width)
+        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=128, BLOCK_SIZE=64, CAUSAL=True, MODE=1,
+                      N_BISECT=0, N_NEWTON=7, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True)  # fmt: skip
+        k = compile_kernel(coarse._group_entmax_vjp, vjp_ptrs, consts, ("am1", "d", "one_minus_alpha", "inv_sigma"),
+                           num_warps=warps)  # fmt: skip
+        report(f"group entmax VJP width={width}", k)
+    bm, bk, warps = coarse.DQ_TILE
+    consts = dict(GROUP=4, BM=bm, BK=bk, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, SPLIT=True,
+                  INTERPRETED=False)  # fmt: skip
+    k = compile_kernel(coarse._coarse_dq, dict(DZ="*bf16", KB_HI="*bf16", KB_LO="*bf16", DQ="*bf16"), consts,
+                       ("c_scale",), num_warps=warps, num_stages=2)  # fmt: skip
+    report("coarse dq GEMM", k)
+    bn, bm, warps, _ = coarse.DK_TILE
+    for q_type in ("*bf16", "*fp16"):
+        consts = dict(GROUP=4, BN=bn, BM=bm, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, SPLIT=True,
+                      INTERPRETED=False)  # fmt: skip
+        k = compile_kernel(coarse._coarse_dk_bar, dict(DZ="*bf16", Q=q_type, DKB="*fp32"), consts, ("c_scale",),
+                           num_warps=warps)  # fmt: skip
+        report(f"coarse dk_bar GEMM q {q_type[1:]}", k)
     prior_ptrs = dict(PROBS="*fp32", MEAN_LOG="*fp32", PRIOR="*fp32", ACTIVE="*i8")
     consts = dict(TM=64, TN=64, BLOCK_SIZE=64, CAUSAL=True)
     report("block-major prior", compile_kernel(coarse._block_major_prior, prior_ptrs, consts, ("inv_sigma",)))

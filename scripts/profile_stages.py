@@ -61,6 +61,43 @@ def sweep_fused_forward(q, k, v, against: str | None = None) -> None:
                 print(f"{name}: failed ({exc!r:.80})", flush=True)
 
 
+def sweep_fused_backward(q, k, v) -> None:
+    """Median time of the fused backward (both kernels, Δ and the dprior buffer included) per
+    launch config: (query rows per program over the packed heads, heads packed, num_warps,
+    num_stages; None = Triton's default)."""
+    import math
+
+    import triton
+
+    from custom_ops.sparse_attention.ops import block_tile_lists, tile_block_lists
+    from custom_ops.sparse_attention.triton_backward import sparse_attention_backward_launch
+    from custom_ops.sparse_attention.triton_kernels import sparse_attention_launch
+
+    with torch.no_grad():
+        sel = dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0)
+    prior, active = sel.log_prior.transpose(2, 3).contiguous(), sel.active_blocks.transpose(2, 3).contiguous()
+    scale = 1 / math.sqrt(q.shape[-1])
+    lists, count = tile_block_lists(active, 32)
+    out, residual, lse = sparse_attention_launch(q, k, v, prior, active, lists, count, True, scale, BS, True, 32, 4, 2,
+                                                 pack=4)  # fmt: skip
+    grad_out = torch.randn_like(out)
+    for rows, pack, warps, stages in [(64, 4, 4, None), (64, 4, 4, 2), (64, 4, 8, 2), (128, 4, 8, 2), (128, 4, 4, 2)]:
+        t_list, t_count = tile_block_lists(active, rows // pack)
+        b_list, b_count = block_tile_lists(active, rows // pack)
+
+        def fn():
+            return sparse_attention_backward_launch(
+                grad_out, q, k, v, prior, active, out, residual, lse, t_list, t_count, b_list, b_count, True, scale,
+                BS, True, rows // pack, pack, num_warps=warps, num_stages=stages,
+            )  # fmt: skip
+
+        name = f"fused backward rows={rows} pack={pack} warps={warps} stages={stages}"
+        try:
+            print(f"{name}: {triton.testing.do_bench(fn, warmup=5, rep=40, return_mode='median'):.2f} ms", flush=True)
+        except Exception as exc:  # an out-of-resources config: report and go on
+            print(f"{name}: failed ({exc!r:.80})", flush=True)
+
+
 def sweep_coarse(q, k) -> None:
     """Median time of the coarse kernels (score GEMM + entmax/prior kernel) per launch config."""
     import triton
@@ -75,14 +112,48 @@ def sweep_coarse(q, k) -> None:
     configs = {"default": {}}
     for rows, warps in [(1, 4), (2, 2), (2, 4), (4, 2), (4, 4), (4, 8), (8, 4)]:
         configs[f"rows={rows} warps={warps}"] = dict(rows=rows, num_warps=warps)
-    configs["z budget 1 GiB"] = dict(z_budget=2**30)
-    configs["z budget 64 MiB"] = dict(z_budget=2**26)
+    for mib in (1024, 64, 32, 16):  # small chunks: can z stay in L2 between the GEMM and the solver?
+        configs[f"z budget {mib} MiB"] = dict(z_budget=mib * 2**20)
     for name, kw in configs.items():
         try:
             ms = triton.testing.do_bench(lambda: coarse_selection_split_launch(*args, **kw), warmup=10, rep=60)
             print(f"coarse {name}: {ms:.2f} ms", flush=True)
         except Exception as exc:  # an out-of-resources config: report and go on
             print(f"coarse {name}: failed ({exc!r:.80})", flush=True)
+
+
+def sweep_coarse_backward(q, k) -> None:
+    """Median time of the coarse backward (score GEMM, entmax VJP, dq and dk̄ GEMMs) per GEMM tiling,
+    on the gradients of both outputs."""
+    import triton
+
+    from custom_ops.block_summary import block_summaries
+    from custom_ops.coarse_selection import split_kernels
+
+    S = q.shape[2]
+    k_bar = block_summaries(k, None, BS)
+    sq_pad, nb_pad = -(-S // 128) * 128, -(-S // BS)
+    probs, prior, _ = split_kernels.coarse_selection_split_launch(q, k_bar, 1.5, 1.0, 1.0, True, S, BS, sq_pad, nb_pad)
+    grad_prior = torch.randn_like(prior)
+    default = (split_kernels.DQ_TILE, split_kernels.DK_TILE)
+    configs = {"default": default, "dq 128 rows / 8 warps": ((128, 64, 8), default[1]),
+               "dq step 32": ((64, 32, 4), default[1]), "dk 4 slices": (default[0], (64, 64, 4, 4)),
+               "dk 16 slices": (default[0], (64, 64, 4, 16)), "dk 128 blocks / 8 warps": (default[0], (128, 64, 8, 8)),
+               "dk 32 blocks": (default[0], (32, 64, 4, 16))}  # fmt: skip
+    for name, (dq_tile, dk_tile) in configs.items():
+        split_kernels.DQ_TILE, split_kernels.DK_TILE = dq_tile, dk_tile
+        try:
+            ms = triton.testing.do_bench(
+                lambda: split_kernels.coarse_selection_backward_split(
+                    None, grad_prior, probs, q, k_bar, 1.5, 1.0, 1.0, True, S, BS
+                ),
+                warmup=10,
+                rep=60,
+            )
+            print(f"coarse backward {name}: {ms:.2f} ms", flush=True)
+        except Exception as exc:  # an out-of-resources config: report and go on
+            print(f"coarse backward {name}: failed ({exc!r:.80})", flush=True)
+    split_kernels.DQ_TILE, split_kernels.DK_TILE = default
 
 
 def main() -> None:
@@ -95,12 +166,16 @@ def main() -> None:
     parser.add_argument("--only-sweeps", action="store_true", help="skip the profiler tables")
     parser.add_argument("--coarse-sweep", action="store_true", help="time the coarse kernel's configs and phases")
     parser.add_argument("--backward", action="store_true", help="also profile one forward + backward")
+    parser.add_argument("--backward-sweep", action="store_true", help="time the fused backward's launch configs")
     args = parser.parse_args()
     q, k, v = topic_inputs(args.seq)
     if args.sweep:
         sweep_fused_forward(q, k, v, args.against)
+    if args.backward_sweep:
+        sweep_fused_backward(q, k, v)
     if args.coarse_sweep:
         sweep_coarse(q, k)
+        sweep_coarse_backward(q, k)
     if args.only_sweeps:
         return
     stages = {

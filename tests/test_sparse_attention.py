@@ -17,7 +17,7 @@ import torch
 import torch._dynamo
 
 from custom_ops.sparse_attention import sparse_attention_forward, tile_block_lists
-from custom_ops.sparse_attention.ops import block_tile_lists, forward_tiling
+from custom_ops.sparse_attention.ops import backward_tiling, block_tile_lists, forward_tiling
 from custom_ops.sparse_attention.torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch
 from custom_ops.sparse_attention.triton_backward import sparse_attention_backward_launch
 from custom_ops.sparse_attention.triton_kernels import sparse_attention_launch
@@ -137,16 +137,29 @@ def test_backward_definition_matches_autograd(case):
         assert rel_err(a, b) < 1e-10, name
 
 
+BACKWARD_CASES = [(case, False) for case in CASES] + [(CASES[0], True), (CASES[3], True)]  # packable: G=2 shared
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("case", CASES, ids=["gqa", "per-head-inf", "chunked", "noncausal"])
-def test_triton_backward_matches_definition(case, dtype):
+@pytest.mark.parametrize(
+    "case,packed",
+    BACKWARD_CASES,
+    ids=["gqa", "per-head-inf", "chunked", "noncausal", "gqa-packed", "noncausal-packed"],
+)
+def test_triton_backward_matches_definition(case, dtype, packed):
+    """``packed``: the heads of a group that share the selection share both kernels' programs
+    (``backward_tiling``: dprior summed over the pack in-kernel, dK/dV per KV head); unpacked, a
+    KV head's program walks each query head's list in turn."""
     q, k, v, prior, active, grad_out, kw, has_prior = _backward_problem(case, dtype)
-    causal, bs, scale, bm = kw.get("causal", True), kw["block_size"], 1 / math.sqrt(q.shape[-1]), 16
+    causal, bs, scale = kw.get("causal", True), kw["block_size"], 1 / math.sqrt(q.shape[-1])
+    bm, pack = backward_tiling(q.shape[1], k.shape[1], prior.shape[1], active.shape[1]) if packed else (16, 1)
+    bm = min(bm, 16)  # several tiles per block even at these lengths
+    assert pack == (2 if packed else 1)
     out, res, lse = sparse_attention_forward_torch(q, k, v, prior, active, causal, scale, bs, has_prior)
     args = (grad_out, q, k, v, prior, active, out, res, lse)
     expected = sparse_attention_backward_torch(*args, causal, scale, bs, has_prior)
     lists = (*tile_block_lists(active, bm), *block_tile_lists(active, bm))
-    got = sparse_attention_backward_launch(*args, *lists, causal, scale, bs, has_prior, bm)
+    got = sparse_attention_backward_launch(*args, *lists, causal, scale, bs, has_prior, bm, pack)
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     for name, a, b in zip("q k v prior".split(), got, expected):
         assert torch.isfinite(a).all(), name
@@ -237,6 +250,51 @@ def test_triton_kernel_any_flags(shape, causal):
     finite = torch.isfinite(want_lse)
     assert torch.equal(torch.isfinite(lse), finite) and rel_err(lse[finite], want_lse[finite]) < 1e-5
     assert (got[~finite] == 0).all()
+
+
+class _NanEmptyTorch:
+    """``torch`` for triton_backward whose ``empty`` hands out NaN-filled buffers (not zeroed pages)."""
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def empty(*args, **kwargs):
+        out = torch.empty(*args, **kwargs)
+        return out.fill_(math.nan) if out.is_floating_point() else out.fill_(-1)
+
+
+@pytest.mark.parametrize("shape", [(72, 40), (40, 100), (64, 64)], ids=["sq>skv", "sq<skv", "square"])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("pack", [1, 2])
+def test_triton_backward_any_flags(shape, causal, pack, monkeypatch):
+    """The backward kernels on random flags (blocks past a row's causal reach, rows keeping
+    nothing, causal queries before every key with Sq > Skv), D = 24 (not a power of two), one or
+    two heads per program (several key blocks: with one, Σ dS over it is 0 and dprior is fp32
+    noise): dq, dk, dv, dprior = the torch definition; and every element of
+    dq / dk / dv is written (buffers from ``torch.empty`` pre-filled with NaN give the same result)."""
+    import custom_ops.sparse_attention.triton_backward as triton_backward
+
+    Sq, Skv = shape
+    g = torch.Generator().manual_seed(Sq + Skv + causal)
+    q = torch.randn(1, 4, Sq, 24, generator=g)
+    k, v = (torch.randn(1, 2, Skv, 24, generator=g) for _ in range(2))
+    nb = -(-Skv // 16)
+    prior = torch.randn(1, 2, nb, Sq, generator=g)
+    active = torch.rand(1, 2, nb, Sq, generator=g) < 0.5
+    grad_out = torch.randn(1, 4, Sq, 24, generator=g)
+    out, res, lse = sparse_attention_forward_torch(q, k, v, prior, active, causal, 0.2, 16, True)
+    args = (grad_out, q, k, v, prior, active, out, res, lse)
+    expected = sparse_attention_backward_torch(*args, causal, 0.2, 16, True)
+    lists = (*tile_block_lists(active, 16), *block_tile_lists(active, 16))
+    got = sparse_attention_backward_launch(*args, *lists, causal, 0.2, 16, True, 16, pack)
+    for name, a, b in zip("q k v prior".split(), got, expected):
+        assert torch.isfinite(a).all(), name
+        assert rel_err(a, b) < 1e-5, f"{name}: {rel_err(a, b):.2e}"
+    monkeypatch.setattr(triton_backward, "torch", _NanEmptyTorch())
+    again = sparse_attention_backward_launch(*args, *lists, causal, 0.2, 16, True, 16, pack)
+    for name, a, b in zip("q k v prior".split(), again, got):
+        assert torch.equal(a, b), name
 
 
 CHUNK_CASES = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ..selection.torch_impl import log_prior_backward_torch
 from .torch_impl import block_classes, coarse_selection_backward_torch, coarse_selection_torch
 
 
@@ -52,29 +53,37 @@ def _(query, k_bar, alpha, selection_scale, inv_sigma, causal, kv_len, block_siz
 
 @torch.library.custom_op("dash_flex::coarse_selection_backward", mutates_args=())
 def coarse_selection_backward(
-    grad_probs: torch.Tensor,
+    grad_probs: torch.Tensor | None,
+    grad_prior: torch.Tensor | None,
+    probs: torch.Tensor,
     query: torch.Tensor,
     k_bar: torch.Tensor,
     alpha: float,
     selection_scale: float,
+    inv_sigma: float,
     causal: bool,
     kv_len: int,
     block_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(dq, dk̄)`` given ``∂L/∂p̄``: recomputes the per-head scores and entmax (nothing per head
-    is saved by the forward)."""
+    """``(dq, dk̄)`` given the gradients of the two differentiable outputs (``grad_probs`` of
+    ``probs``, ``grad_prior`` of the block-major prior; either may be None) and the saved ``probs``:
+    ``∂L/∂p̄ = grad_probs + log_prior_backward(grad_prior)``, then the per-head scores and entmax
+    are recomputed (nothing per head is saved by the forward)."""
     if _use_triton(query):
         from .split_kernels import coarse_selection_backward_split
 
         return coarse_selection_backward_split(
-            grad_probs, query, k_bar, alpha, selection_scale, causal, kv_len, block_size
+            grad_probs, grad_prior, probs, query, k_bar, alpha, selection_scale, inv_sigma, causal, kv_len, block_size
         )
+    g = torch.zeros_like(probs) if grad_probs is None else grad_probs.to(probs.dtype)
+    if grad_prior is not None:
+        g = g + log_prior_backward_torch(grad_prior, probs, inv_sigma)
     eligible, _ = block_classes(query.shape[2], kv_len, block_size, causal, query.device)
-    return coarse_selection_backward_torch(grad_probs, query, k_bar, alpha, selection_scale, eligible)
+    return coarse_selection_backward_torch(g, query, k_bar, alpha, selection_scale, eligible)
 
 
 @coarse_selection_backward.register_fake
-def _(grad_probs, query, k_bar, alpha, selection_scale, causal, kv_len, block_size):
+def _(grad_probs, grad_prior, probs, query, k_bar, alpha, selection_scale, inv_sigma, causal, kv_len, block_size):
     contiguous = torch.contiguous_format
     return torch.empty_like(query, memory_format=contiguous), torch.empty_like(k_bar, memory_format=contiguous)
 
@@ -88,11 +97,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_probs, grad_prior, _grad_active):
     query, k_bar, probs = ctx.saved_tensors
-    alpha, selection_scale, inv_sigma, causal, kv_len, block_size = ctx.args
-    g = torch.zeros_like(probs) if grad_probs is None else grad_probs
-    if grad_prior is not None:
-        g = g + torch.ops.dash_flex.log_prior_backward(grad_prior, probs, inv_sigma)
-    dq, dk_bar = coarse_selection_backward(g, query, k_bar, alpha, selection_scale, causal, kv_len, block_size)
+    dq, dk_bar = coarse_selection_backward(grad_probs, grad_prior, probs, query, k_bar, *ctx.args)
     return dq, dk_bar, None, None, None, None, None, None, None, None
 
 

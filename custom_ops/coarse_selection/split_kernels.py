@@ -14,9 +14,10 @@
 3. ``_block_major_prior``: 64 × 64 tiles of ``p̄`` → the log-prior and the kept + forced flags,
    written block-major (query index contiguous), the layout the fine stage reads.
 
-The backward (``coarse_selection_backward_split``) reuses the score GEMM to recompute ``z``,
-``_group_entmax_vjp`` turns it into ``dz`` in place (entmax recomputed per head, then its VJP),
-and two fp32 matmuls per chunk give ``dq`` and ``dk̄``.
+The backward (``coarse_selection_backward_split``) reuses the score GEMM to recompute ``z``;
+``_group_entmax_vjp`` forms ``∂L/∂p̄`` from the gradients of both outputs (the log-prior's chain
+rule included) and turns ``z`` into ``dz`` in place (entmax recomputed per head, then its VJP);
+``_coarse_dq`` and ``_coarse_dk_bar`` are the two GEMMs ``dz·k̄`` and ``dzᵀ·q`` on tensor cores.
 
 Why not a single fused kernel? The previous one (session 3, removed) kept ``z`` in a
 per-program scratch to avoid writing it, but needed 16 warps per program and serial phases with
@@ -26,6 +27,8 @@ fp32 tensor), and both kernels run many small programs per SM.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -193,17 +196,25 @@ def _block_major_prior(
 
 @triton.jit
 def _group_entmax_vjp(
-    Z, GRAD, q_len, row0, num_blocks, num_kv_heads, causal_offset,
+    Z, DZ_SPLIT, GRAD, DPRIOR, PROBS, q_len, row0, num_blocks, num_kv_heads, causal_offset, lo_offset,
     stride_zb, stride_zh, stride_zt, stride_zc,
     stride_gb, stride_gh, stride_gt, stride_gc,
-    am1, d, one_minus_alpha,
+    stride_rb, stride_rh, stride_rc, stride_rt,
+    stride_pb, stride_ph, stride_pt, stride_pc,
+    am1, d, one_minus_alpha, inv_sigma,
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
-    N_NEWTON: tl.constexpr,
+    N_NEWTON: tl.constexpr, HAS_GRAD_PROBS: tl.constexpr, HAS_GRAD_PRIOR: tl.constexpr, SPLIT: tl.constexpr,
 ):  # fmt: skip
-    """The backward's middle: for each head of the group, recompute ``p = entmax(z)`` from the
-    scores and overwrite them, in place, with ``dz = s ⊙ (g − Σ s·g / Σ s)`` (``s = p^{2−α}`` on
-    the support, ``g = ∂L/∂p̄ / G``); 0 off the support and on rows past ``q_len``."""
+    """The backward's middle: ``g = ∂L/∂p̄`` from the two outputs' gradients — ``GRAD`` (of
+    ``probs``, row-major) plus the log-prior's chain rule on ``DPRIOR`` (of the prior, block-major)
+    with the saved ``p̄`` (``PROBS``): ``(δ_c − mean_{S} δ) / (σ p̄_c)`` on the support ``S`` —
+    then, for each head of the group, recompute ``p = entmax(z)`` from the scores and overwrite
+    them, in place, with ``dz = s ⊙ (g/G − Σ s·g/G / Σ s)`` (``s = p^{2−α}`` on the support);
+    0 off the support and on rows past ``q_len``. With ``SPLIT``, ``dz`` is written as two bf16
+    parts in the same bytes (``DZ_SPLIT``, a bf16 view of ``Z``: the high part in columns
+    ``[0, nb)`` of the row, the rounding error from column ``lo_offset`` on) for the GEMMs'
+    tensor cores; each program loads its rows whole before writing them, so in place is safe."""
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // num_kv_heads
@@ -215,9 +226,20 @@ def _group_entmax_vjp(
         eligible = (cols < (t + causal_offset) // BLOCK_SIZE) & t_ok
     else:
         eligible = (cols < num_blocks) & t_ok
-    g = tl.load(
-        GRAD + b * stride_gb + h_kv * stride_gh + t * stride_gt + cols * stride_gc, mask=eligible, other=0.0
-    ) * (1.0 / GROUP)
+    g = tl.zeros([NB // SUB, ROWS, SUB], tl.float32)
+    if HAS_GRAD_PROBS:
+        grad_ptr = GRAD + b * stride_gb + h_kv * stride_gh + t * stride_gt + cols * stride_gc
+        g += tl.load(grad_ptr, mask=eligible, other=0.0)
+    if HAS_GRAD_PRIOR:  # the prior is (log p̄ − its mean over the support) / σ
+        p_bar = tl.load(PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt + cols * stride_pc, mask=eligible,
+                        other=0.0)  # fmt: skip
+        selected = p_bar > 0
+        delta = tl.load(DPRIOR + b * stride_rb + h_kv * stride_rh + cols * stride_rc + t * stride_rt,
+                        mask=selected, other=0.0)  # fmt: skip
+        n_sel = tl.maximum(_row_sum(selected.to(tl.float32)), 1.0)
+        centred = delta - (_row_sum(delta) / n_sel)[None, :, None]
+        g += tl.where(selected, centred * tl.cast(inv_sigma, tl.float32) / tl.where(selected, p_bar, 1.0), 0.0)
+    g = g * (1.0 / GROUP)
     for head in range(GROUP):
         z_ptr = Z + b * stride_zb + (h_kv * GROUP + head) * stride_zh + (t - row0) * stride_zt + cols * stride_zc
         z = tl.load(z_ptr, mask=eligible, other=-float("inf"))
@@ -231,15 +253,138 @@ def _group_entmax_vjp(
         s_sum = _row_sum(s)
         mean_g = _row_sum(s * g) / tl.where(s_sum > 0, s_sum, 1.0)
         dz = tl.where(p > 0, s * (g - mean_g[None, :, None]), 0.0)
-        tl.store(z_ptr, dz, mask=t_ok & (cols < num_blocks))
+        row_base = (h_kv * GROUP + head) * stride_zh + (t - row0) * stride_zt
         t2 = tl.reshape(t, [ROWS, 1])
+        tail_base = (h_kv * GROUP + head) * stride_zh + (t2 - row0) * stride_zt
+        if SPLIT:  # bf16 view: twice the fp32 strides
+            hi = dz.to(tl.bfloat16)
+            lo = (dz - hi.to(tl.float32)).to(tl.bfloat16)
+            split_ptr = DZ_SPLIT + 2 * (b * stride_zb + row_base) + cols * stride_zc
+            tl.store(split_ptr, hi, mask=t_ok & (cols < num_blocks))
+            tl.store(split_ptr + lo_offset, lo, mask=t_ok & (cols < num_blocks))
+        else:
+            tl.store(z_ptr, dz, mask=t_ok & (cols < num_blocks))
         for k0 in tl.static_range(NB, NB_OUT, SUB):  # blocks past the chunk's causal reach: dz = 0
             c2 = k0 + tl.arange(0, SUB)[None, :]
-            tl.store(
-                Z + b * stride_zb + (h_kv * GROUP + head) * stride_zh + (t2 - row0) * stride_zt + c2 * stride_zc,
-                tl.zeros([ROWS, SUB], tl.float32),
-                mask=(t2 < q_len) & (c2 < num_blocks),
-            )
+            tail_mask = (t2 < q_len) & (c2 < num_blocks)
+            if SPLIT:
+                tail_ptr = DZ_SPLIT + 2 * (b * stride_zb + tail_base) + c2 * stride_zc
+                tl.store(tail_ptr, tl.zeros([ROWS, SUB], tl.bfloat16), mask=tail_mask)
+                tl.store(tail_ptr + lo_offset, tl.zeros([ROWS, SUB], tl.bfloat16), mask=tail_mask)
+            else:
+                tail_ptr = Z + b * stride_zb + tail_base + c2 * stride_zc
+                tl.store(tail_ptr, tl.zeros([ROWS, SUB], tl.float32), mask=tail_mask)
+
+
+@triton.jit
+def _bf16_dot(a, b, INTERPRETED: tl.constexpr):
+    """``a·b`` of bf16 tiles, fp32 accumulation. Triton's interpreter multiplies bf16 tiles as the
+    raw uint16 bits (numpy has no bf16), so under it the exact fp32 values are multiplied instead."""
+    if INTERPRETED:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b)
+
+
+@triton.jit
+def _coarse_dq(
+    DZ, KB_HI, KB_LO, DQ, q_len, row0, num_blocks, num_q_heads, causal_offset, lo_offset,
+    stride_zb, stride_zh, stride_zt, stride_zc,
+    stride_kb, stride_kh, stride_kc, stride_kd,
+    stride_qb, stride_qh, stride_qt, stride_qd,
+    c_scale,
+    GROUP: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, SPLIT: tl.constexpr, INTERPRETED: tl.constexpr,
+):  # fmt: skip
+    """``dq[t] = c · Σ_c dz[t, c] k̄[c]`` for the chunk's rows ``[row0, q_len)`` of one query head,
+    written in the query's dtype. ``SPLIT``: ``dz`` and ``k̄`` as bf16 high + low parts (``DZ``
+    the VJP kernel's bf16 view, low part at ``lo_offset``), three bf16 products (~16 mantissa
+    bits); otherwise fp32 and an IEEE dot (fp32 inputs). Under causal masking ``dz[t, c] = 0``
+    for ``c ≥ own(t)``: the sum stops at the tile's last row's own block."""
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // num_q_heads
+    h = bh % num_q_heads
+    t = row0 + tl.program_id(0) * BM + tl.arange(0, BM)
+    t_ok = t < q_len
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_k = tl.arange(0, BK)
+    if CAUSAL:
+        reach = (tl.minimum(row0 + tl.program_id(0) * BM + BM, q_len) - 1 + causal_offset) // BLOCK_SIZE
+        reach = tl.minimum(tl.maximum(reach, 0), num_blocks)
+    else:
+        reach = num_blocks
+    z_base = DZ + b * stride_zb + h * stride_zh + (t - row0)[:, None] * stride_zt
+    k_offs = b * stride_kb + (h // GROUP) * stride_kh + offs_d[None, :] * stride_kd
+    acc = tl.zeros([BM, BLOCK_D], tl.float32)
+    for c0 in range(0, reach, BK):
+        c = c0 + offs_k
+        z_mask = t_ok[:, None] & (c < reach)[None, :]
+        k_mask = (c < reach)[:, None] & (offs_d < HEAD_DIM)[None, :]
+        dz = tl.load(z_base + c[None, :] * stride_zc, mask=z_mask, other=0.0)
+        kb_hi = tl.load(KB_HI + k_offs + c[:, None] * stride_kc, mask=k_mask, other=0.0)
+        if SPLIT:
+            dz_lo = tl.load(z_base + lo_offset + c[None, :] * stride_zc, mask=z_mask, other=0.0)
+            kb_lo = tl.load(KB_LO + k_offs + c[:, None] * stride_kc, mask=k_mask, other=0.0)
+            acc += _bf16_dot(dz, kb_hi, INTERPRETED) + _bf16_dot(dz, kb_lo, INTERPRETED)
+            acc += _bf16_dot(dz_lo, kb_hi, INTERPRETED)
+        else:
+            acc += tl.dot(dz, kb_hi, input_precision="ieee")
+    acc = acc * tl.cast(c_scale, tl.float32)
+    tl.store(DQ + b * stride_qb + h * stride_qh + t[:, None] * stride_qt + offs_d[None, :] * stride_qd,
+             acc.to(DQ.dtype.element_ty), mask=t_ok[:, None] & (offs_d < HEAD_DIM)[None, :])  # fmt: skip
+
+
+@triton.jit
+def _coarse_dk_bar(
+    DZ, Q, DKB, row0, n_rows, num_blocks, num_kv_heads, causal_offset, rows_per_split, lo_offset,
+    stride_zb, stride_zh, stride_zt, stride_zc,
+    stride_qb, stride_qh, stride_qt, stride_qd,
+    stride_ks, stride_kb, stride_kh, stride_kc,
+    c_scale,
+    GROUP: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, SPLIT: tl.constexpr, INTERPRETED: tl.constexpr,
+):  # fmt: skip
+    """``dk̄[c] += c · Σ_{g, t} dz[g, t, c] q[g, t]`` over one slice of the chunk's rows
+    (``program_id(2)``: ``rows_per_split`` rows each) and the group's ``GROUP`` query heads, added
+    into that slice's own partial sum ``DKB[split]`` (read-modify-write: each (slice, blocks, KV
+    head) has one program per launch and launches run in order, so the sums are deterministic).
+    ``SPLIT``: ``dz`` as bf16 high + low parts (as :func:`_coarse_dq`) and ``q`` as bf16 (exact)
+    or, for fp16 queries, its own bf16 high + low parts; otherwise fp32 IEEE dots. Under causal
+    masking rows before the first that sees block ``c0`` are skipped."""
+    bkv = tl.program_id(1).to(tl.int64)
+    b = bkv // num_kv_heads
+    h_kv = bkv % num_kv_heads
+    split = tl.program_id(2)
+    c = tl.program_id(0) * BN + tl.arange(0, BN)
+    c_ok = c < num_blocks
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_m = tl.arange(0, BM)
+    first = split * rows_per_split  # relative to row0
+    end = tl.minimum(first + rows_per_split, n_rows)
+    if CAUSAL:  # row t sees block c when c < own(t), i.e. t + offset ≥ (c + 1)·bs
+        seen_from = (tl.program_id(0) * BN + 1) * BLOCK_SIZE - causal_offset - row0
+        first = tl.maximum(first, seen_from // BM * BM)
+    acc = tl.zeros([BN, BLOCK_D], tl.float32)
+    for head in range(GROUP):
+        h = h_kv * GROUP + head
+        for m0 in range(first, end, BM):
+            r = m0 + offs_m
+            r_ok = (r < end) & (r >= 0)
+            z_ptr = DZ + b * stride_zb + h * stride_zh + r[:, None] * stride_zt + c[None, :] * stride_zc
+            dz = tl.load(z_ptr, mask=r_ok[:, None] & c_ok[None, :], other=0.0)
+            q_ptr = Q + b * stride_qb + h * stride_qh + (row0 + r)[:, None] * stride_qt + offs_d[None, :] * stride_qd
+            q = tl.load(q_ptr, mask=r_ok[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
+            if SPLIT:
+                dz_lo = tl.load(z_ptr + lo_offset, mask=r_ok[:, None] & c_ok[None, :], other=0.0)
+                q_hi = q.to(tl.bfloat16)
+                acc += _bf16_dot(tl.trans(dz), q_hi, INTERPRETED) + _bf16_dot(tl.trans(dz_lo), q_hi, INTERPRETED)
+                if Q.dtype.element_ty != tl.bfloat16:  # fp16: q = q_hi + q_lo exactly
+                    q_lo = (q.to(tl.float32) - q_hi.to(tl.float32)).to(tl.bfloat16)
+                    acc += _bf16_dot(tl.trans(dz), q_lo, INTERPRETED)
+            else:
+                acc += tl.dot(tl.trans(dz), q.to(tl.float32), input_precision="ieee")
+    out = DKB + split * stride_ks + b * stride_kb + h_kv * stride_kh + c[:, None] * stride_kc + offs_d[None, :]
+    mask = c_ok[:, None] & (offs_d < HEAD_DIM)[None, :]
+    tl.store(out, tl.load(out, mask=mask, other=0.0) + acc * tl.cast(c_scale, tl.float32), mask=mask)
 
 
 def row_fits(nb_pad: int) -> bool:
@@ -383,21 +528,32 @@ def coarse_selection_split_launch(
     return probs, prior, active
 
 
+# dq GEMM: (rows, blocks per step, warps); dk̄ GEMM: (blocks, rows per step, warps, row slices per chunk)
+DQ_TILE = (64, 64, 4)
+DK_TILE = (64, 64, 4, 8)
+
+
 def coarse_selection_backward_split(
-    grad_probs: torch.Tensor,
+    grad_probs: torch.Tensor | None,
+    grad_prior: torch.Tensor | None,
+    probs: torch.Tensor,
     query: torch.Tensor,
     k_bar: torch.Tensor,
     alpha: float,
     selection_scale: float,
+    inv_sigma: float,
     causal: bool,
     kv_len: int,
     block_size: int,
     z_budget: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(dq, dk̄)`` as :func:`.torch_impl.coarse_selection_backward_torch`, chunked over query
-    rows: the score GEMM recomputes ``z``, ``_group_entmax_vjp`` turns it into ``dz`` in place,
-    and two fp32 matmuls give ``dq = c·dz·k̄`` and ``dk̄ += c·dzᵀ·q`` (``c = selection_scale/√D``).
-    Nothing ``[B, Hq, Sq, nb]``-sized is allocated."""
+    """``(dq, dk̄)`` as :func:`.torch_impl.coarse_selection_backward_torch` on ``∂L/∂p̄ = grad_probs
+    + log_prior_backward(grad_prior)`` (either may be None), chunked over query rows: the score
+    GEMM recomputes ``z``, ``_group_entmax_vjp`` forms ``∂L/∂p̄`` in registers and turns ``z``
+    into ``dz`` in place (16-bit inputs: as bf16 high + low parts), and two GEMMs on tensor cores
+    (bf16 products of the parts, ~16 mantissa bits; IEEE fp32 for fp32 inputs) give
+    ``dq = c·dz·k̄`` and ``dk̄ += c·dzᵀ·q`` (``c = selection_scale/√D``), both stopping at the
+    causal reach. Nothing ``[B, Hq, Sq, nb]``-sized is allocated."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
     G = Hq // Hkv
@@ -406,29 +562,52 @@ def coarse_selection_backward_split(
         raise ValueError(f"coarse_selection: {nb} blocks exceed the register row limit {MAX_BLOCKS}")
     dev = query.device
     chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
-    z = torch.empty(B, Hq, min(chunk, Sq), nb, device=dev, dtype=torch.float32)
-    kb = k_bar.float()
-    kb_parts = split_summaries(kb, query.dtype)
-    grad = grad_probs.float()
-    dq = torch.empty(B, Hq, Sq, D, device=dev, dtype=torch.float32)
-    dk_bar = torch.zeros(B, Hkv, nb, D, device=dev, dtype=torch.float32)
+    # 64-byte aligned rows, as in the forward (the entmax kernel's loads vectorise)
+    nb_row = -(-nb // 16) * 16
+    z_rows = torch.empty(B, Hq, min(chunk, Sq), nb_row, device=dev, dtype=torch.float32)
+    z = z_rows[..., :nb]
+    split = query.dtype != torch.float32  # dz as bf16 high + low parts for the tensor-core GEMMs
+    z_split = z_rows.view(torch.bfloat16)  # [B, Hq, rows, 2·nb_row]: high part, then low from nb_row
+    kb = k_bar.float().contiguous()
+    kb_parts = split_summaries(kb, query.dtype)  # the score GEMM's (query dtype)
+    kb_grad = split_summaries(kb, torch.bfloat16) if split else (kb, kb)  # the dq GEMM's
+    # unused pointers when a gradient is absent: any fp32 tensor (never read)
+    grad = probs if grad_probs is None else grad_probs.float()
+    d_prior = probs.new_zeros(1, 1, 1, 1) if grad_prior is None else grad_prior.float()
+    dq = torch.empty(B, Hq, Sq, D, device=dev, dtype=query.dtype)
+    dq_rows, dq_step, dq_warps = DQ_TILE
+    dk_blocks, dk_step, dk_warps, splits = DK_TILE
+    dk_parts = torch.zeros(splits, B, Hkv, nb, D, device=dev, dtype=torch.float32)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
     offset = kv_len - Sq
     c = selection_scale / D**0.5
+    block_d = max(16, triton.next_power_of_2(D))
+    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
     for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
         zc = z[:, :, :n_rows]
+        dz = z_split[:, :, :n_rows] if split else zc
         launch_scores(query, kb_parts, zc, row0, n_rows, selection_scale, causal, offset, block_size)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
         rows, num_warps = entmax_config(width)
         _group_entmax_vjp[(triton.cdiv(n_rows, rows), B * Hkv)](
-            zc, grad, Sq, row0, nb, Hkv, offset, *zc.stride(), *grad.stride(),
-            alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
+            zc, z_split, grad, d_prior, probs, Sq, row0, nb, Hkv, offset, nb_row,
+            *zc.stride(), *grad.stride(), *d_prior.stride(), *probs.stride(),
+            alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha, inv_sigma,
             GROUP=G, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=block_size, CAUSAL=causal,
-            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, num_warps=num_warps,
+            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=grad_probs is not None,
+            HAS_GRAD_PRIOR=grad_prior is not None, SPLIT=split, num_warps=num_warps,
         )  # fmt: skip
-        dz = zc.reshape(B, Hkv, G * n_rows, nb)  # rows (head, query): the group's heads stacked
-        q_rows = query[:, :, row0 : row0 + n_rows].float().reshape(B, Hkv, G * n_rows, D)
-        dq[:, :, row0 : row0 + n_rows] = torch.matmul(dz, kb).view(B, Hq, n_rows, D) * c
-        dk_bar += torch.matmul(dz.transpose(2, 3), q_rows) * c
-    return dq.to(query.dtype), dk_bar.to(k_bar.dtype)
+        _coarse_dq[(triton.cdiv(n_rows, dq_rows), B * Hq)](
+            dz, *kb_grad, dq, row0 + n_rows, row0, nb, Hq, offset, nb_row, *dz.stride(), *kb.stride(), *dq.stride(),
+            c, GROUP=G, BM=dq_rows, BK=dq_step, HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, CAUSAL=causal,
+            SPLIT=split, INTERPRETED=interpreted, num_warps=dq_warps, num_stages=2,
+        )  # fmt: skip
+        rows_per_split = -(-triton.cdiv(n_rows, splits) // dk_step) * dk_step
+        _coarse_dk_bar[(triton.cdiv(nb, dk_blocks), B * Hkv, splits)](
+            dz, query, dk_parts, row0, n_rows, nb, Hkv, offset, rows_per_split, nb_row,
+            *dz.stride(), *query.stride(), *dk_parts.stride()[:4], c,
+            GROUP=G, BN=dk_blocks, BM=dk_step, HEAD_DIM=D, BLOCK_D=block_d, BLOCK_SIZE=block_size, CAUSAL=causal,
+            SPLIT=split, INTERPRETED=interpreted, num_warps=dk_warps,
+        )  # fmt: skip
+    return dq, dk_parts.sum(0).to(k_bar.dtype)

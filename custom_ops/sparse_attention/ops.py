@@ -11,7 +11,7 @@ from ..selection.torch_impl import any_in_row_groups
 from ..sparse_decode.ops import compact_block_list
 from .torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch
 
-BLOCK_M = 64  # backward: query rows per program (a smaller union of kept blocks than 128)
+BACKWARD_ROWS = 64  # backward: query rows per program, over the packed heads (a smaller union than 128)
 # Forward launch, from sweeps at 32K on the H200 (scripts/profile_stages.py --sweep, docs/benchmarks.md).
 # Session 5's kernel (log2 units, masks only on diagonal blocks): 4 heads × 32 rows 5.81 ms, × 16
 # rows 6.55, × 64 rows (8 warps) 6.13. Session 4's: × 16 rows 7.2 ms, × 32 rows 7.5, one head ×
@@ -27,6 +27,13 @@ def forward_tiling(q_heads: int, kv_heads: int, sel_heads: int, act_heads: int) 
     shared = sel_heads == kv_heads and act_heads == kv_heads
     pack = G if shared and 1 < G <= 8 and G & (G - 1) == 0 else 1
     return (FORWARD_ROWS_PACKED if pack > 1 else FORWARD_ROWS_SINGLE), pack
+
+
+def backward_tiling(q_heads: int, kv_heads: int, sel_heads: int, act_heads: int) -> tuple[int, int]:
+    """``(rows per head, heads packed per program)`` of both backward kernels: up to 4 heads of a
+    group that share the selection (as :func:`forward_tiling`), ``BACKWARD_ROWS`` rows in all."""
+    pack = min(forward_tiling(q_heads, kv_heads, sel_heads, act_heads)[1], 4)
+    return BACKWARD_ROWS // pack, pack
 
 
 def _tiles_keeping_blocks(active: torch.Tensor, block_m: int) -> torch.Tensor:
@@ -108,11 +115,12 @@ def sparse_attention_backward(
         return sparse_attention_backward_torch(*args)
     from .triton_backward import sparse_attention_backward_launch
 
-    tile_list, tile_count = tile_block_lists(active, BLOCK_M)
-    block_list, block_count = block_tile_lists(active, BLOCK_M)
+    rows, pack = backward_tiling(query.shape[1], key.shape[1], prior.shape[1], active.shape[1])
+    tile_list, tile_count = tile_block_lists(active, rows)
+    block_list, block_count = block_tile_lists(active, rows)
     return sparse_attention_backward_launch(
         grad_out.contiguous(), query, key, value, prior.float(), active, out, out_residual, lse,
-        tile_list, tile_count, block_list, block_count, causal, scale, block_size, has_prior, BLOCK_M,
+        tile_list, tile_count, block_list, block_count, causal, scale, block_size, has_prior, rows, pack,
     )  # fmt: skip
 
 

@@ -1,13 +1,14 @@
 """Block-sparse flash forward over a selection (Triton).
 
-One program per (query tile of ``BLOCK_M`` rows, batch·query head). It walks the tile's
+One program per (query tile of ``BLOCK_M`` rows, ``PACK`` query heads). It walks the tile's
 compact list of key blocks — the union of the blocks its rows keep — and for each block adds
 the log-prior as a *row vector* (one value per query row, read contiguously from the
 query-major layout) and masks rows that do not keep the block with the active flags, also a
 row vector. No per-element gather, unlike a FlexAttention score_mod (FIELD_NOTES: that gather
-was the 2–4× cost). Online softmax in fp32 and log2 units (one FMA per score before the max); only the tile's
-diagonal blocks (and a partial last block) pay a per-element mask. Writes the output and the
-row LSE (natural log).
+was the 2–4× cost). Online softmax in fp32 and log2 units (one FMA per score before the max);
+only the tile's diagonal blocks (and a partial last block) pay a per-element mask. Writes the
+output and the row LSE (natural log). ``_row_bias`` and ``_load_keys`` are shared with the
+backward kernels (triton_backward.py), so all three mask the same pairs.
 """
 
 from __future__ import annotations
@@ -16,29 +17,37 @@ import torch
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _scores(q, k, prior_base, active_base, c, rows, row_ok, keys, key_ok, causal_offset, scale,
-            stride_pc, stride_pt, stride_ac, stride_at,
-            CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
-    """Scores ``[rows, keys]`` of one (query tile, key block) pair (scale, prior row vector) and
-    where they are allowed (the rows' active flags, key range, causal): shared by the forward and
-    both backward kernels, so all three mask the same pairs."""
-    if IEEE:
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-    else:
-        s = tl.dot(q, tl.trans(k)) * scale
-    keep = tl.load(active_base + c * stride_ac + rows * stride_at, mask=row_ok, other=0) != 0
-    if HAS_PRIOR:
-        s = s + tl.load(prior_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0)[:, None]
-    ok = keep[:, None] & key_ok[None, :]
-    if CAUSAL:
-        ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
-    return s, ok
-
-
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
+              HAS_PRIOR: tl.constexpr):  # fmt: skip
+    """Block ``c``'s additive term per query row, in log2 units: ``prior · log₂e`` where the row
+    keeps the block, ``−inf`` where it does not (so masking by the flags costs nothing per score).
+    Shared by the forward and both backward kernels, so all three mask the same pairs."""
+    keep = tl.load(active_base + c * stride_ac + rows * stride_at, mask=row_ok, other=0) != 0
+    if HAS_PRIOR:
+        prior = tl.load(prior_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0)
+        return tl.where(keep, prior * LOG2E, float("-inf"))
+    return tl.where(keep, 0.0, float("-inf"))
+
+
+@triton.jit
+def _load_keys(base, keys, key_ok, stride_n, stride_d, DIM: tl.constexpr, BLOCK: tl.constexpr,
+               MASKED: tl.constexpr):  # fmt: skip
+    """``[len(keys), BLOCK]`` rows of a K or V block (zeros past ``DIM``). ``MASKED`` blocks (the
+    diagonal, a partial last block) also zero the keys past ``kv_len``; a lead block lies inside
+    the keys, so its load needs no predicate when ``BLOCK == DIM``."""
+    offs = tl.arange(0, BLOCK)
+    ptrs = base + keys[:, None] * stride_n + offs[None, :] * stride_d
+    if MASKED:
+        return tl.load(ptrs, mask=key_ok[:, None] & (offs < DIM)[None, :], other=0.0)
+    elif BLOCK == DIM:
+        return tl.load(ptrs)
+    else:
+        return tl.load(ptrs, mask=(offs < DIM)[None, :], other=0.0)
 
 
 @triton.jit
@@ -63,25 +72,10 @@ def _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, ac
     and prior enter as one row vector (``-inf`` where a row does not keep the block), so an
     unmasked block costs one FMA per score before the max; ``MASKED`` blocks (the diagonal, a
     partial last block) also compare keys against the rows' positions and ``kv_len``."""
-    offs_n = tl.arange(0, BLOCK_SIZE)
-    offs_d = tl.arange(0, BLOCK_D)
-    offs_dv = tl.arange(0, BLOCK_DV)
-    keys = c * BLOCK_SIZE + offs_n
+    keys = c * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     key_ok = keys < kv_len
-    k_ptrs = k_base + keys[:, None] * stride_kn + offs_d[None, :] * stride_kd
-    v_ptrs = v_base + keys[:, None] * stride_vn + offs_dv[None, :] * stride_vd
-    if MASKED:
-        k = tl.load(k_ptrs, mask=key_ok[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0)
-    elif BLOCK_D == HEAD_DIM:  # a lead block lies inside the keys: no predicate on the loads
-        k = tl.load(k_ptrs)
-    else:
-        k = tl.load(k_ptrs, mask=(offs_d < HEAD_DIM)[None, :], other=0.0)
-    keep = tl.load(active_base + c * stride_ac + rows * stride_at, mask=row_ok, other=0) != 0
-    if HAS_PRIOR:
-        prior = tl.load(prior_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0)
-        bias = tl.where(keep, prior * LOG2E, float("-inf"))
-    else:
-        bias = tl.where(keep, 0.0, float("-inf"))
+    k = _load_keys(k_base, keys, key_ok, stride_kn, stride_kd, HEAD_DIM, BLOCK_D, MASKED)
+    bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at, HAS_PRIOR)
     if IEEE:
         s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale + bias[:, None]
     else:
@@ -96,12 +90,7 @@ def _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, ac
     rescale = tl.exp2(m_i - m_safe)
     p = tl.exp2(s - m_safe[:, None])
     l_i = l_i * rescale + tl.sum(p, axis=1)
-    if MASKED:
-        v = tl.load(v_ptrs, mask=key_ok[:, None] & (offs_dv < VALUE_DIM)[None, :], other=0.0)
-    elif BLOCK_DV == VALUE_DIM:
-        v = tl.load(v_ptrs)
-    else:
-        v = tl.load(v_ptrs, mask=(offs_dv < VALUE_DIM)[None, :], other=0.0)
+    v = _load_keys(v_base, keys, key_ok, stride_vn, stride_vd, VALUE_DIM, BLOCK_DV, MASKED)
     if IEEE:
         acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
     else:
