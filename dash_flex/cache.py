@@ -43,6 +43,7 @@ from torch.nn.attention.flex_attention import BlockMask
 from custom_ops.block_summary import block_summaries
 from custom_ops.kv_cache import cache_write
 from custom_ops.sparse_decode import decode_selection, sparse_decode
+from custom_ops.sparse_decode.torch_impl import query_positions
 
 from ._validation import AttentionShapes, _check_positive_scalar, check_attention_inputs
 from .attention import _flex
@@ -61,18 +62,11 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-def _positions(lengths: torch.Tensor, num_new: torch.Tensor | None, q_len: int, q_pad: int) -> torch.Tensor:
-    """``[B, q_pad]`` int64: ``len_b − n_b + t`` for the rows ``t < n_b`` appended last, else -1."""
-    t = torch.arange(q_pad, device=lengths.device)
-    n = torch.full_like(lengths, q_len) if num_new is None else num_new.to(torch.int64)
-    return torch.where(t < n[:, None], lengths[:, None] - n[:, None] + t, torch.full_like(t, -1))
-
-
 @torch.library.custom_op("dash_flex::cache_query_positions", mutates_args=())
 def _query_positions_padded(
     lengths: torch.Tensor, num_new: torch.Tensor | None, q_len: int, q_pad: int
 ) -> torch.Tensor:
-    return _positions(lengths, num_new, q_len, q_pad)
+    return query_positions(lengths, num_new, q_len, q_pad)
 
 
 @_query_positions_padded.register_fake
@@ -210,7 +204,7 @@ class DashKVCache:
     def query_positions(self, q_len: int, num_new: torch.Tensor | None = None) -> torch.Tensor:
         """Absolute positions ``[B, q_len]`` of the ``q_len`` rows appended last
         (``len_b − n_b + t``, ``n_b = num_new[b]`` or ``q_len``); ``-1`` on padding rows."""
-        return _positions(self.lengths, num_new, q_len, q_len)
+        return query_positions(self.lengths, num_new, q_len, q_len)
 
     # ------------------------------------------------------------------------- attention
     def select(

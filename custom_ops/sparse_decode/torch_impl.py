@@ -50,10 +50,17 @@ def listed_blocks(block_list: torch.Tensor, count: torch.Tensor) -> torch.Tensor
     return active > 0
 
 
+def query_positions(lengths: torch.Tensor, num_new: torch.Tensor | None, q_len: int, q_pad: int) -> torch.Tensor:
+    """``[B, q_pad]`` int64: ``len_b − n_b + t`` for the rows ``t < n_b`` appended last (``n_b``:
+    ``num_new``, or ``q_len`` for every sequence), else −1. The positions of a cache's new rows."""
+    t = torch.arange(q_pad, device=lengths.device)
+    n = torch.full_like(lengths, q_len) if num_new is None else num_new.to(torch.int64)
+    return torch.where(t < n[:, None], lengths[:, None] - n[:, None] + t, torch.full_like(t, -1))
+
+
 def decode_positions(lengths: torch.Tensor, num_new: torch.Tensor | None) -> torch.Tensor:
     """``pos [B]`` int64: ``len_b − n_b`` (the first row appended last), −1 where ``n_b = 0``."""
-    n = torch.ones_like(lengths) if num_new is None else num_new.to(lengths.dtype)
-    return torch.where(n > 0, lengths - n, torch.full_like(lengths, -1)).to(torch.int64)
+    return query_positions(lengths, num_new, 1, 1)[:, 0]
 
 
 def decode_selection_torch(
