@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Callable
 
 import torch
+import torch.utils.checkpoint
 from torch.nn.attention.flex_attention import flex_attention
 
 from custom_ops.block_summary import block_summaries
@@ -134,9 +136,11 @@ def dash_attention(
         fine_stage: ``"flex"`` (FlexAttention; composes with user mods) or ``"fused"``
             (``dash_flex::sparse_attention_forward``: our block-sparse kernel over the kept-block
             lists, prior as a row vector, backward with an exact Δ; no user ``score_mod`` /
-            ``mask_mod``). Without gradients (inference) it runs the queries in chunks when the
-            selection state would exceed ``INFERENCE_CHUNK_BYTES`` (1 GiB): same result, peak
-            memory of one chunk (docs/benchmarks.md).
+            ``mask_mod``). It runs the queries in chunks when the selection state would exceed
+            ``INFERENCE_CHUNK_BYTES`` (1 GiB) without gradients, or ``TRAINING_CHUNK_BYTES``
+            (4 GiB, the prior's gradient counted) with them, each chunk then recomputed in the
+            backward (activation checkpointing): same result, peak memory of one chunk
+            (docs/design.md).
 
     Returns the output ``[B, Hq, Sq, Dv]`` in the input dtype. Gradients reach query, key, value,
     pool_query and tensors captured by ``score_mod``. On the CPU, when gradients are needed, the
@@ -163,9 +167,10 @@ def dash_attention(
     scale = 1.0 / math.sqrt(shapes.head_dim) if scale is None else scale
     select_args = (alpha, causal, selection_scale, sigma, pool_query, score_mod, mask_mod, share_kv_groups)
     if fine_stage == "fused" and not return_selection:
-        rows = inference_chunk_rows(shapes, share_kv_groups, (query, key, value, pool_query))
+        training = _needs_grad(query, key, value, pool_query)
+        rows = fused_chunk_rows(shapes, share_kv_groups, training)
         if rows < shapes.q_len:
-            return _fused_in_query_chunks(query, key, value, shapes, rows, scale, select_args)
+            return _fused_in_query_chunks(query, key, value, shapes, rows, scale, select_args, training)
     sel = _select(query, key, shapes, *select_args)
     if fine_stage == "fused":
         out = _fused_fine_stage(query, key, value, sel, scale, causal, math.isfinite(sigma))
@@ -188,27 +193,33 @@ def _fused_fine_stage(query, key, value, sel: DashSelection, scale: float, causa
 # Bytes of selection state per (batch, selection head, key block, query row) on the fused path:
 # p̄ and the prior (fp32), the flags (bool) and the fine stage's tile lists (int32 per 16–32 rows).
 SELECTION_BYTES_PER_ENTRY = 4 + 4 + 1 + 0.25
+# With gradients the backward also holds the prior's gradient (fp32) per entry.
+TRAINING_BYTES_PER_ENTRY = SELECTION_BYTES_PER_ENTRY + 4
 # Inference on the fused path runs the queries in chunks whose selection state fits this budget:
 # at 128K tokens the whole selection would take ~19 GiB (docs/benchmarks.md).
 INFERENCE_CHUNK_BYTES = 2**30
+# Training chunks recompute their forward in the backward (a second coarse + fine forward, ~20%
+# of a step at 32K), so they start at a larger state: 32K (1.7 GiB) runs whole, 128K in chunks.
+TRAINING_CHUNK_BYTES = 4 * 2**30
 
 
-def inference_chunk_rows(
-    shapes: AttentionShapes, share_kv_groups: bool, tensors: tuple[torch.Tensor | None, ...]
-) -> int:
-    """Query rows per chunk for a fused-path call: ``q_len`` (no chunking) when a gradient is
-    wanted (the backward needs the whole selection) or the selection fits
-    ``INFERENCE_CHUNK_BYTES``; else the most rows that fit, in whole 1024-row units (128 when
+def fused_chunk_rows(shapes: AttentionShapes, share_kv_groups: bool, training: bool) -> int:
+    """Query rows per chunk for a fused-path call: ``q_len`` (no chunking) when the state fits its
+    budget (``INFERENCE_CHUNK_BYTES``, or ``TRAINING_CHUNK_BYTES`` at ``TRAINING_BYTES_PER_ENTRY``
+    when a gradient is wanted); else the most rows that fit, in whole 1024-row units (128 when
     fewer fit; at least 128).
 
     Exact: every query row's selection and attention depend only on that row and the keys it can
     see (SPEC §2), so a chunk of rows with the keys up to its last row's position gives the same
-    rows (up to the order of fp32 sums) as the whole call."""
-    if _needs_grad(*tensors):
-        return shapes.q_len
+    rows (up to the order of fp32 sums) as the whole call; its gradients add up to the whole
+    call's."""
     heads = shapes.kv_heads if share_kv_groups else shapes.q_heads
-    per_row = shapes.batch * heads * shapes.num_blocks * SELECTION_BYTES_PER_ENTRY
-    fit = int(INFERENCE_CHUNK_BYTES // per_row)
+    per_entry, budget = (
+        (TRAINING_BYTES_PER_ENTRY, TRAINING_CHUNK_BYTES)
+        if training
+        else (SELECTION_BYTES_PER_ENTRY, INFERENCE_CHUNK_BYTES)
+    )
+    fit = int(budget // (shapes.batch * heads * shapes.num_blocks * per_entry))
     if fit >= shapes.q_len:
         return shapes.q_len
     # 1024-row units: with q_len = kv_len every chunk's key count is then a multiple of 16 blocks
@@ -217,21 +228,39 @@ def inference_chunk_rows(
     return max(TILE, fit // unit * unit)
 
 
-def _fused_in_query_chunks(query, key, value, shapes: AttentionShapes, rows: int, scale: float, select_args):
-    """The fused path (no gradient) over chunks of ``rows`` query rows: each chunk selects and
-    attends with the keys up to its last row's position (causal) or all keys; the block summaries
-    are computed once. Peak memory holds one chunk's selection, not the whole ``[Sq, nb]`` state."""
-    _, causal, _, sigma, pool_query, *_ = select_args
+def _select_and_attend(query, key, value, k_bar, shapes: AttentionShapes, scale: float, select_args):
+    """One chunk of the fused path: its selection (with the caller's block summaries) and fine stage."""
+    causal, sigma = select_args[1], select_args[3]
+    sel = _select(query, key, shapes, *select_args, k_bar=k_bar)
+    return _fused_fine_stage(query, key, value, sel, scale, causal, math.isfinite(sigma))
+
+
+def _fused_in_query_chunks(
+    query, key, value, shapes: AttentionShapes, rows: int, scale: float, select_args, checkpointed: bool
+):
+    """The fused path over chunks of ``rows`` query rows: each chunk selects and attends with the
+    keys up to its last row's position (causal) or all keys; the block summaries are computed once.
+    Peak memory holds one chunk's selection, not the whole ``[Sq, nb]`` state. ``checkpointed``
+    (gradients wanted): each chunk keeps only its inputs and is recomputed in the backward
+    (``torch.utils.checkpoint``), so the backward too holds one chunk's selection at a time."""
+    causal, pool_query = select_args[1], select_args[4]
     k_bar = block_summaries(key, pool_query, shapes.block_size)
     out = query.new_empty(*query.shape[:3], shapes.value_dim)
     offset = shapes.kv_len - shapes.q_len
     for r0 in range(0, shapes.q_len, rows):
         r1 = min(r0 + rows, shapes.q_len)
         kv_end = r1 + offset if causal else shapes.kv_len  # causal needs q_len ≤ kv_len: kv_end ≥ 1
-        q_c, k_c, v_c = query[:, :, r0:r1], key[:, :, :kv_end], value[:, :, :kv_end]
-        s_c = dataclasses.replace(shapes, q_len=r1 - r0, kv_len=kv_end)
-        sel = _select(q_c, k_c, s_c, *select_args, k_bar=k_bar)
-        out[:, :, r0:r1] = _fused_fine_stage(q_c, k_c, v_c, sel, scale, causal, math.isfinite(sigma))
+        chunk = functools.partial(
+            _select_and_attend,
+            shapes=dataclasses.replace(shapes, q_len=r1 - r0, kv_len=kv_end),
+            scale=scale,
+            select_args=select_args,
+        )
+        inputs = (query[:, :, r0:r1], key[:, :, :kv_end], value[:, :, :kv_end], k_bar)
+        if checkpointed:
+            out[:, :, r0:r1] = torch.utils.checkpoint.checkpoint(chunk, *inputs, use_reentrant=False)
+        else:
+            out[:, :, r0:r1] = chunk(*inputs)
     return out
 
 

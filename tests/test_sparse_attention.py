@@ -309,7 +309,7 @@ CHUNK_CASES = [
 def test_fused_inference_in_query_chunks_equals_whole_call(case, monkeypatch):
     """Without gradients the fused path runs the queries in chunks once the selection state
     passes ``INFERENCE_CHUNK_BYTES``: with a budget that forces 2–3 chunks, the output equals the
-    whole call's and the float64 reference's; with gradients it never chunks."""
+    whole call's and the float64 reference's; with gradients that budget does not apply."""
     import dash_flex.attention as attention
 
     q, k, v, u, kw, _, _ = problem(case)
@@ -334,34 +334,92 @@ def test_fused_inference_in_query_chunks_equals_whole_call(case, monkeypatch):
     assert rel_err(with_grad, whole) < 1e-6
 
 
-def test_inference_chunk_rows_fit_the_budget():
+@pytest.mark.parametrize("case", CHUNK_CASES, ids=["gqa", "per-head-inf", "offset", "noncausal"])
+def test_fused_training_in_query_chunks_equals_whole_call(case, monkeypatch):
+    """With gradients the fused path runs the queries in checkpointed chunks once the state passes
+    ``TRAINING_CHUNK_BYTES``: with a budget that forces 2–3 chunks, the output and the gradients of
+    q, k, v and pool_query equal the whole call's, and each chunk ran twice (its forward, then its
+    recomputation in the backward)."""
+    import dash_flex.attention as attention
+
+    q, k, v, u, kw, _, _ = problem(case)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, u)]
+    whole = dash_attention(*leaves[:3], pool_query=leaves[3], fine_stage="fused", **kw)
+    grad_out = torch.randn_like(whole)
+    want = torch.autograd.grad(whole, leaves, grad_out, allow_unused=True)
+    B, Hq, Hkv, Sq, Skv, D, bs, _ = case
+    heads = Hkv if kw.get("share_kv_groups", True) else Hq
+    per_row = B * heads * -(-Skv // bs) * attention.TRAINING_BYTES_PER_ENTRY
+    monkeypatch.setattr(attention, "TRAINING_CHUNK_BYTES", int(per_row * 128))  # 128 rows per chunk
+    runs = []
+    select_and_attend = attention._select_and_attend
+    monkeypatch.setattr(
+        attention, "_select_and_attend", lambda *a, **kw_: runs.append(1) or select_and_attend(*a, **kw_)
+    )
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, u)]
+    out = dash_attention(*leaves[:3], pool_query=leaves[3], fine_stage="fused", **kw)
+    n_chunks = len(runs)
+    assert n_chunks == -(-Sq // 128) >= 2, "the chunked path did not run"
+    got = torch.autograd.grad(out, leaves, grad_out, allow_unused=True)
+    assert len(runs) == 2 * n_chunks, "the chunks were not recomputed in the backward"
+    assert rel_err(out, whole) < 1e-6
+    for name, a, b in zip("q k v pool_query".split(), got, want):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert rel_err(a, b) < 1e-5, f"{name}: {rel_err(a, b):.2e}"
+
+
+def test_fused_chunk_rows_fit_the_budget():
     """At 128K tokens (B=1, Hkv=8, block 64) the ~19 GiB selection splits into chunks of whole
-    1024-row units, each within the 1 GiB budget; 8K runs whole."""
+    1024-row units, each within the 1 GiB inference budget, or the 4 GiB training budget with the
+    prior's gradient counted; 8K runs whole, and 32K trains whole."""
     from dash_flex._validation import AttentionShapes
-    from dash_flex.attention import INFERENCE_CHUNK_BYTES, SELECTION_BYTES_PER_ENTRY, inference_chunk_rows
+    from dash_flex.attention import (
+        INFERENCE_CHUNK_BYTES,
+        SELECTION_BYTES_PER_ENTRY,
+        TRAINING_BYTES_PER_ENTRY,
+        TRAINING_CHUNK_BYTES,
+        fused_chunk_rows,
+    )
 
     long = AttentionShapes(1, 32, 8, 131072, 131072, 128, 128, 64)
-    rows = inference_chunk_rows(long, True, ())
+    rows = fused_chunk_rows(long, True, False)
     assert rows % 1024 == 0 and rows < 131072
     assert 8 * 2048 * rows * SELECTION_BYTES_PER_ENTRY <= INFERENCE_CHUNK_BYTES
-    assert inference_chunk_rows(AttentionShapes(1, 32, 8, 8192, 8192, 128, 128, 64), True, ()) == 8192
-    assert inference_chunk_rows(long, False, ()) < rows  # per-head selection: 4× the state
+    assert fused_chunk_rows(AttentionShapes(1, 32, 8, 8192, 8192, 128, 128, 64), True, False) == 8192
+    assert fused_chunk_rows(long, False, False) < rows  # per-head selection: 4× the state
+    train_rows = fused_chunk_rows(long, True, True)
+    assert train_rows % 1024 == 0 and rows < train_rows < 131072
+    assert 8 * 2048 * train_rows * TRAINING_BYTES_PER_ENTRY <= TRAINING_CHUNK_BYTES
+    assert fused_chunk_rows(AttentionShapes(1, 32, 8, 32768, 32768, 128, 128, 64), True, True) == 32768
 
 
-def test_dash_attention_fused_compiles_without_graph_breaks():
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "training-chunks"])
+def test_dash_attention_fused_compiles_without_graph_breaks(chunked, monkeypatch):
+    """The fused path under torch.compile (fullgraph), whole and in checkpointed training chunks
+    (a budget that forces 2 chunks): no graph break, compiled = eager, output and gradients."""
+    import dash_flex.attention as attention
+
     q, k, v, u, kw, _, _ = problem(CASES[0])
+    if chunked:
+        B, _, Hkv, _, Skv, _, bs, _ = CASES[0]
+        per_row = B * Hkv * -(-Skv // bs) * attention.TRAINING_BYTES_PER_ENTRY
+        monkeypatch.setattr(attention, "TRAINING_CHUNK_BYTES", int(per_row * 128))
 
     def layer(q_, k_, v_):
         return dash_attention(q_, k_, v_, pool_query=u, fine_stage="fused", **kw)
 
-    explanation = torch._dynamo.explain(layer)(q, k, v)
+    explanation = torch._dynamo.explain(layer)(*(t.clone().requires_grad_() for t in (q, k, v)))
     assert explanation.graph_break_count == 0
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
     compiled = torch.compile(layer, fullgraph=True, dynamic=False)(*leaves)
-    eager = layer(q, k, v)
+    eager_leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    eager = layer(*eager_leaves)
     assert rel_err(compiled, eager) < 1e-5
     grads = torch.autograd.grad(compiled, leaves, torch.ones_like(compiled))
-    assert all(torch.isfinite(g).all() for g in grads)
+    eager_grads = torch.autograd.grad(eager, eager_leaves, torch.ones_like(eager))
+    for g, e in zip(grads, eager_grads):
+        assert torch.isfinite(g).all() and rel_err(g, e) < 1e-4
 
 
 def test_dash_attention_fused_rejects_user_mods_and_unknown_stage():
@@ -491,11 +549,45 @@ def test_cuda_inference_in_query_chunks_equals_whole_call(causal, monkeypatch):
         whole = dash_attention(q, k, v, **kw)
         per_row = B * Hkv * (S // bs) * attention.SELECTION_BYTES_PER_ENTRY
         monkeypatch.setattr(attention, "INFERENCE_CHUNK_BYTES", int(per_row * S / 3) + 1)
-        assert attention.inference_chunk_rows(attention.check_attention_inputs(
+        assert attention.fused_chunk_rows(attention.check_attention_inputs(
             q, k, v, alpha=1.5, block_size=bs, causal=causal, scale=None, selection_scale=1.0, sigma=1.0,
-            pool_query=None), True, (q, k, v)) == S // 3  # fmt: skip
+            pool_query=None), True, False) == S // 3  # fmt: skip
         chunked = dash_attention(q, k, v, **kw)
     ref = dash_attention_reference(q.double(), k.double(), v.double(), block_size=bs, causal=causal)
     assert torch.isfinite(chunked).all()
     assert rel_err(chunked, whole) <= 5e-3
     assert rel_err(chunked, ref) <= 2e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("sigma", [1.0, math.inf])
+def test_cuda_training_in_query_chunks_equals_whole_call(sigma, monkeypatch):
+    """On CUDA, bf16, with gradients: checkpointed chunks (a budget that forces 3) give the whole
+    call's output and gradients (5e-3; with a prior only the well-conditioned v gradient is held
+    to it, the q / k / pool_query ones go through 1/p̄, issue #4)."""
+    import dash_flex.attention as attention
+
+    B, Hq, Hkv, S, D, bs = 1, 8, 2, 6144, 128, 64
+    g = torch.Generator(device="cuda").manual_seed(4)
+    q, k, v = ((2 * torch.randn(B, h, S, D, device="cuda", generator=g)).to(torch.bfloat16) for h in (Hq, Hkv, Hkv))
+    u = torch.randn(Hkv, D, device="cuda", generator=g)
+    grad_out = torch.randn(B, Hq, S, D, device="cuda", generator=g).to(torch.bfloat16)
+
+    def step():
+        leaves = [t.clone().requires_grad_() for t in (q, k, v, u)]
+        out = dash_attention(*leaves[:3], pool_query=leaves[3], block_size=bs, sigma=sigma, fine_stage="fused")
+        return out, torch.autograd.grad(out, leaves, grad_out, allow_unused=True)
+
+    whole, whole_grads = step()
+    per_row = B * Hkv * (S // bs) * attention.TRAINING_BYTES_PER_ENTRY
+    monkeypatch.setattr(attention, "TRAINING_CHUNK_BYTES", int(per_row * S / 3) + 1)
+    chunked, grads = step()
+    assert rel_err(chunked, whole) <= 5e-3
+    names = ("q", "k", "v") if sigma == math.inf else ("v",)
+    for name, a, b in zip("q k v pool_query".split(), grads, whole_grads):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            assert torch.isfinite(a).all(), name
+            if name in names:
+                assert rel_err(a, b) <= 5e-3, f"{name}: {rel_err(a, b):.2e}"
