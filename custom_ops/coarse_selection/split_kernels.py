@@ -570,7 +570,11 @@ def coarse_selection_backward_split(
     z_split = z_rows.view(torch.bfloat16)  # [B, Hq, rows, 2·nb_row]: high part, then low from nb_row
     kb = k_bar.float().contiguous()
     kb_parts = split_summaries(kb, query.dtype)  # the score GEMM's (query dtype)
-    kb_grad = split_summaries(kb, torch.bfloat16) if split else (kb, kb)  # the dq GEMM's
+    # the dq GEMM's: bf16 parts (the score GEMM's own for bf16 queries), fp32 k̄ for fp32 queries
+    if not split:
+        kb_grad = (kb, kb)
+    else:
+        kb_grad = kb_parts if query.dtype == torch.bfloat16 else split_summaries(kb, torch.bfloat16)
     # unused pointers when a gradient is absent: any fp32 tensor (never read)
     grad = probs if grad_probs is None else grad_probs.float()
     d_prior = probs.new_zeros(1, 1, 1, 1) if grad_prior is None else grad_prior.float()
