@@ -266,23 +266,27 @@ class _NanEmptyTorch:
 
 @pytest.mark.parametrize("shape", [(72, 40), (40, 100), (64, 64)], ids=["sq>skv", "sq<skv", "square"])
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("pack", [1, 2])
-def test_triton_backward_any_flags(shape, causal, pack, monkeypatch):
+@pytest.mark.parametrize(
+    "heads", [(4, 2, 1), (4, 2, 2), (8, 2, 4), (8, 1, 4)], ids=["pack1", "pack2", "pack4", "pack4-two-packs-per-kv"]
+)
+def test_triton_backward_any_flags(shape, causal, heads, monkeypatch):
     """The backward kernels on random flags (blocks past a row's causal reach, rows keeping
-    nothing, causal queries before every key with Sq > Skv), D = 24 (not a power of two), one or
-    two heads per program (several key blocks: with one, Σ dS over it is 0 and dprior is fp32
-    noise): dq, dk, dv, dprior = the torch definition; and every element of
-    dq / dk / dv is written (buffers from ``torch.empty`` pre-filled with NaN give the same result)."""
+    nothing, causal queries before every key with Sq > Skv), D = 24 (not a power of two), one,
+    two or four heads per program, and G = 8 (two packs of four per KV head in ``_dk_dv``), with
+    several key blocks (with one, Σ dS over it is 0 and dprior is fp32 noise): dq, dk, dv, dprior
+    = the torch definition; and every element of dq / dk / dv is written (buffers from
+    ``torch.empty`` pre-filled with NaN give the same result)."""
     import custom_ops.sparse_attention.triton_backward as triton_backward
 
     Sq, Skv = shape
+    Hq, Hkv, pack = heads
     g = torch.Generator().manual_seed(Sq + Skv + causal)
-    q = torch.randn(1, 4, Sq, 24, generator=g)
-    k, v = (torch.randn(1, 2, Skv, 24, generator=g) for _ in range(2))
+    q = torch.randn(1, Hq, Sq, 24, generator=g)
+    k, v = (torch.randn(1, Hkv, Skv, 24, generator=g) for _ in range(2))
     nb = -(-Skv // 16)
-    prior = torch.randn(1, 2, nb, Sq, generator=g)
-    active = torch.rand(1, 2, nb, Sq, generator=g) < 0.5
-    grad_out = torch.randn(1, 4, Sq, 24, generator=g)
+    prior = torch.randn(1, Hkv, nb, Sq, generator=g)
+    active = torch.rand(1, Hkv, nb, Sq, generator=g) < 0.5
+    grad_out = torch.randn(1, Hq, Sq, 24, generator=g)
     out, res, lse = sparse_attention_forward_torch(q, k, v, prior, active, causal, 0.2, 16, True)
     args = (grad_out, q, k, v, prior, active, out, res, lse)
     expected = sparse_attention_backward_torch(*args, causal, 0.2, 16, True)

@@ -28,8 +28,6 @@ fp32 tensor), and both kernels run many small programs per SM.
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -211,10 +209,12 @@ def _group_entmax_vjp(
     with the saved ``p̄`` (``PROBS``): ``(δ_c − mean_{S} δ) / (σ p̄_c)`` on the support ``S`` —
     then, for each head of the group, recompute ``p = entmax(z)`` from the scores and overwrite
     them, in place, with ``dz = s ⊙ (g/G − Σ s·g/G / Σ s)`` (``s = p^{2−α}`` on the support);
-    0 off the support and on rows past ``q_len``. With ``SPLIT``, ``dz`` is written as two bf16
-    parts in the same bytes (``DZ_SPLIT``, a bf16 view of ``Z``: the high part in columns
-    ``[0, nb)`` of the row, the rounding error from column ``lo_offset`` on) for the GEMMs'
-    tensor cores; each program loads its rows whole before writing them, so in place is safe."""
+    0 off the support (rows past ``q_len`` are not written). With ``SPLIT``, ``dz`` is written as
+    two bf16 parts in the same bytes (``DZ_SPLIT``, a bf16 view of ``Z``: the high part in columns
+    ``[0, nb)`` of the row, the rounding error from column ``lo_offset`` on) for the GEMMs' tensor
+    cores. Each program owns its rows; the parts depend on the whole row's reductions, so they are
+    stored after every thread's load, and a barrier orders the constant tail stores, whose bytes
+    (high-part columns ``[NB, nb)`` = fp32 columns ``[NB/2, nb/2)``) other threads may have loaded."""
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
     bh = tl.program_id(1).to(tl.int64)
     b = bh // num_kv_heads
@@ -264,6 +264,8 @@ def _group_entmax_vjp(
             tl.store(split_ptr + lo_offset, lo, mask=t_ok & (cols < num_blocks))
         else:
             tl.store(z_ptr, dz, mask=t_ok & (cols < num_blocks))
+        if SPLIT and NB < NB_OUT:
+            tl.debug_barrier()
         for k0 in tl.static_range(NB, NB_OUT, SUB):  # blocks past the chunk's causal reach: dz = 0
             c2 = k0 + tl.arange(0, SUB)[None, :]
             tail_mask = (t2 < q_len) & (c2 < num_blocks)
@@ -368,7 +370,7 @@ def _coarse_dk_bar(
         h = h_kv * GROUP + head
         for m0 in range(first, end, BM):
             r = m0 + offs_m
-            r_ok = (r < end) & (r >= 0)
+            r_ok = r < end  # r ≥ first ≥ 0
             z_ptr = DZ + b * stride_zb + h * stride_zh + r[:, None] * stride_zt + c[None, :] * stride_zc
             dz = tl.load(z_ptr, mask=r_ok[:, None] & c_ok[None, :], other=0.0)
             q_ptr = Q + b * stride_qb + h * stride_qh + (row0 + r)[:, None] * stride_qt + offs_d[None, :] * stride_qd
@@ -401,7 +403,8 @@ ENTMAX_CONFIGS = {64: (16, 1), 128: (8, 1), 256: (8, 2), 512: (4, 2), 1024: (4, 
 
 def entmax_config(nb_padded: int) -> tuple[int, int]:
     """``(rows, num_warps)`` of the entmax kernel for rows of ``nb_padded`` (a power of two) blocks;
-    rows of 1024 blocks or fewer stay inside one warp (shuffle-only reductions)."""
+    with 1 or 2 warps (rows of up to 512 blocks) a row stays inside one warp (shuffle-only
+    reductions; sm_90 layouts, read from the compiled kernel); wider rows span warps."""
     if nb_padded <= 64:
         return ENTMAX_CONFIGS[64]
     return ENTMAX_CONFIGS.get(nb_padded, (1, 8))
@@ -586,7 +589,7 @@ def coarse_selection_backward_split(
     offset = kv_len - Sq
     c = selection_scale / D**0.5
     block_d = max(16, triton.next_power_of_2(D))
-    interpreted = os.environ.get("TRITON_INTERPRET") == "1"
+    interpreted = query.device.type != "cuda"  # CPU tensors reach Triton only through its interpreter
     for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
         zc = z[:, :, :n_rows]

@@ -268,6 +268,8 @@ def sparse_attention_backward_launch(
         raise ValueError(f"pack={pack} must be a power of two")
     if (Hq // Hkv) % pack or (Hq // H_sel) % pack or (Hq // active.shape[1]) % pack:
         raise ValueError(f"pack={pack} heads must share their KV head, prior and flags")
+    if nb * block_size < Skv:  # the dK / dV grid covers nb blocks: keys past them would stay unwritten
+        raise ValueError(f"{nb} blocks of {block_size} do not cover {Skv} keys")
     dev = query.device
     delta = (grad_out.float() * (out.float() + out_residual.float())).sum(-1).contiguous()
     dq = torch.empty(B, Hq, Sq, D, device=dev, dtype=torch.float32)
