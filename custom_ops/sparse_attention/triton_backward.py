@@ -44,6 +44,23 @@ def _dot(a, b, IEEE: tl.constexpr):
 
 
 @triton.jit
+def _recompute_probs(q, k, keys, key_ok, rows, row_ok, lse2, c, prior_base, active_base, causal_offset, qk_scale,
+                     stride_pc, stride_pt, stride_ac, stride_at, MASKED: tl.constexpr, CAUSAL: tl.constexpr,
+                     HAS_PRIOR: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+    """``P = exp2(S₂ − lse₂)`` of one (query tile, key block) pair as the forward formed it: scores
+    in log2 units plus the rows' bias (prior, keep flags), the per-element mask on ``MASKED``
+    blocks only. Shared by both backward kernels."""
+    bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at, HAS_PRIOR)
+    s = _dot(q, tl.trans(k), IEEE) * qk_scale + bias[:, None]
+    if MASKED:
+        ok = key_ok[None, :]
+        if CAUSAL:
+            ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
+        s = tl.where(ok, s, float("-inf"))
+    return tl.exp2(s - lse2[:, None])
+
+
+@triton.jit
 def _dq_block(dq, q, do, lse2, delta, c, rows, row_ok, pos, pos_ok, k_base, v_base, prior_base, active_base, DPRIOR_ROW,
               kv_len, causal_offset, qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt,
               stride_ac, stride_at, stride_gc,
@@ -54,14 +71,8 @@ def _dq_block(dq, q, do, lse2, delta, c, rows, row_ok, pos, pos_ok, k_base, v_ba
     key_ok = keys < kv_len
     k = _load_keys(k_base, keys, key_ok, stride_kn, stride_kd, HEAD_DIM, BLOCK_D, MASKED)
     v = _load_keys(v_base, keys, key_ok, stride_vn, stride_vd, VALUE_DIM, BLOCK_DV, MASKED)
-    bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at, HAS_PRIOR)
-    s = _dot(q, tl.trans(k), IEEE) * qk_scale + bias[:, None]
-    if MASKED:
-        ok = key_ok[None, :]
-        if CAUSAL:
-            ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
-        s = tl.where(ok, s, float("-inf"))
-    p = tl.exp2(s - lse2[:, None])
+    p = _recompute_probs(q, k, keys, key_ok, rows, row_ok, lse2, c, prior_base, active_base, causal_offset, qk_scale,
+                         stride_pc, stride_pt, stride_ac, stride_at, MASKED, CAUSAL, HAS_PRIOR, IEEE)  # fmt: skip
     ds = p * (_dot(do, tl.trans(v), IEEE) - delta[:, None])
     dq += _dot(ds, k, IEEE)
     if HAS_PRIOR:  # Σ over the block's keys, then over the packed heads (they share the prior row)
@@ -110,12 +121,8 @@ def _dq_dprior(
     h_act = h0 // group_act
     list_row = (b * (num_q_heads // group_act) + h_act) * num_tiles + tile
     count = tl.load(COUNT + list_row)
-    # Blocks from first_block on may hold keys past a row's position (causal) or past kv_len.
-    if CAUSAL:  # ≥ 0: with Sq > Skv early rows sit before every key (and the walk must stop at 0)
-        first_block = tl.maximum((tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE, 0)
-    else:
-        first_block = kv_len // BLOCK_SIZE
-    n_lead = _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, first_block)
+    n_lead = _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, tile, kv_len, causal_offset, BLOCK_M,
+                                 BLOCK_SIZE, CAUSAL)  # fmt: skip
     prior_base = PRIOR + b * stride_pb + (h0 // group_sel) * stride_ph
     active_base = ACTIVE + b * stride_ab + h_act * stride_ah
     k_base = K + b * stride_kb + (h0 // group_kv) * stride_kh
@@ -160,14 +167,8 @@ def _dkdv_tile(dk, dv, k, v, tile, h0, b, keys, key_ok, c, Q, DO, LSE, DELTA, pr
     lse = tl.load(LSE + stat, mask=row_ok, other=float("-inf"))
     lse2 = tl.where(lse == float("-inf"), 0.0, lse * LOG2E)
     delta = tl.load(DELTA + stat, mask=row_ok, other=0.0)
-    bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at, HAS_PRIOR)
-    s = _dot(q, tl.trans(k), IEEE) * qk_scale + bias[:, None]
-    if MASKED:
-        ok = key_ok[None, :]
-        if CAUSAL:
-            ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
-        s = tl.where(ok, s, float("-inf"))
-    p = tl.exp2(s - lse2[:, None])
+    p = _recompute_probs(q, k, keys, key_ok, rows, row_ok, lse2, c, prior_base, active_base, causal_offset, qk_scale,
+                         stride_pc, stride_pt, stride_ac, stride_at, MASKED, CAUSAL, HAS_PRIOR, IEEE)  # fmt: skip
     dv += _dot(tl.trans(p), do, IEEE)
     ds = p * (_dot(do, tl.trans(v), IEEE) - delta[:, None])
     dk += _dot(tl.trans(ds), q, IEEE)

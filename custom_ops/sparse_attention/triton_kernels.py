@@ -51,9 +51,16 @@ def _load_keys(base, keys, key_ok, stride_n, stride_d, DIM: tl.constexpr, BLOCK:
 
 
 @triton.jit
-def _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, first_block):
-    """Number of leading list entries below ``first_block`` (the list is ascending): the blocks
-    that need no per-element mask. A short walk back from the end (a tile's diagonal blocks)."""
+def _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, tile, kv_len, causal_offset,
+                        BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr):  # fmt: skip
+    """Number of leading entries of the ``BLOCK_M``-row query tile's ascending block list that need
+    no per-element mask: blocks from ``first_block`` on may hold keys past a row's position (causal)
+    or past ``kv_len``. A short walk back from the end (a tile's diagonal blocks). Shared by the
+    forward and the backward's ``_dq_dprior``."""
+    if CAUSAL:  # ≥ 0: with Sq > Skv early rows sit before every key (and the walk must stop at 0)
+        first_block = tl.maximum((tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE, 0)
+    else:
+        first_block = kv_len // BLOCK_SIZE
     n_lead = count
     last = tl.load(LIST + list_row * stride_lh + (n_lead - 1) * stride_lt, mask=n_lead > 0, other=-1)
     while last >= first_block:
@@ -137,12 +144,8 @@ def _sparse_attention_fwd(
     )
     list_row = (b * (num_q_heads // group_act) + h_act) * num_tiles + tile
     count = tl.load(COUNT + list_row)
-    # Blocks from first_block on may hold keys past a row's position (causal) or past kv_len.
-    if CAUSAL:  # ≥ 0: with Sq > Skv early rows sit before every key (and the walk must stop at 0)
-        first_block = tl.maximum((tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE, 0)
-    else:
-        first_block = kv_len // BLOCK_SIZE
-    n_lead = _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, first_block)
+    n_lead = _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, tile, kv_len, causal_offset, BLOCK_M,
+                                 BLOCK_SIZE, CAUSAL)  # fmt: skip
     prior_base = PRIOR + b * stride_pb + (h0 // group_sel) * stride_ph
     active_base = ACTIVE + b * stride_ab + h_act * stride_ah
     k_base = K + b * stride_kb + h_kv * stride_kh
