@@ -137,7 +137,7 @@ def dash_attention(
             (``dash_flex::sparse_attention_forward``: our block-sparse kernel over the kept-block
             lists, prior as a row vector, backward with an exact Δ; no user ``score_mod`` /
             ``mask_mod``). It runs the queries in chunks when the selection state would exceed
-            ``INFERENCE_CHUNK_BYTES`` (1 GiB) without gradients, or ``TRAINING_CHUNK_BYTES``
+            ``INFERENCE_CHUNK_BYTES`` (1.25 GiB) without gradients, or ``TRAINING_CHUNK_BYTES``
             (4 GiB, the prior's gradient counted) with them, each chunk then recomputed in the
             backward (activation checkpointing): same result, peak memory of one chunk
             (docs/design.md).
@@ -196,8 +196,10 @@ SELECTION_BYTES_PER_ENTRY = 4 + 4 + 1 + 0.25
 # With gradients the backward also holds the prior's gradient (fp32) per entry.
 TRAINING_BYTES_PER_ENTRY = SELECTION_BYTES_PER_ENTRY + 4
 # Inference on the fused path runs the queries in chunks whose selection state fits this budget:
-# at 128K tokens the whole selection would take ~19 GiB (docs/benchmarks.md).
-INFERENCE_CHUNK_BYTES = 2**30
+# at 128K tokens the whole selection would take ~19 GiB (docs/benchmarks.md). 1.25 GiB lets 32K
+# (1.16 GiB, B=1, Hkv=8) run whole: two chunks cost a strided copy of each output chunk and a
+# second set of launches (~0.3 ms of 10 on the H200).
+INFERENCE_CHUNK_BYTES = 5 * 2**28
 # Training chunks recompute their forward in the backward (a second coarse + fine forward, ~20%
 # of a step at 32K), so they start at a larger state: 32K (1.7 GiB) runs whole, 128K in chunks.
 TRAINING_CHUNK_BYTES = 4 * 2**30

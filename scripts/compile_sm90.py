@@ -20,6 +20,7 @@ from triton.compiler import ASTSource
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from custom_ops.coarse_selection import split_kernels as coarse  # noqa: E402
+from custom_ops.sparse_attention import ops as fine_ops  # noqa: E402
 from custom_ops.sparse_attention import triton_backward as fine_bwd  # noqa: E402
 from custom_ops.sparse_attention import triton_kernels as fine  # noqa: E402
 
@@ -57,14 +58,15 @@ def main() -> None:
         k = compile_kernel(fine._sparse_attention_fwd, fwd_ptrs, consts, num_warps=4, num_stages=2)
         report(f"fine forward rows={rows} pack={pack} causal={causal}", k)
     bwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
-                    TLIST="*i32", TCOUNT="*i32", DO="*bf16", LSE="*fp32", DELTA="*fp32", DQ="*fp32", DPRIOR="*fp32",
-                    DK="*bf16", DV="*bf16")  # fmt: skip
+                    TLIST="*i32", TCOUNT="*i32", DO="*bf16", OUT="*bf16", OUT_RES="*bf16", LSE="*fp32",
+                    DELTA="*fp32", DQ="*bf16", DPRIOR="*fp32", DK="*bf16", DV="*bf16")  # fmt: skip
     for rows, pack, causal in ((16, 4, True), (32, 2, True), (64, 1, True), (16, 4, False)):
         consts = dict(BLOCK_M=rows, BLOCK_SIZE=64, HEAD_DIM=128, BLOCK_D=128, VALUE_DIM=128, BLOCK_DV=128,
                       CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack)  # fmt: skip
-        for name, kernel in (("dq/dprior", fine_bwd._dq_dprior), ("dk/dv", fine_bwd._dk_dv)):
-            k = compile_kernel(kernel, bwd_ptrs, consts, num_warps=4)
-            report(f"fine backward {name} rows={rows} pack={pack} causal={causal}", k)
+        kernels = (("dq/dprior", fine_bwd._dq_dprior), ("dk/dv", fine_bwd._dk_dv))
+        for (name, kernel), (warps, stages) in zip(kernels, fine_ops.BACKWARD_LAUNCH):
+            k = compile_kernel(kernel, bwd_ptrs, consts, num_warps=warps, num_stages=stages)
+            report(f"fine backward {name} rows={rows} pack={pack} causal={causal} stages={stages}", k)
     score_ptrs = dict(Q="*bf16", KB_HI="*bf16", KB_LO="*bf16", Z="*fp32")
     for bm, bn, warps in ((64, 64, 4), (128, 64, 4), (128, 128, 8)):
         consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False)

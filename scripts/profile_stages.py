@@ -81,17 +81,22 @@ def sweep_fused_backward(q, k, v) -> None:
     out, residual, lse = sparse_attention_launch(q, k, v, prior, active, lists, count, True, scale, BS, True, 32, 4, 2,
                                                  pack=4)  # fmt: skip
     grad_out = torch.randn_like(out)
-    for rows, pack, warps, stages in [(64, 4, 4, None), (64, 4, 4, 2), (64, 4, 8, 2), (128, 4, 8, 2), (128, 4, 4, 2)]:
+    # (rows, pack, (warps, stages) of _dq_dprior, (warps, stages) of _dk_dv); stages None = Triton's 3
+    configs = [(64, 4, (4, None), (4, None)), (64, 4, (4, 2), (4, 2)), (64, 4, (4, 1), (4, 1)),
+               (64, 4, (4, 2), (4, 1)), (64, 4, (4, 1), (4, 2)), (64, 4, (8, 2), (4, 2)),
+               (64, 4, (4, 2), (8, 2)), (64, 4, (8, 1), (8, 1)), (128, 4, (8, 2), (8, 2)),
+               (32, 4, (4, 2), (4, 2)), (64, 2, (4, 2), (4, 2))]  # fmt: skip
+    for rows, pack, dq_launch, kv_launch in configs:
         t_list, t_count = tile_block_lists(active, rows // pack)
         b_list, b_count = block_tile_lists(active, rows // pack)
 
         def fn():
             return sparse_attention_backward_launch(
                 grad_out, q, k, v, prior, active, out, residual, lse, t_list, t_count, b_list, b_count, True, scale,
-                BS, True, rows // pack, pack, num_warps=warps, num_stages=stages,
+                BS, True, rows // pack, pack, launch=(dq_launch, kv_launch),
             )  # fmt: skip
 
-        name = f"fused backward rows={rows} pack={pack} warps={warps} stages={stages}"
+        name = f"fused backward rows={rows} pack={pack} dq (warps, stages)={dq_launch} dk/dv={kv_launch}"
         try:
             print(f"{name}: {triton.testing.do_bench(fn, warmup=5, rep=40, return_mode='median'):.2f} ms", flush=True)
         except Exception as exc:  # an out-of-resources config: report and go on

@@ -375,8 +375,8 @@ def test_fused_training_in_query_chunks_equals_whole_call(case, monkeypatch):
 
 def test_fused_chunk_rows_fit_the_budget():
     """At 128K tokens (B=1, Hkv=8, block 64) the ~19 GiB selection splits into chunks of whole
-    1024-row units, each within the 1 GiB inference budget, or the 4 GiB training budget with the
-    prior's gradient counted; 8K runs whole, and 32K trains whole."""
+    1024-row units, each within the 1.25 GiB inference budget, or the 4 GiB training budget with
+    the prior's gradient counted; 8K and 32K run whole in both."""
     from dash_flex._validation import AttentionShapes
     from dash_flex.attention import (
         INFERENCE_CHUNK_BYTES,
@@ -391,6 +391,7 @@ def test_fused_chunk_rows_fit_the_budget():
     assert rows % 1024 == 0 and rows < 131072
     assert 8 * 2048 * rows * SELECTION_BYTES_PER_ENTRY <= INFERENCE_CHUNK_BYTES
     assert fused_chunk_rows(AttentionShapes(1, 32, 8, 8192, 8192, 128, 128, 64), True, False) == 8192
+    assert fused_chunk_rows(AttentionShapes(1, 32, 8, 32768, 32768, 128, 128, 64), True, False) == 32768
     assert fused_chunk_rows(long, False, False) < rows  # per-head selection: 4× the state
     train_rows = fused_chunk_rows(long, True, True)
     assert train_rows % 1024 == 0 and rows < train_rows < 131072

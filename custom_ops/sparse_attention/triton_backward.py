@@ -1,11 +1,13 @@
 """Backward of the fused fine stage (Triton): two kernels, no atomics.
 
-* ``_dq_dprior``: one program per (query tile, ``PACK`` query heads) walks the tile's kept-block
-  list (as the forward), recomputes ``P = exp2(S₂ − lse₂)`` (log2 units), forms
-  ``dS = P ∘ (dO·Vᵀ − Δ)`` and accumulates ``dQ``; the prior's gradient for (block c, the
-  tile's rows) is the row sum of dS over the block's keys, summed over the packed heads (they
-  share the prior) and written once by this program into its pack's slice of a zeroed buffer
-  (pairs outside the tile's list stay 0); the launch sums the slices of a selection head's packs.
+* ``_dq_dprior``: one program per (query tile, ``PACK`` query heads) first forms its rows'
+  ``Δ_t = Σ_d dO_td (O_td + residual_td)`` (fp32, stored for ``_dk_dv``, launched after it on the
+  same stream), then walks the tile's kept-block list (as the forward), recomputes
+  ``P = exp2(S₂ − lse₂)`` (log2 units), forms ``dS = P ∘ (dO·Vᵀ − Δ)`` and accumulates ``dQ``;
+  the prior's gradient for (block c, the tile's rows) is the row sum of dS over the block's
+  keys, summed over the packed heads (they share the prior) and written once by this program
+  into its pack's slice of a zeroed buffer (pairs outside the tile's list stay 0); the launch
+  sums the slices of a selection head's packs.
 * ``_dk_dv``: one program per (key block, batch·KV head) walks, for each group of ``PACK`` query
   heads of the KV head, the query tiles that keep the block (the transpose of the forward's
   lists), and accumulates the KV head's ``dK`` and ``dV`` in fp32 registers: the sum over the
@@ -15,9 +17,9 @@
 As in the forward, the rows' keep flags and prior enter as one row vector (``_row_bias``) and only
 the diagonal (query tile, key block) pairs and a partial last block pay a per-element mask: the
 tile's last list entries in ``_dq_dprior`` (``_first_masked_entry``), the block's first tiles in
-``_dk_dv``. Every element of dQ, dK and dV is written. ``Δ_t = Σ_d dO_td (O_td + residual_td)``
-is computed beforehand from the output to fp32 precision, so ``Σ_i dS_ti`` is 0 up to fp32
-error (docs/design.md, "Numerics").
+``_dk_dv``. Every element of dQ, dK and dV is written, in the input dtypes. ``Δ`` reads the
+output to fp32 precision (its 16-bit value plus the rounding residual the forward saved), so
+``Σ_i dS_ti`` is 0 up to fp32 error (docs/design.md, "Numerics").
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def _dq_block(dq, q, do, lse2, delta, c, rows, row_ok, pos, pos_ok, k_base, v_ba
 
 @triton.jit
 def _dq_dprior(
-    Q, K, V, PRIOR, ACTIVE, LIST, COUNT, DO, LSE, DELTA, DQ, DPRIOR,
+    Q, K, V, PRIOR, ACTIVE, LIST, COUNT, DO, OUT, OUT_RES, LSE, DELTA, DQ, DPRIOR,
     q_len, kv_len, causal_offset, num_q_heads, group_kv, group_sel, group_act, num_tiles,
     stride_qb, stride_qh, stride_qt, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -92,6 +94,7 @@ def _dq_dprior(
     stride_ab, stride_ah, stride_ac, stride_at,
     stride_lh, stride_lt,
     stride_dob, stride_doh, stride_dot, stride_dod,
+    stride_ob, stride_oh, stride_ot, stride_od,
     stride_gh, stride_gc,
     scale,
     BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -117,7 +120,13 @@ def _dq_dprior(
     stat = (bh0 + offs_r // BLOCK_M) * q_len + rows
     lse = tl.load(LSE + stat, mask=row_ok, other=float("-inf"))
     lse2 = tl.where(lse == float("-inf"), 0.0, lse * LOG2E)  # rows with no key: every P is 0 anyway
-    delta = tl.load(DELTA + stat, mask=row_ok, other=0.0)
+    # Δ here, not in a torch pass (~1.3 ms of fp32 copies, products and a sum at 32K, H200)
+    o = _load_rows(OUT + b * stride_ob + heads[:, None] * stride_oh, rows, row_ok, stride_ot, stride_od,
+                   VALUE_DIM, BLOCK_DV)  # fmt: skip
+    o_res = _load_rows(OUT_RES + b * stride_ob + heads[:, None] * stride_oh, rows, row_ok, stride_ot, stride_od,
+                       VALUE_DIM, BLOCK_DV)  # fmt: skip
+    delta = tl.sum(do.to(tl.float32) * (o.to(tl.float32) + o_res.to(tl.float32)), axis=1)
+    tl.store(DELTA + stat, delta, mask=row_ok)
     h_act = h0 // group_act
     list_row = (b * (num_q_heads // group_act) + h_act) * num_tiles + tile
     count = tl.load(COUNT + list_row)
@@ -143,7 +152,8 @@ def _dq_dprior(
                        HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, True, CAUSAL, HAS_PRIOR, IEEE)  # fmt: skip
     offs_d = tl.arange(0, BLOCK_D)
     tl.store(DQ + (bh0 + offs_r // BLOCK_M)[:, None] * q_len * HEAD_DIM + rows[:, None] * HEAD_DIM + offs_d[None, :],
-             dq * tl.cast(scale, tl.float32), mask=row_ok[:, None] & (offs_d < HEAD_DIM)[None, :])  # fmt: skip
+             (dq * tl.cast(scale, tl.float32)).to(DQ.dtype.element_ty),
+             mask=row_ok[:, None] & (offs_d < HEAD_DIM)[None, :])  # fmt: skip
 
 
 @triton.jit
@@ -252,15 +262,19 @@ def _dk_dv(
              mask=key_ok[:, None] & (offs_dv < VALUE_DIM)[None, :])  # fmt: skip
 
 
+def _launch_options(num_warps: int, num_stages: int | None) -> dict:
+    return {"num_warps": num_warps, **({} if num_stages is None else {"num_stages": num_stages})}
+
+
 def sparse_attention_backward_launch(
     grad_out, query, key, value, prior, active, out, out_residual, lse, tile_list, tile_count,
-    block_list, block_count, causal, scale, block_size, has_prior, block_m, pack=1, num_warps=4, num_stages=None,
+    block_list, block_count, causal, scale, block_size, has_prior, block_m, pack=1, launch=((4, 2), (4, 2)),
 ):  # fmt: skip
     """``(dq, dk, dv, dprior)``; ``tile_list/tile_count`` as the forward's (``block_m``-row tiles),
     ``block_list [B, H_act, nb, n_tiles]`` / ``block_count`` the query tiles keeping each block.
     ``pack`` query heads share a program (they must share the KV head, the prior and the flags).
-    ``num_warps`` / ``num_stages`` (None: Triton's default) apply to both kernels (launch sweeps in
-    scripts/profile_stages.py). Launches directly."""
+    ``launch``: ``(num_warps, num_stages)`` of ``_dq_dprior`` and of ``_dk_dv`` (a stage count of
+    None: Triton's default; launch sweeps in scripts/profile_stages.py). Launches directly."""
     B, Hq, Sq, D = query.shape
     Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
     H_sel, nb = prior.shape[1], prior.shape[2]
@@ -272,8 +286,9 @@ def sparse_attention_backward_launch(
     if nb * block_size < Skv:  # the dK / dV grid covers nb blocks: keys past them would stay unwritten
         raise ValueError(f"{nb} blocks of {block_size} do not cover {Skv} keys")
     dev = query.device
-    delta = (grad_out.float() * (out.float() + out_residual.float())).sum(-1).contiguous()
-    dq = torch.empty(B, Hq, Sq, D, device=dev, dtype=torch.float32)
+    out, out_residual = out.contiguous(), out_residual.contiguous()  # one set of strides for both (no-ops)
+    delta = torch.empty(B, Hq, Sq, device=dev, dtype=torch.float32)  # written by _dq_dprior
+    dq = torch.empty(B, Hq, Sq, D, device=dev, dtype=query.dtype)
     # one dprior slice per program's head pack: a slice is the packed heads' sum (they share the prior)
     dprior_p = torch.zeros(B, Hq // pack, nb, Sq, device=dev, dtype=torch.float32) if has_prior else dq
     dk = torch.empty(B, Hkv, Skv, D, device=dev, dtype=key.dtype)
@@ -290,25 +305,25 @@ def sparse_attention_backward_launch(
         HAS_PRIOR=has_prior,
         IEEE=query.dtype == torch.float32,
         PACK=pack,
-        num_warps=num_warps,
-        **({} if num_stages is None else {"num_stages": num_stages}),
     )
+    (dq_warps, dq_stages), (kv_warps, kv_stages) = launch
     sizes = (Sq, Skv, Skv - Sq, Hq, Hq // Hkv, Hq // H_sel, Hq // active.shape[1])
     strides = (*query.stride(), *key.stride(), *value.stride(), *prior.stride(), *active_i8.stride())
     t_rows = tile_list.view(-1, tile_list.shape[-1])
     b_rows = block_list.view(-1, block_list.shape[-1])
     _dq_dprior[(n_tiles, B * Hq // pack)](
-        query, key, value, prior, active_i8, t_rows, tile_count, grad_out, lse, delta, dq, dprior_p,
-        *sizes, n_tiles, *strides, t_rows.stride(0), t_rows.stride(1), *grad_out.stride(),
-        dprior_p.stride(1), dprior_p.stride(2), scale, **common,
+        query, key, value, prior, active_i8, t_rows, tile_count, grad_out, out, out_residual, lse, delta, dq, dprior_p,
+        *sizes, n_tiles, *strides, t_rows.stride(0), t_rows.stride(1), *grad_out.stride(), *out.stride(),
+        dprior_p.stride(1), dprior_p.stride(2), scale, **common, **_launch_options(dq_warps, dq_stages),
     )  # fmt: skip
     _dk_dv[(nb, B * Hkv)](
         query, key, value, prior, active_i8, b_rows, block_count, grad_out, lse, delta, dk, dv,
         *sizes, nb, *strides, b_rows.stride(0), b_rows.stride(1), *grad_out.stride(), scale, **common,
+        **_launch_options(kv_warps, kv_stages),
     )  # fmt: skip
     if has_prior:
         dprior = dprior_p.view(B, H_sel, Hq // H_sel // pack, nb, Sq)
         dprior = dprior[:, :, 0] if dprior.shape[2] == 1 else dprior.sum(2)
     else:
         dprior = torch.zeros_like(prior, dtype=torch.float32)
-    return dq.to(query.dtype), dk, dv, dprior.to(prior.dtype)
+    return dq, dk, dv, dprior.to(prior.dtype)
