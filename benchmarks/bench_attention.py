@@ -7,8 +7,8 @@ FlexAttention and dash_attention end to end (plus the coarse stage alone and the
 alone; ``dash_coarse_only`` builds FlexAttention's block tables too, ``dash_select_only`` does not,
 as on the fused path), with FlexAttention (``dash``) and with the fused kernels (``dash_fused``,
 ``fine_stage="fused"``; ``fused_fine_only`` = its forward on a fixed selection), forward and
-forward+backward (forward only above 32K), bf16, B=1, Hq=32, Hkv=8, D=128, block 64, α=1.5,
-sigma=1. Ratios are against cuDNN in the same run.
+forward+backward (forward only above 32K, or ``--backward-up-to``), bf16, B=1, Hq=32, Hkv=8,
+D=128, block 64, α=1.5, sigma=1. Ratios are against cuDNN in the same run.
 
 Inputs: keys carry one of four "topics" per 64-token block (plus noise) and each query asks
 for one topic, so entmax keeps the same-topic blocks, about a quarter of the causal tokens.
@@ -200,6 +200,7 @@ def main():
     parser.add_argument("--seq", type=int, nargs="+", default=[8192, 32768, 131072])
     parser.add_argument("--out", default=None, help="folder for bench_attention.{md,json,png}")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="sdpa_cudnn always runs")
+    parser.add_argument("--backward-up-to", type=int, default=32768, help="time forward+backward up to this length")
     args = parser.parse_args()
     methods = ["sdpa_cudnn"] + [m for m in args.methods if m != "sdpa_cudnn"]
     if not torch.cuda.is_available():
@@ -215,7 +216,7 @@ def main():
         "|---|---|---|---|---|---|---|---|",
     ]
     for S in args.seq:
-        rows, report = run(S, with_backward=S <= 32768, methods=methods)
+        rows, report = run(S, with_backward=S <= args.backward_up_to, methods=methods)
         results["runs"][S] = {
             "rows": rows,
             "token_sparsity": report.token_sparsity,

@@ -67,6 +67,9 @@ def main() -> None:
         for (name, kernel), (warps, stages) in zip(kernels, fine_ops.BACKWARD_LAUNCH):
             k = compile_kernel(kernel, bwd_ptrs, consts, num_warps=warps, num_stages=stages)
             report(f"fine backward {name} rows={rows} pack={pack} causal={causal} stages={stages}", k)
+    k = compile_kernel(fine_bwd._delta_rows, dict(DO="*bf16", OUT="*bf16", OUT_RES="*bf16", DELTA="*fp32"),
+                       dict(ROWS=fine_bwd.DELTA_ROWS, VALUE_DIM=128, BLOCK_DV=128), num_warps=4)  # fmt: skip
+    report("fine backward delta rows", k)
     score_ptrs = dict(Q="*bf16", KB_HI="*bf16", KB_LO="*bf16", Z="*fp32")
     for bm, bn, warps in ((64, 64, 4), (128, 64, 4), (128, 128, 8)):
         consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False)

@@ -61,10 +61,13 @@ def sweep_fused_forward(q, k, v, against: str | None = None) -> None:
                 print(f"{name}: failed ({exc!r:.80})", flush=True)
 
 
-def sweep_fused_backward(q, k, v) -> None:
-    """Median time of the fused backward (both kernels, Δ and the dprior buffer included) per
+def sweep_fused_backward(q, k, v, against: str | None = None) -> None:
+    """Median time of the fused backward (its kernels, Δ and the dprior buffer included) per
     launch config: (query rows per program over the packed heads, heads packed, num_warps,
-    num_stages; None = Triton's default)."""
+    num_stages; None = Triton's default). ``against``: the name of another version of
+    ``triton_backward.py`` placed beside it in ``custom_ops/sparse_attention`` (its relative
+    imports then resolve), timed at the default launch only."""
+    import importlib
     import math
 
     import triton
@@ -81,6 +84,18 @@ def sweep_fused_backward(q, k, v) -> None:
     out, residual, lse = sparse_attention_launch(q, k, v, prior, active, lists, count, True, scale, BS, True, 32, 4, 2,
                                                  pack=4)  # fmt: skip
     grad_out = torch.randn_like(out)
+    if against:
+        other = importlib.import_module(f"custom_ops.sparse_attention.{against}")
+        launchers = {"current": sparse_attention_backward_launch, against: other.sparse_attention_backward_launch}
+        t_list, t_count = tile_block_lists(active, 16)
+        b_list, b_count = block_tile_lists(active, 16)
+        args = (grad_out, q, k, v, prior, active, out, residual, lse, t_list, t_count, b_list, b_count, True,
+                scale, BS, True, 16, 4)  # fmt: skip
+        for _ in range(2):  # each version twice, interleaved: drift between the two shows
+            for name, launch in launchers.items():
+                ms = triton.testing.do_bench(lambda: launch(*args), warmup=5, rep=60, return_mode="median")
+                print(f"fused backward [{name}] default launch: {ms:.2f} ms", flush=True)
+        return
     # (rows, pack, (warps, stages) of _dq_dprior, (warps, stages) of _dk_dv); stages None = Triton's 3
     configs = [(64, 4, (4, None), (4, None)), (64, 4, (4, 2), (4, 2)), (64, 4, (4, 1), (4, 1)),
                (64, 4, (4, 2), (4, 1)), (64, 4, (4, 1), (4, 2)), (64, 4, (8, 2), (4, 2)),
@@ -172,12 +187,14 @@ def main() -> None:
     parser.add_argument("--coarse-sweep", action="store_true", help="time the coarse kernel's configs and phases")
     parser.add_argument("--backward", action="store_true", help="also profile one forward + backward")
     parser.add_argument("--backward-sweep", action="store_true", help="time the fused backward's launch configs")
+    parser.add_argument("--backward-against", default=None, help="with --backward-sweep: a module name beside "
+                        "triton_backward.py (custom_ops/sparse_attention) to time against it")  # fmt: skip
     args = parser.parse_args()
     q, k, v = topic_inputs(args.seq)
     if args.sweep:
         sweep_fused_forward(q, k, v, args.against)
     if args.backward_sweep:
-        sweep_fused_backward(q, k, v)
+        sweep_fused_backward(q, k, v, args.backward_against)
     if args.coarse_sweep:
         sweep_coarse(q, k)
         sweep_coarse_backward(q, k)
