@@ -197,8 +197,9 @@ SELECTION_BYTES_PER_ENTRY = 4 + 4 + 1 + 0.25
 TRAINING_BYTES_PER_ENTRY = SELECTION_BYTES_PER_ENTRY + 4
 # Inference on the fused path runs the queries in chunks whose selection state fits this budget:
 # at 128K tokens the whole selection would take ~19 GiB (docs/benchmarks.md). 1.25 GiB lets 32K
-# (1.16 GiB, B=1, Hkv=8) run whole: two chunks cost a strided copy of each output chunk and a
-# second set of launches (~0.3 ms of 10 on the H200).
+# (1.16 GiB, B=1, Hkv=8) run whole: in two chunks (the second's launches, a strided copy of each
+# output chunk) its forward took 9.98 ms, whole 9.36 (H200, two processes), for 0.16 GiB more
+# extra peak (1.25 -> 1.41 GiB).
 INFERENCE_CHUNK_BYTES = 5 * 2**28
 # Training chunks recompute their forward in the backward (a second coarse + fine forward, ~20%
 # of a step at 32K), so they start at a larger state: 32K (1.7 GiB) runs whole, 128K in chunks.

@@ -20,7 +20,6 @@ from triton.compiler import ASTSource
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from custom_ops.coarse_selection import split_kernels as coarse  # noqa: E402
-from custom_ops.sparse_attention import ops as fine_ops  # noqa: E402
 from custom_ops.sparse_attention import triton_backward as fine_bwd  # noqa: E402
 from custom_ops.sparse_attention import triton_kernels as fine  # noqa: E402
 
@@ -64,7 +63,7 @@ def main() -> None:
         consts = dict(BLOCK_M=rows, BLOCK_SIZE=64, HEAD_DIM=128, BLOCK_D=128, VALUE_DIM=128, BLOCK_DV=128,
                       CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack)  # fmt: skip
         kernels = (("dq/dprior", fine_bwd._dq_dprior), ("dk/dv", fine_bwd._dk_dv))
-        for (name, kernel), (warps, stages) in zip(kernels, fine_ops.BACKWARD_LAUNCH):
+        for (name, kernel), (warps, stages) in zip(kernels, fine_bwd.BACKWARD_LAUNCH):
             k = compile_kernel(kernel, bwd_ptrs, consts, num_warps=warps, num_stages=stages)
             report(f"fine backward {name} rows={rows} pack={pack} causal={causal} stages={stages}", k)
     k = compile_kernel(fine_bwd._delta_rows, dict(DO="*bf16", OUT="*bf16", OUT_RES="*bf16", DELTA="*fp32"),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 7, final table: the attention benchmark at 8K and 32K (every method, fwd and fwd+bwd)
-# and at 128K (forward, the fused path), on the final code.
+# Session 7, the full table: the attention benchmark at 8K and 32K (every method, fwd and
+# fwd+bwd) and at 128K (forward, the fused path), with Δ still in _dq_dprior's prologue (commit
+# 31bfd85; the final code forms it in _delta_rows, timed the same in gpu_run33.sh).
 set -uo pipefail
 export PYTHONPATH=.
 OUT="${OUT:-out}"; mkdir -p "$OUT"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Session 7: Δ as its own kernel (_delta_rows) against Δ in _dq_dprior's prologue (the previous
 # commit's triton_backward.py, copied beside it as triton_backward_prologue.py), the fine GPU
-# tests with it, a 32K forward + backward profile, and 32K cuDNN / dash_fused timings.
+# tests with it, a 32K forward + backward profile, and 32K cuDNN / dash_fused timings. Before the
+# call, locally (the device copy has no .git):
+#   git show 31bfd85:custom_ops/sparse_attention/triton_backward.py \
+#     > custom_ops/sparse_attention/triton_backward_prologue.py
 set -uo pipefail
 export PYTHONPATH=.
 OUT="${OUT:-out}"; mkdir -p "$OUT"

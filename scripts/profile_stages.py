@@ -62,11 +62,12 @@ def sweep_fused_forward(q, k, v, against: str | None = None) -> None:
 
 
 def sweep_fused_backward(q, k, v, against: str | None = None) -> None:
-    """Median time of the fused backward (its kernels, Δ and the dprior buffer included) per
-    launch config: (query rows per program over the packed heads, heads packed, num_warps,
-    num_stages; None = Triton's default). ``against``: the name of another version of
-    ``triton_backward.py`` placed beside it in ``custom_ops/sparse_attention`` (its relative
-    imports then resolve), timed at the default launch only."""
+    """Median time of the fused backward (its kernels, Δ and the dprior buffer included) per launch
+    config: (query rows per program over the packed heads, heads packed, (num_warps, num_stages) of
+    ``_dq_dprior``, the same of ``_dk_dv``; a stage count of None = Triton's default). ``against``:
+    the name of another version of ``triton_backward.py`` placed beside it in
+    ``custom_ops/sparse_attention`` (its relative imports then resolve), timed at the default launch
+    only."""
     import importlib
     import math
 

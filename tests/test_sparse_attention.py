@@ -271,8 +271,9 @@ class _NanEmptyTorch:
 )
 def test_triton_backward_any_flags(shape, causal, heads, monkeypatch):
     """The backward kernels on random flags (blocks past a row's causal reach, rows keeping
-    nothing, causal queries before every key with Sq > Skv), D = 24 (not a power of two), one,
-    two or four heads per program, and G = 8 (two packs of four per KV head in ``_dk_dv``), with
+    nothing, causal queries before every key with Sq > Skv), D = 24 (not a power of two) and a
+    value dim of 16, a head-strided ``grad_out`` and ``out``, one, two or four heads per program,
+    and G = 8 (two packs of four per KV head in ``_dk_dv``), with
     several key blocks (with one, Σ dS over it is 0 and dprior is fp32 noise): dq, dk, dv, dprior
     = the torch definition; and every element of dq / dk / dv is written (buffers from
     ``torch.empty`` pre-filled with NaN give the same result)."""
@@ -282,12 +283,14 @@ def test_triton_backward_any_flags(shape, causal, heads, monkeypatch):
     Hq, Hkv, pack = heads
     g = torch.Generator().manual_seed(Sq + Skv + causal)
     q = torch.randn(1, Hq, Sq, 24, generator=g)
-    k, v = (torch.randn(1, Hkv, Skv, 24, generator=g) for _ in range(2))
+    k = torch.randn(1, Hkv, Skv, 24, generator=g)
+    v = torch.randn(1, Hkv, Skv, 16, generator=g)
     nb = -(-Skv // 16)
     prior = torch.randn(1, Hkv, nb, Sq, generator=g)
     active = torch.rand(1, Hkv, nb, Sq, generator=g) < 0.5
-    grad_out = torch.randn(1, Hq, Sq, 24, generator=g)
+    grad_out = torch.randn(1, Sq, Hq, 16, generator=g).transpose(1, 2)  # head-strided, as from [B, S, H, D]
     out, res, lse = sparse_attention_forward_torch(q, k, v, prior, active, causal, 0.2, 16, True)
+    out = out.transpose(1, 2).contiguous().transpose(1, 2)  # same values, head-strided
     args = (grad_out, q, k, v, prior, active, out, res, lse)
     expected = sparse_attention_backward_torch(*args, causal, 0.2, 16, True)
     lists = (*tile_block_lists(active, 16), *block_tile_lists(active, 16))

@@ -12,10 +12,6 @@ from ..sparse_decode.ops import compact_block_list
 from .torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch
 
 BACKWARD_ROWS = 64  # backward: query rows per program, over the packed heads (a smaller union than 128)
-# Backward launch (num_warps, num_stages) of (_dq_dprior, _dk_dv), from the 32K sweep on the H200
-# (profile_stages.py --backward-sweep, both kernels, 64 rows, 4 heads packed): 4 warps at Triton's
-# default 3 stages 32.45 ms, at 2 stages 19.64; 8 warps / 2 stages 42.17.
-BACKWARD_LAUNCH = ((4, 2), (4, 2))
 # Forward launch, from sweeps at 32K on the H200 (scripts/profile_stages.py --sweep, docs/benchmarks.md).
 # Session 5's kernel (log2 units, masks only on diagonal blocks): 4 heads × 32 rows 5.81 ms, × 16
 # rows 6.55, × 64 rows (8 warps) 6.13. Session 4's: × 16 rows 7.2 ms, × 32 rows 7.5, one head ×
@@ -125,7 +121,6 @@ def sparse_attention_backward(
     return sparse_attention_backward_launch(
         grad_out.contiguous(), query, key, value, prior.float(), active, out, out_residual, lse,
         tile_list, tile_count, block_list, block_count, causal, scale, block_size, has_prior, rows, pack,
-        launch=BACKWARD_LAUNCH,
     )  # fmt: skip
 
 

@@ -71,11 +71,12 @@ def _delta_rows(
     stride_ob, stride_oh, stride_ot, stride_od,
     ROWS: tl.constexpr, VALUE_DIM: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):  # fmt: skip
-    """``DELTA [B·Hq, q_len]``: ``Σ_d dO (O + residual)`` of ``ROWS`` rows of one (batch, head)."""
-    bh = tl.program_id(1).to(tl.int64)
+    """``DELTA [B·Hq, q_len]``: ``Σ_d dO (O + residual)`` of ``ROWS`` rows of one (batch, head);
+    batch·head on grid axis 0 (axis 1 allows only 65535 programs)."""
+    bh = tl.program_id(0).to(tl.int64)
     b = bh // num_q_heads
     h = bh % num_q_heads
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    rows = tl.program_id(1) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < q_len
     do = _load_rows(DO + b * stride_dob + h * stride_doh, rows, row_ok, stride_dot, stride_dod, VALUE_DIM, BLOCK_DV)
     o = _load_rows(OUT + b * stride_ob + h * stride_oh, rows, row_ok, stride_ot, stride_od, VALUE_DIM, BLOCK_DV)
@@ -279,6 +280,11 @@ def _dk_dv(
 
 
 DELTA_ROWS = 64  # rows per program of _delta_rows
+# (num_warps, num_stages) of (_dq_dprior, _dk_dv), from the per-kernel sweep at 32K on the H200
+# (profile_stages.py --backward-sweep, 64 rows over 4 packed heads, docs/benchmarks.md): Triton's
+# default 3 stages 31.85 ms, 2 stages 19.38, 1 stage 22.09, 1 stage for _dq_dprior only 20.17,
+# 8 warps for either kernel 30.2-30.8.
+BACKWARD_LAUNCH = ((4, 2), (4, 2))
 
 
 def _launch_options(num_warps: int, num_stages: int | None) -> dict:
@@ -287,7 +293,7 @@ def _launch_options(num_warps: int, num_stages: int | None) -> dict:
 
 def sparse_attention_backward_launch(
     grad_out, query, key, value, prior, active, out, out_residual, lse, tile_list, tile_count,
-    block_list, block_count, causal, scale, block_size, has_prior, block_m, pack=1, launch=((4, 2), (4, 2)),
+    block_list, block_count, causal, scale, block_size, has_prior, block_m, pack=1, launch=BACKWARD_LAUNCH,
 ):  # fmt: skip
     """``(dq, dk, dv, dprior)``; ``tile_list/tile_count`` as the forward's (``block_m``-row tiles),
     ``block_list [B, H_act, nb, n_tiles]`` / ``block_count`` the query tiles keeping each block.
@@ -308,7 +314,7 @@ def sparse_attention_backward_launch(
     out, out_residual = out.contiguous(), out_residual.contiguous()  # one set of strides for both (no-ops)
     delta = torch.empty(B, Hq, Sq, device=dev, dtype=torch.float32)
     block_dv = max(16, triton.next_power_of_2(Dv))
-    _delta_rows[(triton.cdiv(Sq, DELTA_ROWS), B * Hq)](
+    _delta_rows[(B * Hq, triton.cdiv(Sq, DELTA_ROWS))](
         grad_out, out, out_residual, delta, Sq, Hq, *grad_out.stride(), *out.stride(),
         ROWS=DELTA_ROWS, VALUE_DIM=Dv, BLOCK_DV=block_dv, num_warps=4,
     )  # fmt: skip
