@@ -106,6 +106,25 @@ def test_tile_block_lists_union_per_tile():
     assert block_list[0, 0, 0, :2].tolist() == [1, 3] and block_list[0, 0, 1, 0].item() == 2
 
 
+def test_in_slice_offsets_past_int32_raise():
+    """The fine kernels' in-slice offsets are int32: a block-major prior over 512K queries and 8192
+    blocks, or a head-strided query of 64 heads over 512K rows, is refused with a clear error
+    (meta tensors: no memory); the 128K shapes pass."""
+    from custom_ops.sparse_attention.ops import check_in_slice_offsets
+
+    def strided(size, stride):
+        return torch.empty_strided(size, stride, device="meta")
+
+    check_in_slice_offsets(
+        prior=strided((1, 8, 2048, 131072), (8 * 2048 * 131072, 2048 * 131072, 131072, 1)),
+        query=strided((1, 32, 131072, 128), (131072 * 32 * 128, 128, 32 * 128, 1)),
+    )
+    with pytest.raises(ValueError, match="prior .* int32"):
+        check_in_slice_offsets(prior=strided((1, 8, 8192, 524288), (8 * 2**32, 2**32, 524288, 1)))
+    with pytest.raises(ValueError, match="query .* int32"):
+        check_in_slice_offsets(query=strided((1, 64, 524288, 128), (2**32, 128, 64 * 128, 1)))
+
+
 def test_opcheck_cpu():
     q, k, v, _, kw, (prior, active), has_prior = problem(CASES[0])
     torch.library.opcheck(

@@ -36,6 +36,21 @@ def backward_tiling(q_heads: int, kv_heads: int, sel_heads: int, act_heads: int)
     return BACKWARD_ROWS // pack, pack
 
 
+def check_in_slice_offsets(**tensors: torch.Tensor) -> None:
+    """Raise unless every tensor's largest offset within one (batch, head) slice fits int32: the
+    fine kernels form batch and head offsets in int64 but offsets inside a slice (row · stride,
+    block · stride) in int32. The fused path's query chunks keep the selection far below this
+    (a whole ``[nb, Sq]`` block-major prior passes it near 370K tokens with 64-token blocks)."""
+    for name, t in tensors.items():
+        reach = sum((size - 1) * stride for size, stride in zip(t.shape[2:], t.stride()[2:]) if size > 0)
+        if reach >= 2**31:
+            raise ValueError(
+                f"sparse_attention: {name} {tuple(t.shape)} (strides {t.stride()}) spans {reach} elements per "
+                "(batch, head) slice; the kernels' in-slice offsets are int32. From dash_attention: call it "
+                "without return_selection (the fused path then runs in query chunks)."
+            )
+
+
 def _tiles_keeping_blocks(active: torch.Tensor, block_m: int) -> torch.Tensor:
     """``[B, H, n_tiles, nb]`` bool: does any row of the ``block_m``-row query tile keep block c."""
     Sq = active.shape[-1]
@@ -76,6 +91,7 @@ def sparse_attention_forward(
         return sparse_attention_forward_torch(query, key, value, prior, active, causal, scale, block_size, has_prior)
     from .triton_kernels import sparse_attention_launch
 
+    check_in_slice_offsets(query=query, key=key, value=value, prior=prior, active=active)
     rows, pack = forward_tiling(query.shape[1], key.shape[1], prior.shape[1], active.shape[1])
     block_list, count = tile_block_lists(active, rows)
     return sparse_attention_launch(
@@ -115,6 +131,7 @@ def sparse_attention_backward(
         return sparse_attention_backward_torch(*args)
     from .triton_backward import sparse_attention_backward_launch
 
+    check_in_slice_offsets(grad_out=grad_out, query=query, key=key, value=value, prior=prior, active=active)
     rows, pack = backward_tiling(query.shape[1], key.shape[1], prior.shape[1], active.shape[1])
     tile_list, tile_count = tile_block_lists(active, rows)
     block_list, block_count = block_tile_lists(active, rows)
