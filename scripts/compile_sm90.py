@@ -19,9 +19,12 @@ from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from custom_ops.block_summary import triton_kernels as summary  # noqa: E402
 from custom_ops.coarse_selection import split_kernels as coarse  # noqa: E402
+from custom_ops.selection import triton_kernels as selection  # noqa: E402
 from custom_ops.sparse_attention import triton_backward as fine_bwd  # noqa: E402
 from custom_ops.sparse_attention import triton_kernels as fine  # noqa: E402
+from custom_ops.sparse_decode import selection_kernels as decode_select  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 
@@ -105,6 +108,24 @@ def main() -> None:
     prior_ptrs = dict(PROBS="*fp32", MEAN_LOG="*fp32", PRIOR="*fp32", ACTIVE="*i8")
     consts = dict(TM=64, TN=64, BLOCK_SIZE=64, CAUSAL=True)
     report("block-major prior", compile_kernel(coarse._block_major_prior, prior_ptrs, consts, ("inv_sigma",)))
+    for pool in (False, True):
+        k = compile_kernel(summary._block_summary_fwd, dict(K="*bf16", U="*bf16", OUT="*fp32"),
+                           dict(HEAD_DIM=128, BLOCK_SIZE=64, BLOCK_D=128, HAS_POOL=pool), ("logit_scale",),
+                           num_warps=8)  # fmt: skip
+        report(f"block summaries pool={pool}", k)
+    k = compile_kernel(selection._log_prior_fwd, dict(P="*fp32", OUT="*fp32"), dict(ROWS=64, CHUNK=64),
+                       ("inv_sigma",), num_warps=4)  # fmt: skip
+    report("log prior", k)
+    select_ptrs = dict(Z="*fp32", LENGTHS="*i64", NUM_NEW="*i64", ACTIVE="*i8", PRIOR="*fp32", LIST="*i32",
+                       COUNT="*i32", POS="*i64")  # fmt: skip
+    consts = dict(GROUP=4, GROUP_P2=4, NB=2048, SUB=128, BLOCK_SIZE=64, HAS_NUM_NEW=False, MODE=1, N_BISECT=0,
+                  N_NEWTON=7)  # fmt: skip
+    k = compile_kernel(decode_select._decode_select, select_ptrs, consts,
+                       ("inv_sigma", "am1", "d", "one_minus_alpha"), num_warps=8)  # fmt: skip
+    report("decode select nb=2048", k)
+    k = compile_kernel(decode_select._merge_splits, dict(ACC="*fp32", M="*fp32", L="*fp32", OUT="*bf16"),
+                       dict(GROUP=4, GROUP_P2=4, VALUE_DIM=128, BLOCK_DV=128), num_warps=4)  # fmt: skip
+    report("decode merge splits", k)
 
 
 if __name__ == "__main__":

@@ -80,3 +80,20 @@ def test_cuda_op_autograd_and_opcheck(dtype):
     assert float((gu.double() - ru).norm() / ru.norm()) < 1e-3
     torch.library.opcheck(torch.ops.dash_flex.block_summaries.default, (k, u, 64))
     torch.library.opcheck(torch.ops.dash_flex.block_summaries.default, (k.detach(), None, 64))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_kernel_past_int32_offsets():
+    """A batch of keys larger than 2³¹ elements (17 × 8 heads × 128K × 128, bf16, 4.6 GB): the last
+    sequences' summaries equal the torch path's (batch offsets are int64 in the kernel)."""
+    from custom_ops.block_summary.triton_kernels import block_summaries_launch
+
+    B, H, S, D, bs = 17, 8, 131072, 128, 64
+    g = torch.Generator(device="cuda").manual_seed(5)
+    k = torch.randn(B, H, S, D, device="cuda", dtype=torch.bfloat16, generator=g)
+    assert k.numel() >= 2**31
+    out = torch.full((B, H, S // bs, D), math.nan, device="cuda")
+    block_summaries_launch(k, None, bs, out)
+    want = block_summaries_torch(k[-2:], None, bs)
+    torch.testing.assert_close(out[-2:], want, atol=1e-5, rtol=1e-5)

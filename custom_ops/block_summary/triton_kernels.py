@@ -38,7 +38,7 @@ def _block_summary_fwd(
 ):
     logit_scale = tl.cast(logit_scale, tl.float32)  # Inductor may pass Python floats as fp64
     c = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(1).to(tl.int64)  # int64 offsets: B·H·S·D passes 2³¹ for a batch of long inputs
     b = bh // num_heads
     h = bh % num_heads
     offs_i = c * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)

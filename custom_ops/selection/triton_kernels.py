@@ -35,7 +35,7 @@ def _log_prior_fwd(
     CHUNK: tl.constexpr,
 ):
     inv_sigma = tl.cast(inv_sigma, tl.float32)  # Inductor may pass Python floats as fp64
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)  # int64 offsets: per-head p̄ passes 2³¹ elements at 128K
     t0 = tl.program_id(1) * ROWS
     b = bh // num_heads
     h = bh % num_heads

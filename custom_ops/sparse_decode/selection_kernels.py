@@ -69,7 +69,7 @@ def _decode_select(
 ):  # fmt: skip
     inv_sigma = tl.cast(inv_sigma, tl.float32)
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)  # int64 offsets (large B·H·nb)
     b = bh // num_kv_heads
     h = bh % num_kv_heads
     length = tl.load(LENGTHS + b)
@@ -95,7 +95,7 @@ def _decode_select(
     prior = tl.where(selected, (log_p - mean) * inv_sigma, 0.0)
     active = selected | (cols == own)
     in_row = cols < num_blocks
-    row_base = bh.to(tl.int64) * num_blocks
+    row_base = bh * num_blocks
     tl.store(PRIOR + row_base + cols, prior, mask=in_row)
     tl.store(ACTIVE + row_base + cols, active.to(tl.int8), mask=in_row)
 
@@ -158,7 +158,7 @@ def _merge_splits(
     stride_ob, stride_oh, stride_od,
     GROUP: tl.constexpr, GROUP_P2: tl.constexpr, VALUE_DIM: tl.constexpr, BLOCK_DV: tl.constexpr,
 ):  # fmt: skip
-    bh = tl.program_id(0)
+    bh = tl.program_id(0).to(tl.int64)  # int64 offsets (large B·H·nb)
     b = bh // num_kv_heads
     h = bh % num_kv_heads
     offs_g = tl.arange(0, GROUP_P2)
