@@ -6,10 +6,10 @@
   backward, and is kept apart for clarity).
 * ``_dq_dprior``: one program per (query tile, ``PACK`` query heads) walks the tile's kept-block
   list (as the forward), recomputes ``P = exp2(S₂ − lse₂)`` (log2 units), forms
-  ``dS = P ∘ (dO·Vᵀ − Δ)`` and accumulates ``dQ``; the prior's gradient for (block c, the tile's rows) is the row
-  sum of dS over the block's keys, summed over the packed heads (they share the prior) and written
-  once by this program into its pack's slice of a zeroed buffer (pairs outside the tile's list
-  stay 0); the launch sums the slices of a selection head's packs.
+  ``dS = P ∘ (dO·Vᵀ − Δ)`` and accumulates ``dQ``; the prior's gradient for (block c, the tile's
+  rows) is the row sum of dS over the block's keys, summed over the packed heads (they share the
+  prior) and written once by this program into its pack's slice of a zeroed buffer (pairs outside
+  the tile's list stay 0); the launch sums the slices of a selection head's packs.
 * ``_dk_dv``: one program per (key block, batch·KV head) walks, for each group of ``PACK`` query
   heads of the KV head, the query tiles that keep the block (the transpose of the forward's
   lists), and accumulates the KV head's ``dK`` and ``dV`` in fp32 registers: the sum over the
@@ -311,7 +311,8 @@ def sparse_attention_backward_launch(
     if nb * block_size < Skv:  # the dK / dV grid covers nb blocks: keys past them would stay unwritten
         raise ValueError(f"{nb} blocks of {block_size} do not cover {Skv} keys")
     dev = query.device
-    out, out_residual = out.contiguous(), out_residual.contiguous()  # one set of strides for both (no-ops)
+    # _delta_rows reads both with one set of strides (no copies for the forward's contiguous outputs)
+    out, out_residual = out.contiguous(), out_residual.contiguous()
     delta = torch.empty(B, Hq, Sq, device=dev, dtype=torch.float32)
     block_dv = max(16, triton.next_power_of_2(Dv))
     _delta_rows[(B * Hq, triton.cdiv(Sq, DELTA_ROWS))](
