@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from custom_ops.block_summary import triton_kernels as summary  # noqa: E402
 from custom_ops.coarse_selection import split_kernels as coarse  # noqa: E402
 from custom_ops.selection import triton_kernels as selection  # noqa: E402
+from custom_ops.sparse_attention import list_kernels  # noqa: E402
 from custom_ops.sparse_attention import triton_backward as fine_bwd  # noqa: E402
 from custom_ops.sparse_attention import triton_kernels as fine  # noqa: E402
 from custom_ops.sparse_decode import selection_kernels as decode_select  # noqa: E402
@@ -72,6 +73,10 @@ def main() -> None:
     k = compile_kernel(fine_bwd._delta_rows, dict(DO="*bf16", OUT="*bf16", OUT_RES="*bf16", DELTA="*fp32"),
                        dict(ROWS=fine_bwd.DELTA_ROWS, VALUE_DIM=128, BLOCK_DV=128), num_warps=4)  # fmt: skip
     report("fine backward delta rows", k)
+    list_ptrs = dict(ACTIVE="*i8", LIST="*i32", COUNT="*i32")
+    for name, kernel in (("tile", list_kernels._tile_lists), ("block", list_kernels._block_lists)):
+        k = compile_kernel(kernel, list_ptrs, dict(BLOCK_M=16, STEP=128), num_warps=4)
+        report(f"fine {name} lists", k)
     score_ptrs = dict(Q="*bf16", KB_HI="*bf16", KB_LO="*bf16", Z="*fp32")
     for bm, bn, warps in ((64, 64, 4), (128, 64, 4), (128, 128, 8)):
         consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False)

@@ -125,6 +125,48 @@ def test_in_slice_offsets_past_int32_raise():
         check_in_slice_offsets(query=strided((1, 64, 524288, 128), (2**32, 128, 64 * 128, 1)))
 
 
+LIST_CASES = [  # (B, H, nb, Sq, padding of nb and Sq in the underlying tensor, block_m, density)
+    (1, 2, 5, 40, (3, 88), 16, 0.3),  # a view of a padded block-major tensor, Sq not a tile multiple
+    (2, 3, 300, 130, (0, 0), 16, 0.05),  # more blocks than one step of 128
+    (1, 1, 7, 64, (1, 64), 32, 0.5),
+    (1, 2, 3, 600, (0, 40), 4, 0.1),  # more tiles than one step of 128
+    (1, 1, 1, 1, (0, 0), 16, 1.0),
+]
+
+
+@pytest.mark.parametrize("case", LIST_CASES)
+def test_list_kernels_equal_the_torch_lists(case):
+    """The Triton list builders give the torch definitions' lists and counts exactly (slots past
+    the count zero), on views of padded flags."""
+    from custom_ops.sparse_attention.list_kernels import block_tile_lists_launch, tile_block_lists_launch
+
+    B, H, nb, Sq, (pad_nb, pad_sq), block_m, density = case
+    g = torch.Generator().manual_seed(nb + Sq)
+    active = (torch.rand(B, H, nb + pad_nb, Sq + pad_sq, generator=g) < density)[:, :, :nb, :Sq]
+    for reference, kernel in ((tile_block_lists, tile_block_lists_launch), (block_tile_lists, block_tile_lists_launch)):
+        (want_list, want_count), (got_list, got_count) = reference(active, block_m), kernel(active, block_m)
+        assert torch.equal(got_count, want_count), reference.__name__
+        assert torch.equal(got_list, want_list), reference.__name__
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_list_kernels_equal_the_torch_lists():
+    """On the GPU, at the benchmark's shape (32K rows, 512 blocks, 8 heads, a view of padded
+    flags) and the fine kernels' tile heights."""
+    from custom_ops.sparse_attention.list_kernels import block_tile_lists_launch, tile_block_lists_launch
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    active = (torch.rand(1, 8, 520, 32768 + 128, generator=g, device="cuda") < 0.2)[:, :, :512, :32700]
+    for block_m in (16, 32, 128):
+        for reference, kernel in (
+            (tile_block_lists, tile_block_lists_launch),
+            (block_tile_lists, block_tile_lists_launch),
+        ):
+            want, got = reference(active, block_m), kernel(active, block_m)
+            assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0]), (block_m, reference.__name__)
+
+
 def test_opcheck_cpu():
     q, k, v, _, kw, (prior, active), has_prior = problem(CASES[0])
     torch.library.opcheck(

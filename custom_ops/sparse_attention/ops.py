@@ -1,6 +1,7 @@
 """``dash_flex::sparse_attention_forward`` / ``_backward``: schemas, fake kernels, autograd; torch
 on CPU / float64, Triton on CUDA. Opaque ops, like ``dash_flex::sparse_decode``: the CUDA
-branches build the tile lists with torch ops and launch the kernels directly.
+branches build the work lists (list_kernels.py; :func:`tile_block_lists` and
+:func:`block_tile_lists` below are their torch definitions) and launch the kernels directly.
 """
 
 from __future__ import annotations
@@ -89,11 +90,12 @@ def sparse_attention_forward(
     added per block (see torch_impl). Differentiable in query, key, value and prior (not through lse / out_residual)."""
     if query.device.type != "cuda" or query.dtype == torch.float64:
         return sparse_attention_forward_torch(query, key, value, prior, active, causal, scale, block_size, has_prior)
+    from .list_kernels import tile_block_lists_launch
     from .triton_kernels import sparse_attention_launch
 
     check_in_slice_offsets(query=query, key=key, value=value, prior=prior, active=active)
     rows, pack = forward_tiling(query.shape[1], key.shape[1], prior.shape[1], active.shape[1])
-    block_list, count = tile_block_lists(active, rows)
+    block_list, count = tile_block_lists_launch(active, rows)
     return sparse_attention_launch(
         query, key, value, prior.float(), active, block_list, count, causal, scale, block_size, has_prior, rows,
         FORWARD_WARPS, FORWARD_STAGES, pack=pack,
@@ -129,12 +131,13 @@ def sparse_attention_backward(
     args = (grad_out, query, key, value, prior, active, out, out_residual, lse, causal, scale, block_size, has_prior)
     if query.device.type != "cuda" or query.dtype == torch.float64:
         return sparse_attention_backward_torch(*args)
+    from .list_kernels import block_tile_lists_launch, tile_block_lists_launch
     from .triton_backward import sparse_attention_backward_launch
 
     check_in_slice_offsets(grad_out=grad_out, query=query, key=key, value=value, prior=prior, active=active)
     rows, pack = backward_tiling(query.shape[1], key.shape[1], prior.shape[1], active.shape[1])
-    tile_list, tile_count = tile_block_lists(active, rows)
-    block_list, block_count = block_tile_lists(active, rows)
+    tile_list, tile_count = tile_block_lists_launch(active, rows)
+    block_list, block_count = block_tile_lists_launch(active, rows)
     return sparse_attention_backward_launch(
         grad_out.contiguous(), query, key, value, prior.float(), active, out, out_residual, lse,
         tile_list, tile_count, block_list, block_count, causal, scale, block_size, has_prior, rows, pack,

@@ -1,0 +1,107 @@
+"""The fine stage's work lists in Triton (the CUDA path of :func:`.ops.tile_block_lists` and
+:func:`.ops.block_tile_lists`, which stay the torch definitions).
+
+From the block-major flags ``active [B, H, nb, Sq]`` (query index contiguous):
+
+* ``_tile_lists``: one program per (``block_m``-row query tile, batch·head) ORs the tile's rows of
+  each block's flags and writes the kept blocks in ascending order (an in-register prefix sum
+  gives each its slot), then their count;
+* ``_block_lists``: one program per (key block, batch·head) does the transpose, the query tiles
+  that keep the block.
+
+Slots past a list's count stay zero, as in the torch definitions. The torch versions make ~10
+passes over flag-sized tensors (an OR of 8-byte words, a pad, a transpose, a cumsum, a where, a
+scatter, a sum); these read the flags once per list.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCKS_PER_STEP = 128  # key blocks per step of _tile_lists
+TILES_PER_STEP = 128  # query tiles per step of _block_lists
+
+
+@triton.jit
+def _append_kept(OUT, n, index, keep):
+    """Store ``index[keep]`` at ``OUT[n], OUT[n + 1], ...`` in order; return the new count."""
+    kept = keep.to(tl.int32)
+    slot = n + tl.cumsum(kept, axis=0) - 1
+    tl.store(OUT + slot, index, mask=keep)
+    return n + tl.sum(kept, axis=0)
+
+
+@triton.jit
+def _tile_lists(
+    ACTIVE, LIST, COUNT, q_len, num_blocks, num_heads, num_tiles,
+    stride_ab, stride_ah, stride_ac, stride_at,
+    BLOCK_M: tl.constexpr, STEP: tl.constexpr,
+):  # fmt: skip
+    """``LIST [B·H, num_tiles, num_blocks]`` (zeroed), ``COUNT [B·H, num_tiles]``."""
+    tile = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // num_heads
+    h = bh % num_heads
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    base = ACTIVE + b * stride_ab + h * stride_ah
+    row = bh * num_tiles + tile
+    out = LIST + row * num_blocks
+    n = tl.full([], 0, tl.int32)
+    for c0 in range(0, num_blocks, STEP):
+        c = c0 + tl.arange(0, STEP)
+        flags = tl.load(base + c[:, None].to(tl.int64) * stride_ac + rows[None, :] * stride_at,
+                        mask=(c < num_blocks)[:, None] & (rows < q_len)[None, :], other=0)  # fmt: skip
+        n = _append_kept(out, n, c, tl.max(flags.to(tl.int32), axis=1) > 0)
+    tl.store(COUNT + row, n)
+
+
+@triton.jit
+def _block_lists(
+    ACTIVE, LIST, COUNT, q_len, num_blocks, num_heads, num_tiles,
+    stride_ab, stride_ah, stride_ac, stride_at,
+    BLOCK_M: tl.constexpr, STEP: tl.constexpr,
+):  # fmt: skip
+    """``LIST [B·H, num_blocks, num_tiles]`` (zeroed), ``COUNT [B·H, num_blocks]``."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // num_heads
+    h = bh % num_heads
+    base = ACTIVE + b * stride_ab + h * stride_ah + c.to(tl.int64) * stride_ac
+    row = bh * num_blocks + c
+    out = LIST + row * num_tiles
+    n = tl.full([], 0, tl.int32)
+    for t0 in range(0, num_tiles, STEP):
+        t = t0 + tl.arange(0, STEP)
+        rows = t[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
+        flags = tl.load(base + rows * stride_at, mask=(t < num_tiles)[:, None] & (rows < q_len), other=0)
+        n = _append_kept(out, n, t, tl.max(flags.to(tl.int32), axis=1) > 0)
+    tl.store(COUNT + row, n)
+
+
+def _launch(kernel, active: torch.Tensor, block_m: int, by_tile: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    B, H, nb, Sq = active.shape
+    n_tiles = triton.cdiv(Sq, block_m)
+    outer, inner = (n_tiles, nb) if by_tile else (nb, n_tiles)
+    lists = torch.zeros(B, H, outer, inner, device=active.device, dtype=torch.int32)
+    count = torch.empty(B, H, outer, device=active.device, dtype=torch.int32)
+    flags = active.view(torch.int8) if active.dtype == torch.bool else active
+    step = BLOCKS_PER_STEP if by_tile else TILES_PER_STEP
+    kernel[(outer, B * H)](
+        flags, lists, count, Sq, nb, H, n_tiles, *flags.stride(),
+        BLOCK_M=block_m, STEP=min(step, triton.next_power_of_2(inner)), num_warps=4,
+    )  # fmt: skip
+    return lists, count
+
+
+def tile_block_lists_launch(active: torch.Tensor, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """As :func:`.ops.tile_block_lists`: each query tile's kept blocks ``[B, H, n_tiles, nb]`` and
+    their count ``[B, H, n_tiles]`` (int32). ``block_m``: a power of two."""
+    return _launch(_tile_lists, active, block_m, by_tile=True)
+
+
+def block_tile_lists_launch(active: torch.Tensor, block_m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """As :func:`.ops.block_tile_lists`: each key block's query tiles ``[B, H, nb, n_tiles]`` and
+    their count ``[B, H, nb]`` (int32)."""
+    return _launch(_block_lists, active, block_m, by_tile=False)
