@@ -39,8 +39,15 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 # ----------------------------------------------------------------------------- inputs
 def make_input(
-    shape, *, seed: int, scale: float = 1.0, dtype=torch.float64, mask_frac: float = 0.0, dead_rows: int = 0,
-    ties: bool = False, device: str = "cpu",
+    shape,
+    *,
+    seed: int,
+    scale: float = 1.0,
+    dtype=torch.float64,
+    mask_frac: float = 0.0,
+    dead_rows: int = 0,
+    ties: bool = False,
+    device: str = "cpu",
 ) -> torch.Tensor:
     """Random scores over the last dim: Gaussian × scale, optionally integer-valued (many ties),
     a fraction of entries set to -inf and the first ``dead_rows`` rows all -inf."""
@@ -274,8 +281,11 @@ def _interp_cases() -> dict[str, dict]:
             for alpha in (1.25, 1.5, 2.0):
                 cases[f"{dtype}-n{n}-a{alpha}"] = dict(dtype=dtype, n=n, alpha=alpha, rows=9, chunk=0)
         # chunked variant, forced with a small slice (ragged last slice); the interpreter is slow on it
-        chunked = [(n, a) for n in (100, 300) for a in (1.25, 1.5, 2.0)] if dtype == "float32" else [
-            (300, 1.5), (100, 1.25), (100, 2.0)]
+        chunked = (
+            [(n, a) for n in (100, 300) for a in (1.25, 1.5, 2.0)]
+            if dtype == "float32"
+            else [(300, 1.5), (100, 1.25), (100, 2.0)]
+        )
         for n, alpha in chunked:
             cases[f"{dtype}-n{n}-a{alpha}-chunk64"] = dict(dtype=dtype, n=n, alpha=alpha, rows=4, chunk=64)
     for dtype, alpha in (("float32", 1.5), ("float32", 1.75), ("bfloat16", 2.0)):  # n > 8192: chunked by default
@@ -295,8 +305,14 @@ def _run_interp_case(case: dict, seed: int) -> dict:
     dtype = getattr(torch, case["dtype"])
     alpha, n = case["alpha"], case["n"]
     cfg = triton_kernels.LaunchConfig(chunk=case["chunk"], num_warps=2) if case["chunk"] else None
-    x = make_input((case["rows"], n), seed=seed, scale=case.get("scale", 3.0), dtype=dtype,
-                   mask_frac=0.1 if n > 2 else 0.0, dead_rows=1)
+    x = make_input(
+        (case["rows"], n),
+        seed=seed,
+        scale=case.get("scale", 3.0),
+        dtype=dtype,
+        mask_frac=0.1 if n > 2 else 0.0,
+        dead_rows=1,
+    )
     if n > 2:
         x[1, : n // 2] = x[1, 0]  # a row with a block of ties
     p = triton_kernels.entmax_forward(x, alpha, cfg)
@@ -320,6 +336,25 @@ def _run_interp_case(case: dict, seed: int) -> dict:
     )
 
 
+def near_threshold_row() -> torch.Tensor:
+    """A sparsemax row built against an early Newton exit: entries 0 and −0.5 (the answer: p = 0.75,
+    0.25, τ* = −0.75) and 1000 equal entries 1e-7 above the τ that the schedule's 6 bisection
+    steps end at. Newton's first step from there sees a support of 1002 and moves τ by ~1e-4 while
+    τ* − τ is ~2.5e-4: a rule that stops on a small step stops there (p₀ = 0.749876)."""
+    lo = -0.75
+    for _ in range(20):  # the entries move the bisection's last τ: iterate to the fixed point
+        x = torch.cat([torch.tensor([0.0, -0.5]), torch.full((1000,), lo + 1e-7)])
+        s = x - x.max()
+        low, high = torch.tensor(-1.0), -(torch.tensor(float(s.numel())) ** -1.0)
+        for _ in range(6):
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if (s - mid).clamp_min(0).sum() >= 1.0 else (low, mid)
+        if low.item() == lo:
+            break
+        lo = low.item()
+    return x[None]
+
+
 def _interpreter_child() -> None:
     assert os.environ.get("TRITON_INTERPRET") == "1"
     out = {}
@@ -328,6 +363,9 @@ def _interpreter_child() -> None:
             out[key] = _run_interp_case(case, seed=1000 + i)
         except Exception as e:  # report per case; the parent test names it
             out[key] = {"error": f"{type(e).__name__}: {e}"}
+    from custom_ops.entmax import triton_kernels
+
+    out["near-threshold"] = triton_kernels.entmax_forward(near_threshold_row(), 2.0)[0, :3].tolist()
     print("@@RESULTS@@" + json.dumps(out))
 
 
@@ -342,7 +380,10 @@ def _interpreter_process(request):
         proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--interpreter-child"],
             env=dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=pythonpath),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
     yield proc
     if proc is not None and proc.poll() is None:
@@ -357,7 +398,7 @@ def interpreter_results(_interpreter_process) -> dict:
     assert _interpreter_process.returncode == 0 and lines, (
         f"interpreter subprocess failed:\n{stdout[-3000:]}\n{stderr[-5000:]}"
     )
-    return json.loads(lines[-1][len("@@RESULTS@@"):])
+    return json.loads(lines[-1][len("@@RESULTS@@") :])
 
 
 @pytest.mark.parametrize("key", list(INTERP_CASES))
@@ -367,6 +408,11 @@ def test_triton_kernels_interpreted(interpreter_results, key):
     assert r["dtypes_ok"] and r["finite"] and r["masked_zero"] and r["dead_row_zero"], r
     assert r["fwd_excess"] <= 0, r
     assert r["bwd_excess"] <= 0, r
+
+
+def test_triton_kernels_interpreted_near_threshold_support(interpreter_results):
+    """The Newton loop's early exit keeps sparsemax exact on :func:`near_threshold_row`."""
+    assert interpreter_results["near-threshold"] == pytest.approx([0.75, 0.25, 0.0], abs=1e-6)
 
 
 def test_launcher_on_cpu_without_interpreter_is_a_clear_error():
@@ -415,6 +461,14 @@ def test_cuda_triton_matches_torch_path(shape, alpha, dtype):
     dx_ref = torch_impl.entmax_backward(p.double(), g.double(), alpha)
     bound = dtype_tol(dtype) * dx_ref.abs() + 1e-5 * dx_ref.abs().max() + 1e-6
     assert dx.dtype == dtype and ((dx.double() - dx_ref).abs() <= bound).all()
+
+
+@pytest.mark.gpu
+@cuda
+def test_cuda_near_threshold_support():
+    """As the interpreted test: sparsemax stays exact on :func:`near_threshold_row` on the GPU."""
+    p = OPS.entmax_forward(near_threshold_row().cuda(), 2.0)
+    assert p[0, :3].tolist() == pytest.approx([0.75, 0.25, 0.0], abs=1e-6)
 
 
 @pytest.mark.gpu

@@ -131,6 +131,7 @@ LIST_CASES = [  # (B, H, nb, Sq, padding of nb and Sq in the underlying tensor, 
     (1, 1, 7, 64, (1, 64), 32, 0.5),
     (1, 2, 3, 600, (0, 40), 4, 0.1),  # more tiles than one step of 128
     (1, 1, 1, 1, (0, 0), 16, 1.0),
+    (1, 1, 0, 16, (0, 0), 16, 1.0),  # no blocks
 ]
 
 
@@ -153,12 +154,12 @@ def test_list_kernels_equal_the_torch_lists(case):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_list_kernels_equal_the_torch_lists():
     """On the GPU, at the benchmark's shape (32K rows, 512 blocks, 8 heads, a view of padded
-    flags) and the fine kernels' tile heights."""
+    flags; sparse enough that lists are far from full) and the fine kernels' tile heights."""
     from custom_ops.sparse_attention.list_kernels import block_tile_lists_launch, tile_block_lists_launch
 
     g = torch.Generator(device="cuda").manual_seed(0)
-    active = (torch.rand(1, 8, 520, 32768 + 128, generator=g, device="cuda") < 0.2)[:, :, :512, :32700]
-    for block_m in (16, 32, 128):
+    active = (torch.rand(1, 8, 520, 32768 + 128, generator=g, device="cuda") < 0.002)[:, :, :512, :32700]
+    for block_m in (16, 32, 64, 128):
         for reference, kernel in (
             (tile_block_lists, tile_block_lists_launch),
             (block_tile_lists, block_tile_lists_launch),

@@ -53,7 +53,7 @@ def _tile_lists(
         c = c0 + tl.arange(0, STEP)
         flags = tl.load(base + c[:, None].to(tl.int64) * stride_ac + rows[None, :] * stride_at,
                         mask=(c < num_blocks)[:, None] & (rows < q_len)[None, :], other=0)  # fmt: skip
-        n = _append_kept(out, n, c, tl.max(flags.to(tl.int32), axis=1) > 0)
+        n = _append_kept(out, n, c, tl.max((flags != 0).to(tl.int32), axis=1) > 0)
     tl.store(COUNT + row, n)
 
 
@@ -76,7 +76,7 @@ def _block_lists(
         t = t0 + tl.arange(0, STEP)
         rows = t[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
         flags = tl.load(base + rows * stride_at, mask=(t < num_tiles)[:, None] & (rows < q_len), other=0)
-        n = _append_kept(out, n, t, tl.max(flags.to(tl.int32), axis=1) > 0)
+        n = _append_kept(out, n, t, tl.max((flags != 0).to(tl.int32), axis=1) > 0)
     tl.store(COUNT + row, n)
 
 
@@ -85,7 +85,9 @@ def _launch(kernel, active: torch.Tensor, block_m: int, by_tile: bool) -> tuple[
     n_tiles = triton.cdiv(Sq, block_m)
     outer, inner = (n_tiles, nb) if by_tile else (nb, n_tiles)
     lists = torch.zeros(B, H, outer, inner, device=active.device, dtype=torch.int32)
-    count = torch.empty(B, H, outer, device=active.device, dtype=torch.int32)
+    count = torch.zeros(B, H, outer, device=active.device, dtype=torch.int32)
+    if lists.numel() == 0:  # no blocks or no rows: nothing kept
+        return lists, count
     flags = active.view(torch.int8) if active.dtype == torch.bool else active
     step = BLOCKS_PER_STEP if by_tile else TILES_PER_STEP
     kernel[(outer, B * H)](
