@@ -60,7 +60,7 @@ def main() -> None:
     print("| stop rule | mean steps per program | max |p − p(7 steps)| |")
     print("|---|---|---|")
     rules = [(f"program: every step ≤ {tol:g}·|τ|", steps <= tol) for tol in (0.0, 1e-6)]
-    rules += [(f"row: h(τ) ≤ {tol:g}, then one step", residuals <= tol) for tol in (1e-7, 2.5e-7, 1e-6)]
+    rules += [(f"row: h(τ) ≤ {tol:g}, then one step", residuals <= tol) for tol in (0.0, 1e-7, 2.5e-7, 1e-6)]
     for rule, done in rules:  # done [step, head, row]: the row may stop after this step
         first = torch.where(
             done.any(0), done.float().argmax(0) + 1, torch.full_like(done[0], N_NEWTON, dtype=torch.long)
