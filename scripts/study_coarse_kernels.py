@@ -1,0 +1,94 @@
+"""Where the coarse forward's time goes, kernel by kernel (GPU): the score GEMM, the grouped entmax
+solver and the block-major prior writer, each timed alone on every query chunk of the attention
+benchmark's inputs, and the entmax kernel under launch and solver variants.
+
+    PYTHONPATH=. python scripts/study_coarse_kernels.py [--seq 32768] [--ncu]
+
+``--ncu``: run the whole coarse launch once, after a warm-up, for Nsight Compute to profile
+(``ncu --kernel-name regex:_group_entmax ...``); no timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_attention import BS, topic_inputs  # noqa: E402
+
+from custom_ops.block_summary import block_summaries  # noqa: E402
+from custom_ops.coarse_selection import split_kernels as sk  # noqa: E402
+from custom_ops.entmax.torch_impl import solver_schedule  # noqa: E402
+
+
+def chunks(q: torch.Tensor, k_bar: torch.Tensor):
+    """Per query chunk of the coarse launch: ``(row0, n_rows, width)`` and the shared buffers."""
+    B, Hq, Sq, _ = q.shape
+    nb = k_bar.shape[2]
+    NB = max(16, triton.next_power_of_2(nb))
+    chunk = sk.chunk_rows(B, Hq, nb, Sq)
+    out = []
+    for row0 in range(0, Sq, chunk):
+        n_rows = min(chunk, Sq - row0)
+        out.append((row0, n_rows, sk.chunk_width(NB, True, row0, n_rows, Sq, 0, BS)))
+    return out, chunk, NB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seq", type=int, default=32768)
+    parser.add_argument("--ncu", action="store_true")
+    args = parser.parse_args()
+    S = args.seq
+    q, k, _ = topic_inputs(S)
+    k_bar = block_summaries(k, None, BS)
+    launch = (q, k_bar, 1.5, 1.0, 1.0, True, S, BS, -(-S // 128) * 128, -(-S // BS))
+    if args.ncu:
+        for _ in range(2):
+            sk.coarse_selection_split_launch(*launch)
+        torch.cuda.synchronize()
+        return
+    B, Hq, Sq, _ = q.shape
+    Hkv, nb = k_bar.shape[1], k_bar.shape[2]
+    plan, chunk, NB = chunks(q, k_bar)
+    z = torch.empty(B, Hq, chunk, -(-nb // 16) * 16, device=q.device, dtype=torch.float32)[..., :nb]
+    probs = torch.empty(B, Hkv, Sq, nb, device=q.device, dtype=torch.float32)
+    mean_log = torch.empty(B, Hkv, Sq, device=q.device, dtype=torch.float32)
+    parts = sk.split_summaries(k_bar, q.dtype)
+    mode, n_bisect, n_newton = solver_schedule(1.5, nb, torch.float32)
+
+    def entmax(row0, n_rows, width, rows, warps, newton):
+        sk._group_entmax[(triton.cdiv(n_rows, rows), B * Hkv)](
+            z, probs, mean_log, Sq, row0, nb, Hkv, 0, *z.stride(), *probs.stride(), *mean_log.stride()[:2],
+            0.5, 2.0, -0.5, GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=BS,
+            CAUSAL=True, MODE=mode, N_BISECT=n_bisect, N_NEWTON=newton, num_warps=warps,
+        )  # fmt: skip
+
+    variants = {"default": None, "newton 0": dict(newton=0), "newton 2": dict(newton=2), "newton 4": dict(newton=4)}
+    for rows, warps in [(2, 1), (2, 2), (1, 1), (8, 2), (8, 4), (4, 4)]:
+        variants[f"rows {rows} warps {warps}"] = dict(rows=rows, warps=warps)
+    totals = {"scores": 0.0, **{f"entmax {v}": 0.0 for v in variants}}
+    print(f"S={S}: {len(plan)} chunks of {chunk} rows, widths {[w for *_, w in plan]}")
+    for row0, n_rows, width in plan:
+        sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS)
+        totals["scores"] += triton.testing.do_bench(
+            lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS), warmup=5, rep=40
+        )
+        rows0, warps0 = sk.entmax_config(width)
+        for name, kw in variants.items():
+            cfg = dict(rows=rows0, warps=warps0, newton=n_newton) | (kw or {})
+            ms = triton.testing.do_bench(lambda: entmax(row0, n_rows, width, **cfg), warmup=5, rep=40)
+            totals[f"entmax {name}"] += ms
+    prior_ms = triton.testing.do_bench(lambda: sk.coarse_selection_split_launch(*launch), warmup=5, rep=40)
+    print("| kernel / variant | ms (sum over chunks) |\n|---|---|")
+    for name, ms in totals.items():
+        print(f"| {name} | {ms:.3f} |")
+    print(f"| whole coarse launch | {prior_ms:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
