@@ -68,26 +68,57 @@ def main() -> None:
             CAUSAL=True, MODE=mode, N_BISECT=n_bisect, N_NEWTON=newton, num_warps=warps,
         )  # fmt: skip
 
-    variants = {"default": None, "newton 0": dict(newton=0), "newton 2": dict(newton=2), "newton 4": dict(newton=4)}
-    for rows, warps in [(2, 1), (2, 2), (1, 1), (8, 2), (8, 4), (4, 4)]:
-        variants[f"rows {rows} warps {warps}"] = dict(rows=rows, warps=warps)
-    totals = {"scores": 0.0, **{f"entmax {v}": 0.0 for v in variants}}
+    # (rows, warps) candidates; a thread holds width·rows / (32·warps) scores per tile (≤ 32: no spills)
+    candidates = [(16, 1), (8, 1), (4, 1), (2, 1), (1, 1), (8, 2), (4, 2), (2, 2), (1, 2), (2, 4), (1, 4)]
+    grad_prior = torch.randn(B, Hkv, -(-nb // 64) * 64, -(-Sq // 128) * 128, device=q.device)
+    split = q.dtype != torch.float32
+    z_split = z.view(torch.bfloat16) if split else z
+
+    def vjp(row0, n_rows, width, rows, warps):
+        sk._group_entmax_vjp[(triton.cdiv(n_rows, rows), B * Hkv)](
+            z, z_split, probs, grad_prior, probs, Sq, row0, nb, Hkv, 0, z.shape[-1],
+            *z.stride(), *probs.stride(), *grad_prior.stride(), *probs.stride(), 0.5, 2.0, -0.5, 1.0,
+            GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=BS, CAUSAL=True,
+            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=False, HAS_GRAD_PRIOR=True,
+            SPLIT=split, num_warps=warps,
+        )  # fmt: skip
+
     print(f"S={S}: {len(plan)} chunks of {chunk} rows, widths {[w for *_, w in plan]}")
+    print("| chunk width | kernel | " + " | ".join(f"{r}×{w}" for r, w in candidates) + " |")
+    print("|---|---|" + "---|" * len(candidates))
+    totals = {"scores": 0.0, "entmax (current)": 0.0, "entmax (best)": 0.0, "vjp (current)": 0.0, "vjp (best)": 0.0}
+    if len(plan) > 16:  # 128K: 128 chunks; time the first chunk of each width and the last one
+        firsts = {width: (row0, n_rows, width) for row0, n_rows, width in reversed(plan)}
+        plan = sorted(set(firsts.values()) | {plan[-1]})
+        print(f"timed chunks only: {plan} (sums below cover these)")
     for row0, n_rows, width in plan:
-        sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS)
-        totals["scores"] += triton.testing.do_bench(
-            lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS), warmup=5, rep=40
-        )
-        rows0, warps0 = sk.entmax_config(width)
-        for name, kw in variants.items():
-            cfg = dict(rows=rows0, warps=warps0, newton=n_newton) | (kw or {})
-            ms = triton.testing.do_bench(lambda: entmax(row0, n_rows, width, **cfg), warmup=5, rep=40)
-            totals[f"entmax {name}"] += ms
-    prior_ms = triton.testing.do_bench(lambda: sk.coarse_selection_split_launch(*launch), warmup=5, rep=40)
-    print("| kernel / variant | ms (sum over chunks) |\n|---|---|")
+        score = lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS)  # noqa: E731
+        score()
+        score_ms = triton.testing.do_bench(score, warmup=5, rep=40)
+        totals["scores"] += score_ms
+        fwd, bwd = {}, {}
+        for rows, warps in candidates:
+            if width * rows > 32 * 32 * warps:
+                continue
+            cfg = dict(rows=rows, warps=warps)
+            fwd[rows, warps] = triton.testing.do_bench(
+                lambda: entmax(row0, n_rows, width, newton=n_newton, **cfg), warmup=5, rep=40
+            )
+            # the VJP overwrites z with dz: time it with a fresh score GEMM before each call
+            both = triton.testing.do_bench(lambda: (score(), vjp(row0, n_rows, width, **cfg)), warmup=5, rep=40)
+            bwd[rows, warps] = both - score_ms
+        score()
+        current = sk.entmax_config(width)
+        for name, times in (("entmax", fwd), ("vjp", bwd)):
+            cells = " | ".join(f"{times[c]:.3f}" if c in times else "—" for c in candidates)
+            print(f"| {width} | {name} | {cells} |")
+            totals[f"{name} (current)"] += times.get(current, float("nan"))
+            totals[f"{name} (best)"] += min(times.values())
+    whole = triton.testing.do_bench(lambda: sk.coarse_selection_split_launch(*launch), warmup=5, rep=40)
+    print("\n| kernel | ms (sum over chunks) |\n|---|---|")
     for name, ms in totals.items():
         print(f"| {name} | {ms:.3f} |")
-    print(f"| whole coarse launch | {prior_ms:.3f} |")
+    print(f"| whole coarse forward launch | {whole:.3f} |")
 
 
 if __name__ == "__main__":

@@ -57,22 +57,22 @@ def entmax_rows_split(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: 
     top = _row_max(z)
     top = tl.where(top > -float("inf"), top, 0.0)  # all -inf row: s stays -inf, p = 0
     s = (z - top[None, :, None]) * am1
-    n_finite = tl.maximum(_row_sum((s > -float("inf")).to(tl.float32)), 1.0)
     lo = tl.full([z.shape[1]], -1.0, tl.float32)
-    hi = -tl.exp2(one_minus_alpha * tl.log2(n_finite))
-
-    for _ in range(N_BISECT):
-        mid = 0.5 * (lo + hi)
-        x = tl.maximum(s - mid[None, :, None], 0.0)
-        if MODE == 0:
-            p = x
-        elif MODE == 1:
-            p = x * x
-        else:
-            p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
-        too_much = _row_sum(p) >= 1.0
-        lo = tl.where(too_much, mid, lo)
-        hi = tl.where(too_much, hi, mid)
+    if N_BISECT > 0:  # the bracket's upper end -n^(1-α) costs a row reduction: only when bisecting
+        n_finite = tl.maximum(_row_sum((s > -float("inf")).to(tl.float32)), 1.0)
+        hi = -tl.exp2(one_minus_alpha * tl.log2(n_finite))
+        for _ in range(N_BISECT):
+            mid = 0.5 * (lo + hi)
+            x = tl.maximum(s - mid[None, :, None], 0.0)
+            if MODE == 0:
+                p = x
+            elif MODE == 1:
+                p = x * x
+            else:
+                p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+            too_much = _row_sum(p) >= 1.0
+            lo = tl.where(too_much, mid, lo)
+            hi = tl.where(too_much, hi, mid)
 
     tau = lo
     # A row is done once its residual h(τ) = ‖[s − τ]_+‖_d − 1 is at most NEWTON_TOL: h is convex
