@@ -42,6 +42,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seq", type=int, default=32768)
     parser.add_argument("--ncu", action="store_true")
+    parser.add_argument("--widths", type=int, nargs="*", help="time only the chunks of these widths")
+    parser.add_argument("--configs", nargs="*", help="(rows, warps) candidates as ROWSxWARPS, e.g. 1x1 2x4")
     args = parser.parse_args()
     S = args.seq
     q, k, _ = topic_inputs(S)
@@ -70,6 +72,10 @@ def main() -> None:
 
     # (rows, warps) candidates; a thread holds width·rows / (32·warps) scores per tile (≤ 32: no spills)
     candidates = [(16, 1), (8, 1), (4, 1), (2, 1), (1, 1), (8, 2), (4, 2), (2, 2), (1, 2), (2, 4), (1, 4)]
+    if args.configs:
+        candidates = [tuple(int(n) for n in c.split("x")) for c in args.configs]
+    if args.widths:
+        plan = [c for c in plan if c[2] in args.widths]
     grad_prior = torch.randn(B, Hkv, -(-nb // 64) * 64, -(-Sq // 128) * 128, device=q.device)
     split = q.dtype != torch.float32
     z_split = z.view(torch.bfloat16) if split else z
@@ -108,8 +114,8 @@ def main() -> None:
             both = triton.testing.do_bench(lambda: (score(), vjp(row0, n_rows, width, **cfg)), warmup=5, rep=40)
             bwd[rows, warps] = both - score_ms
         score()
-        current = sk.entmax_config(width)
         for name, times in (("entmax", fwd), ("vjp", bwd)):
+            current = sk.entmax_config(width, vjp=name == "vjp")
             cells = " | ".join(f"{times[c]:.3f}" if c in times else "—" for c in candidates)
             print(f"| {width} | {name} | {cells} |")
             totals[f"{name} (current)"] += times.get(current, float("nan"))

@@ -394,20 +394,21 @@ def row_fits(nb_pad: int) -> bool:
     return triton.next_power_of_2(nb_pad) <= MAX_BLOCKS
 
 
-# (rows per program, num_warps) of the entmax kernel per register row length: about 32 fp32
-# values of the score tile per thread, at most 8 warps (at 16 warps a thread gets 128 registers
-# and the solver's live tiles spill). Measured at 32K on the H200 (nb = 512, scripts/profile_stages.py
-# --coarse-sweep): (4, 2) 4.57 ms, (4, 4) 4.69, (8, 4) 4.94, (16, 4) 5.08, (16, 16) 5.79, (16, 8) 6.65.
-ENTMAX_CONFIGS = {64: (16, 1), 128: (8, 1), 256: (8, 2), 512: (4, 2), 1024: (4, 4), 2048: (2, 4), 4096: (1, 4)}
+# (rows per program, num_warps) of the entmax kernels per register row length. One warp per
+# program up to 1024 blocks: the solver's early exit ends a program when all its rows are done, and
+# a warp-sized program neither waits at a barrier for that vote nor for its slowest other warp.
+# H200, 32K (nb = 512; scripts/study_coarse_kernels.py, run 39), sum over the 8 query chunks:
+# forward 1.70 ms with session 7's (4, 2) at 512 → 0.94 ms with these; VJP 2.48 → 1.52 ms.
+# At width 128 the VJP prefers 2 rows (8K: 0.128 vs 0.166 ms with 1 row).
+ENTMAX_CONFIGS = {64: (2, 1), 128: (1, 1), 256: (1, 1), 512: (1, 1), 1024: (1, 1), 2048: (1, 2), 4096: (1, 4)}
+VJP_CONFIGS = ENTMAX_CONFIGS | {128: (2, 1)}
 
 
-def entmax_config(nb_padded: int) -> tuple[int, int]:
-    """``(rows, num_warps)`` of the entmax kernel for rows of ``nb_padded`` (a power of two) blocks;
-    with 1 or 2 warps (rows of up to 512 blocks) a row stays inside one warp (shuffle-only
-    reductions; sm_90 layouts, read from the compiled kernel); wider rows span warps."""
-    if nb_padded <= 64:
-        return ENTMAX_CONFIGS[64]
-    return ENTMAX_CONFIGS.get(nb_padded, (1, 8))
+def entmax_config(nb_padded: int, vjp: bool = False) -> tuple[int, int]:
+    """``(rows, num_warps)`` of the entmax kernel (``vjp``: of its VJP) for rows of ``nb_padded``
+    (a power of two) blocks; wider rows than the table's span 8 warps."""
+    table = VJP_CONFIGS if vjp else ENTMAX_CONFIGS
+    return table[max(64, nb_padded)] if nb_padded <= 4096 else (1, 8)
 
 
 def chunk_width(nb_padded: int, causal: bool, row0: int, n_rows: int, q_len: int, offset: int, block_size: int) -> int:
@@ -596,7 +597,7 @@ def coarse_selection_backward_split(
         dz = z_split[:, :, :n_rows] if split else zc
         launch_scores(query, kb_parts, zc, row0, n_rows, selection_scale, causal, offset, block_size)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
-        rows, num_warps = entmax_config(width)
+        rows, num_warps = entmax_config(width, vjp=True)
         _group_entmax_vjp[(triton.cdiv(n_rows, rows), B * Hkv)](
             zc, z_split, grad, d_prior, probs, Sq, row0, nb, Hkv, offset, nb_row,
             *zc.stride(), *grad.stride(), *d_prior.stride(), *probs.stride(),
