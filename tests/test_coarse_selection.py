@@ -480,3 +480,23 @@ def test_cuda_backward_matches_definition(dtype):
     bounded = torch.nn.functional.pad(delta, (0, sq_pad - S, 0, nb_pad - probs.shape[-1]))
     total = log_prior_backward_torch(bounded, probs, 0.5)
     check("prior", kernels(None, bounded), coarse_selection_backward_torch(total, q, k_bar, 1.5, 1.0, eligible), tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kv_len", [40000, 70000])  # nb 625 / 1094: register rows of 1024 / 2048 blocks
+def test_cuda_backward_wide_rows_match_definition(kv_len):
+    """The VJP kernel's wide-row launch configs (a row over 2 warps) against the torch definition,
+    on a gradient of ``probs`` (fp32 queries: the IEEE path, so the bound is fp32's)."""
+    B, Hq, Hkv, Sq, D, bs = 1, 4, 1, 256, 64, 64
+    g = torch.Generator(device="cuda").manual_seed(kv_len)
+    q = 2 * torch.randn(B, Hq, Sq, D, device="cuda", generator=g)
+    k = 2 * torch.randn(B, Hkv, kv_len, D, device="cuda", generator=g)
+    k_bar = block_summaries(k, torch.randn(Hkv, D, device="cuda", generator=g), bs)
+    sq_pad, nb_pad = padded(Sq, kv_len, bs)
+    probs, _, _ = coarse_selection_torch(q, k_bar, 1.5, 1.0, 1.0, True, kv_len, bs, sq_pad, nb_pad)
+    eligible, _ = block_classes(Sq, kv_len, bs, True, q.device)
+    grad = torch.randn(probs.shape, device="cuda", generator=g)
+    got = coarse_selection_backward_split(grad, None, probs, q, k_bar, 1.5, 1.0, 1.0, True, kv_len, bs)
+    want = coarse_selection_backward_torch(grad, q, k_bar, 1.5, 1.0, eligible)
+    assert rel_err(got[0], want[0]) <= 1e-4 and rel_err(got[1], want[1]) <= 1e-4

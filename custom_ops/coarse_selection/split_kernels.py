@@ -395,13 +395,15 @@ def row_fits(nb_pad: int) -> bool:
 
 
 # (rows per program, num_warps) of the entmax kernels per register row length. One warp per
-# program up to 1024 blocks: the solver's early exit ends a program when all its rows are done, and
+# program up to 512 blocks: the solver's early exit ends a program when all its rows are done, and
 # a warp-sized program neither waits at a barrier for that vote nor for its slowest other warp.
 # H200, 32K (nb = 512; scripts/study_coarse_kernels.py, run 39), sum over the 8 query chunks:
 # forward 1.70 ms with session 7's (4, 2) at 512 → 0.94 ms with these; VJP 2.48 → 1.52 ms.
-# At width 128 the VJP prefers 2 rows (8K: 0.128 vs 0.166 ms with 1 row).
-ENTMAX_CONFIGS = {64: (2, 1), 128: (1, 1), 256: (1, 1), 512: (1, 1), 1024: (1, 1), 2048: (1, 2), 4096: (1, 4)}
-VJP_CONFIGS = ENTMAX_CONFIGS | {128: (2, 1)}
+# At width 128 the VJP prefers 2 rows (8K: 0.128 vs 0.166 ms with 1 row). 128K's widths (run 40,
+# one chunk each): 1024 forward (1, 2) 0.084 ms, (1, 1) 0.146, session 7's (4, 4) 0.129, VJP (1, 2)
+# 0.189, (4, 4) 0.239; 2048 forward (1, 4) 0.139, (2, 4) 0.233, VJP (1, 2) 0.310, (2, 4) 0.378.
+ENTMAX_CONFIGS = {64: (2, 1), 128: (1, 1), 256: (1, 1), 512: (1, 1), 1024: (1, 2), 2048: (1, 4), 4096: (1, 4)}
+VJP_CONFIGS = ENTMAX_CONFIGS | {128: (2, 1), 2048: (1, 2)}
 
 
 def entmax_config(nb_padded: int, vjp: bool = False) -> tuple[int, int]:
