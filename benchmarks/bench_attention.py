@@ -249,8 +249,13 @@ def main():
         print(f"wrote {args.out}/bench_attention.{{md,json,png}}")
 
 
+# issue #6's bars (× faster than cuDNN) per pass and length, drawn on the plot
+TARGETS = {"fwd_ms": {"32768": 2.0, "131072": 3.0}, "fwd_bwd_ms": {"32768": 1.5}}
+
+
 def plot(results: dict, path: str, title: str) -> None:
-    """Speed-up over cuDNN (forward, and forward+backward where measured) per method and length."""
+    """Speed-up over cuDNN (forward, and forward+backward where measured) per method and length,
+    one colour per method in both panels, each bar labelled, issue #6's bars as dashed marks."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,6 +263,7 @@ def plot(results: dict, path: str, title: str) -> None:
 
     runs = results["runs"]
     lengths = sorted(runs, key=int)
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(METHODS)}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, key, label in ((axes[0], "fwd_ms", "forward"), (axes[1], "fwd_bwd_ms", "forward + backward")):
         methods = [m for m in METHODS if any(runs[S]["rows"].get(m, {}).get(key) for S in lengths)]
@@ -267,7 +273,12 @@ def plot(results: dict, path: str, title: str) -> None:
             for S in lengths:
                 ref, t = runs[S]["rows"]["sdpa_cudnn"].get(key), runs[S]["rows"].get(m, {}).get(key)
                 ratios.append(ref / t if ref and t else 0.0)
-            ax.bar([j + i * width for j in range(len(lengths))], ratios, width, label=m)
+            bars = ax.bar([j + i * width for j in range(len(lengths))], ratios, width, label=m, color=colours[m])
+            ax.bar_label(bars, [f"{r:.2f}" if r else "" for r in ratios], fontsize=7)
+        for j, S in enumerate(lengths):
+            if S in TARGETS[key]:
+                ax.hlines(TARGETS[key][S], j - width / 2, j + 0.8 - width / 2, colors="k", linestyles="--", lw=1,
+                          label="issue #6 bar" if j == lengths.index(next(iter(TARGETS[key]))) else None)  # fmt: skip
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(lengths))], [f"S={S}" for S in lengths])
         ax.set_title(label)
