@@ -275,10 +275,12 @@ def plot(results: dict, path: str, title: str) -> None:
                 ratios.append(ref / t if ref and t else 0.0)
             bars = ax.bar([j + i * width for j in range(len(lengths))], ratios, width, label=m, color=colours[m])
             ax.bar_label(bars, [f"{r:.2f}" if r else "" for r in ratios], fontsize=7)
+        labelled = False  # runs are keyed by int in a fresh run, by str once read back from JSON
         for j, S in enumerate(lengths):
-            if S in TARGETS[key]:
-                ax.hlines(TARGETS[key][S], j - width / 2, j + 0.8 - width / 2, colors="k", linestyles="--", lw=1,
-                          label="issue #6 bar" if j == lengths.index(next(iter(TARGETS[key]))) else None)  # fmt: skip
+            if str(S) in TARGETS[key]:
+                ax.hlines(TARGETS[key][str(S)], j - width / 2, j + 0.8 - width / 2, colors="k", linestyles="--", lw=1,
+                          label=None if labelled else "issue #6 bar")  # fmt: skip
+                labelled = True
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(lengths))], [f"S={S}" for S in lengths])
         ax.set_title(label)

@@ -1,6 +1,6 @@
 """Where the coarse forward's time goes, kernel by kernel (GPU): the score GEMM, the grouped entmax
 solver and the block-major prior writer, each timed alone on every query chunk of the attention
-benchmark's inputs, and the entmax kernel under launch and solver variants.
+benchmark's inputs, and the entmax kernel and its VJP under launch configs (rows, warps).
 
     PYTHONPATH=. python scripts/study_coarse_kernels.py [--seq 32768] [--ncu]
 
@@ -103,19 +103,17 @@ def main() -> None:
         score_ms = triton.testing.do_bench(score, warmup=5, rep=40)
         totals["scores"] += score_ms
         fwd, bwd = {}, {}
-        for rows, warps in candidates:
-            if width * rows > 32 * 32 * warps:
-                continue
-            cfg = dict(rows=rows, warps=warps)
+        fits = [(r, w) for r, w in candidates if width * r <= 32 * 32 * w]
+        for rows, warps in fits:  # every forward first: the VJP below overwrites z with dz
             fwd[rows, warps] = triton.testing.do_bench(
-                lambda: entmax(row0, n_rows, width, newton=n_newton, **cfg), warmup=5, rep=40
+                lambda: entmax(row0, n_rows, width, rows, warps, n_newton), warmup=5, rep=40
             )
-            # the VJP overwrites z with dz: time it with a fresh score GEMM before each call
-            both = triton.testing.do_bench(lambda: (score(), vjp(row0, n_rows, width, **cfg)), warmup=5, rep=40)
+        for rows, warps in fits:  # the VJP with a fresh score GEMM before each call, less its time
+            both = triton.testing.do_bench(lambda: (score(), vjp(row0, n_rows, width, rows, warps)), warmup=5, rep=40)
             bwd[rows, warps] = both - score_ms
         score()
+        current = sk.entmax_config(width)
         for name, times in (("entmax", fwd), ("vjp", bwd)):
-            current = sk.entmax_config(width, vjp=name == "vjp")
             cells = " | ".join(f"{times[c]:.3f}" if c in times else "—" for c in candidates)
             print(f"| {width} | {name} | {cells} |")
             totals[f"{name} (current)"] += times.get(current, float("nan"))

@@ -108,7 +108,7 @@ def _group_entmax(
     h_kv = bh % num_kv_heads
     t = (row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS))[None, :, None]  # [1, ROWS, 1]
     t_ok = t < q_len
-    # block c of row r sits at [c // SUB, r, c % SUB]: a row stays inside one warp
+    # block c of row r sits at [c // SUB, r, c % SUB]: up to 512 blocks a row stays inside one warp
     cols = tl.arange(0, NB // SUB)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
     own = (t + causal_offset) // BLOCK_SIZE
     if CAUSAL:
@@ -394,23 +394,23 @@ def row_fits(nb_pad: int) -> bool:
     return triton.next_power_of_2(nb_pad) <= MAX_BLOCKS
 
 
-# (rows per program, num_warps) of the entmax kernels per register row length. One warp per
-# program up to 512 blocks: the solver's early exit ends a program when all its rows are done, and
-# a warp-sized program neither waits at a barrier for that vote nor for its slowest other warp.
-# H200, 32K (nb = 512; scripts/study_coarse_kernels.py, run 39), sum over the 8 query chunks:
-# forward 1.70 ms with session 7's (4, 2) at 512 → 0.94 ms with these; VJP 2.48 → 1.52 ms.
-# At width 128 the VJP prefers 2 rows (8K: 0.128 vs 0.166 ms with 1 row). 128K's widths (run 40,
-# one chunk each): 1024 forward (1, 2) 0.084 ms, (1, 1) 0.146, session 7's (4, 4) 0.129, VJP (1, 2)
-# 0.189, (4, 4) 0.239; 2048 forward (1, 4) 0.139, (2, 4) 0.233, VJP (1, 2) 0.310, (2, 4) 0.378.
-ENTMAX_CONFIGS = {64: (2, 1), 128: (1, 1), 256: (1, 1), 512: (1, 1), 1024: (1, 2), 2048: (1, 4), 4096: (1, 4)}
-VJP_CONFIGS = ENTMAX_CONFIGS | {128: (2, 1), 2048: (1, 2)}
+# (rows per program, num_warps) of the entmax kernels per register row length, the same for the
+# forward and the VJP: the VJP recomputes each head's p, and the same launch makes it bitwise the
+# forward's (a tiny p̄ cannot drop in or out of the support, where the prior's gradient divides by
+# it). One warp per program up to 512 blocks: since the solver's early exit a program runs until
+# all its rows are done, and a program of several warps votes across them (a barrier each step)
+# and waits for its slowest warp. H200, 32K (scripts/study_coarse_kernels.py): forward with every
+# width at (4, 2) 1.90 ms, (2, 1) 1.27, (1, 1) 1.27 (run 38, sum over the 8 query chunks); VJP per
+# chunk (run 39 / 40, ms): width 128 (2, 1) 0.103 (8K: 0.128), (1, 1) 0.106 (8K: 0.166); 512
+# (1, 1) 0.242–0.273, (2, 1) 0.253–0.286, session 7's (4, 2) 0.392–0.457; 1024 (1, 2) 0.189,
+# (1, 1) 0.192, (4, 4) 0.239; 2048 (1, 2) 0.310–0.343, (1, 4) 0.335–0.370, (2, 4) 0.378–0.443.
+ENTMAX_CONFIGS = {64: (2, 1), 128: (2, 1), 256: (1, 1), 512: (1, 1), 1024: (1, 2), 2048: (1, 2), 4096: (1, 4)}
 
 
-def entmax_config(nb_padded: int, vjp: bool = False) -> tuple[int, int]:
-    """``(rows, num_warps)`` of the entmax kernel (``vjp``: of its VJP) for rows of ``nb_padded``
-    (a power of two) blocks; wider rows than the table's span 8 warps."""
-    table = VJP_CONFIGS if vjp else ENTMAX_CONFIGS
-    return table[max(64, nb_padded)] if nb_padded <= 4096 else (1, 8)
+def entmax_config(nb_padded: int) -> tuple[int, int]:
+    """``(rows, num_warps)`` of the entmax kernel and its VJP for rows of ``nb_padded`` (a power of
+    two) blocks; wider rows than the table's span 8 warps."""
+    return ENTMAX_CONFIGS[max(64, nb_padded)] if nb_padded <= 4096 else (1, 8)
 
 
 def chunk_width(nb_padded: int, causal: bool, row0: int, n_rows: int, q_len: int, offset: int, block_size: int) -> int:
@@ -599,7 +599,7 @@ def coarse_selection_backward_split(
         dz = z_split[:, :, :n_rows] if split else zc
         launch_scores(query, kb_parts, zc, row0, n_rows, selection_scale, causal, offset, block_size)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
-        rows, num_warps = entmax_config(width, vjp=True)
+        rows, num_warps = entmax_config(width)
         _group_entmax_vjp[(triton.cdiv(n_rows, rows), B * Hkv)](
             zc, z_split, grad, d_prior, probs, Sq, row0, nb, Hkv, offset, nb_row,
             *zc.stride(), *grad.stride(), *d_prior.stride(), *probs.stride(),
