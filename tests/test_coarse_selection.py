@@ -214,6 +214,17 @@ def gradients_of_both_outputs(probs, prior_shape, which, seed=7):
     return grad_probs, grad_prior, total
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_one_row_entmax_programs_match_definition(dtype):
+    """The GPU's launch of the entmax kernel (one row, one warp per program; under the interpreter
+    the default is 16 rows, for speed) on the multi-chunk case."""
+    q, _, _, k_bar, args = problem(CASES[3], dtype)
+    expected = coarse_selection_torch(q, k_bar, *args)
+    got = coarse_selection_split_launch(q, k_bar, *args, rows=1, num_warps=1)
+    assert rel_err(got[0], expected[0]) <= (1e-5 if dtype == torch.float32 else 2e-3)
+    assert ((got[0] > 0) == (expected[0] > 0)).float().mean() > 0.995
+
+
 # bf16 is covered on the GPU only: the interpreter multiplies bf16 tiles as raw bits (the score
 # GEMM's too); fp16 exercises the same split path (dz as bf16 parts, q split into bf16 parts).
 BACKWARD_PARAMS = [

@@ -407,10 +407,17 @@ def row_fits(nb_pad: int) -> bool:
 ENTMAX_CONFIGS = {64: (2, 1), 128: (2, 1), 256: (1, 1), 512: (1, 1), 1024: (1, 2), 2048: (1, 2), 4096: (1, 4)}
 
 
-def entmax_config(nb_padded: int) -> tuple[int, int]:
+# Under Triton's interpreter (CPU tests) every program is a Python call: 16 rows per program keep
+# the suite fast (1-row programs doubled its time). Each row's solve is independent of the others
+# in its program, so the results are those of the GPU launch; one test runs the GPU's 1-row launch.
+INTERPRETER_ROWS = 16
+
+
+def entmax_config(nb_padded: int, interpreted: bool = False) -> tuple[int, int]:
     """``(rows, num_warps)`` of the entmax kernel and its VJP for rows of ``nb_padded`` (a power of
-    two) blocks; wider rows than the table's span 8 warps."""
-    return ENTMAX_CONFIGS[max(64, nb_padded)] if nb_padded <= 4096 else (1, 8)
+    two) blocks; wider rows than the table's span 8 warps. ``interpreted``: ``INTERPRETER_ROWS``."""
+    rows, warps = ENTMAX_CONFIGS[max(64, nb_padded)] if nb_padded <= 4096 else (1, 8)
+    return (INTERPRETER_ROWS, warps) if interpreted else (rows, warps)
 
 
 def chunk_width(nb_padded: int, causal: bool, row0: int, n_rows: int, q_len: int, offset: int, block_size: int) -> int:
@@ -516,7 +523,7 @@ def coarse_selection_split_launch(
         n_rows = min(chunk, Sq - row0)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
         launch_scores(query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile)
-        config_rows, config_warps = entmax_config(width)
+        config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
         n_row, warps = rows or config_rows, num_warps or config_warps
         _group_entmax[(triton.cdiv(n_rows, n_row), B * Hkv)](
             z, probs, mean_log, Sq, row0, nb, Hkv, offset,
@@ -599,7 +606,7 @@ def coarse_selection_backward_split(
         dz = z_split[:, :, :n_rows] if split else zc
         launch_scores(query, kb_parts, zc, row0, n_rows, selection_scale, causal, offset, block_size)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
-        rows, num_warps = entmax_config(width)
+        rows, num_warps = entmax_config(width, interpreted)
         _group_entmax_vjp[(triton.cdiv(n_rows, rows), B * Hkv)](
             zc, z_split, grad, d_prior, probs, Sq, row0, nb, Hkv, offset, nb_row,
             *zc.stride(), *grad.stride(), *d_prior.stride(), *probs.stride(),
