@@ -76,7 +76,8 @@ def entmax_rows_split(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: 
 
     tau = lo
     # A row is done once its residual h(τ) = ‖[s − τ]_+‖_d − 1 is at most NEWTON_TOL: h is convex
-    # with |h'(τ*)| = Σ p^(2−α) ≥ 1, so then 0 ≤ τ* − τ ≤ h(τ). It takes that step and keeps its τ
+    # with |h'(τ*)| = Σ p^(2−α) ≥ 1, so from the left 0 ≤ τ* − τ ≤ h(τ), and a row with h(τ) ≤ 0
+    # sits at or just past the root (Newton steps it back by ≤ |h(τ)|). It takes that step and keeps its τ
     # (each row's result is independent of the other rows in the program); the program stops when
     # all its rows are done or after N_NEWTON steps, the worst rows' count (docs/entmax.md).
     done = tau > 0.0  # all False (τ starts at or below -n^(1-α) < 0)
