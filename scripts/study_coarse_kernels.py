@@ -24,6 +24,8 @@ from custom_ops.block_summary import block_summaries  # noqa: E402
 from custom_ops.coarse_selection import split_kernels as sk  # noqa: E402
 from custom_ops.entmax.torch_impl import solver_schedule  # noqa: E402
 
+GEMM_LOOP_TILES = [(128, 64, 8), (128, 128, 8), (64, 64, 4), (64, 128, 4)]
+
 
 def chunks(q: torch.Tensor, k_bar: torch.Tensor):
     """Per query chunk of the coarse launch: ``(row0, n_rows, width)`` and the shared buffers."""
@@ -98,10 +100,16 @@ def main() -> None:
         plan = sorted(set(firsts.values()) | {plan[-1]})
         print(f"timed chunks only: {plan} (sums below cover these)")
     for row0, n_rows, width in plan:
-        score = lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS)  # noqa: E731
+        score = lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, looped=False)  # noqa: E731
         score()
         score_ms = triton.testing.do_bench(score, warmup=5, rep=40)
         totals["scores"] += score_ms
+        for tile in GEMM_LOOP_TILES:  # the looped score GEMM's candidates, same output
+            totals[f"scores looped {tile}"] = totals.get(f"scores looped {tile}", 0.0) + triton.testing.do_bench(
+                lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, tile=tile, looped=True),
+                warmup=5,
+                rep=40,
+            )
         fwd, bwd = {}, {}
         fits = [(r, w) for r, w in candidates if width * r <= 32 * 32 * w]
         for rows, warps in fits:  # every forward first: the VJP below overwrites z with dz

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from custom_ops.block_summary import block_summaries
-from custom_ops.coarse_selection import coarse_selection
+from custom_ops.coarse_selection import coarse_selection, split_kernels
 from custom_ops.coarse_selection.split_kernels import coarse_selection_backward_split, coarse_selection_split_launch
 from custom_ops.coarse_selection.torch_impl import (
     block_classes,
@@ -117,6 +117,18 @@ LAUNCHERS = {
     # GEMM tiles of 128 rows over 64-row chunks: a tile's rows past its chunk must not be written
     "chunks-tall-tiles": lambda q, k_bar, *args: coarse_selection_split_launch(
         q, k_bar, *args, z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4, score_tile=(128, 32, 4)
+    ),
+    # the looped GEMM (a program walks its row tile's blocks, 16 at a time: several steps)
+    "looped": lambda q, k_bar, *args: coarse_selection_split_launch(
+        q, k_bar, *args, score_tile=(64, 16, 4), score_loop=True
+    ),
+    "chunks-looped-tall-tiles": lambda q, k_bar, *args: coarse_selection_split_launch(
+        q,
+        k_bar,
+        *args,
+        z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4,
+        score_tile=(128, 16, 4),
+        score_loop=True,
     ),
 }
 
@@ -277,6 +289,27 @@ def test_triton_backward_matches_definition(params):
         assert rel_err(got[0], same[0]) <= 1e-5 and rel_err(got[1], same[1]) <= 1e-5
     assert rel_err(got[0], want[0]) <= tol
     assert rel_err(got[1], want[1]) <= tol
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", CASES[:2], ids=IDS[:2])
+def test_triton_backward_with_looped_score_gemm(monkeypatch, case, dtype):
+    """The backward's score recomputation through the looped GEMM (``SCORE_LOOP``; 16 blocks a
+    step, 64-row chunks): the same result as the definition on a gradient of ``probs``."""
+    monkeypatch.setattr(split_kernels, "SCORE_LOOP", True)
+    monkeypatch.setattr(split_kernels, "SCORE_LOOP_TILE", (64, 16, 4))
+    q, _, _, k_bar, args = problem(case, dtype)
+    alpha, scale_c, inv_sigma, causal, Skv, bs, _, _ = args
+    probs, prior, _ = coarse_selection_torch(q, k_bar, *args)
+    grad_probs, _, total = gradients_of_both_outputs(probs, prior.shape, "probs")
+    eligible, _ = block_classes(q.shape[2], Skv, bs, causal, q.device)
+    want = coarse_selection_backward_torch(total, q, k_bar, alpha, scale_c, eligible)
+    budget = 64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4
+    got = coarse_selection_backward_split(
+        grad_probs, None, probs, q, k_bar, alpha, scale_c, inv_sigma, causal, Skv, bs, z_budget=budget
+    )
+    tol = 1e-5 if dtype == torch.float32 else 5e-4
+    assert rel_err(got[0], want[0]) <= tol and rel_err(got[1], want[1]) <= tol
 
 
 def test_split_backward_narrow_rows_fill_every_read_element(monkeypatch):
@@ -511,3 +544,25 @@ def test_cuda_backward_wide_rows_match_definition(kv_len):
     got = coarse_selection_backward_split(grad, None, probs, q, k_bar, 1.5, 1.0, 1.0, True, kv_len, bs)
     want = coarse_selection_backward_torch(grad, q, k_bar, 1.5, 1.0, eligible)
     assert rel_err(got[0], want[0]) <= 1e-4 and rel_err(got[1], want[1]) <= 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("tile", [(128, 64, 8), (128, 128, 8), (64, 64, 4)])
+def test_cuda_looped_score_gemm_equals_tiled(tile):
+    """The looped score GEMM (a program walks its row tile's blocks) writes the same scores as the
+    tiled one, over 3 chunks of a causal 4K sequence whose last rows reach past 64 blocks."""
+    B, Hq, Hkv, S, D, bs = 1, 8, 2, 4096, 128, 64
+    g = torch.Generator(device="cuda").manual_seed(5)
+    q = torch.randn(B, Hq, S, D, device="cuda", generator=g).bfloat16()
+    k_bar = torch.randn(B, Hkv, S // bs, D, device="cuda", generator=g)
+    parts = split_kernels.split_summaries(k_bar, q.dtype)
+    for row0, n_rows in ((0, 1000), (1000, 2048), (3048, 1048)):
+        zs = [torch.full((B, Hq, n_rows, S // bs), float("nan"), device="cuda") for _ in range(2)]
+        split_kernels.launch_scores(q, parts, zs[0], row0, n_rows, 1.0, True, 0, bs, looped=False)
+        split_kernels.launch_scores(q, parts, zs[1], row0, n_rows, 1.0, True, 0, bs, tile=tile, looped=True)
+        t = torch.arange(row0, row0 + n_rows, device="cuda")[:, None]
+        eligible = torch.arange(S // bs, device="cuda")[None, :] < t // bs  # blocks before the own block
+        for z in zs:
+            assert not z[..., eligible].isnan().any()
+        torch.testing.assert_close(zs[1][..., eligible], zs[0][..., eligible], rtol=1e-5, atol=1e-5)
