@@ -172,19 +172,25 @@ def _base_visibility(s: AttentionShapes, causal: bool, mask_mod, t: torch.Tensor
 
 
 # ----------------------------------------------------------------------------- coarse stage
+def _forced_blocks(s: AttentionShapes, causal: bool, device) -> torch.Tensor:
+    """``forced [1, 1, Sq, nb]`` bool without a ``mask_mod``: each query's own block when causal,
+    none otherwise (what the fused coarse op needs; one comparison kernel, not two)."""
+    if not causal:
+        return torch.zeros(1, 1, s.q_len, s.num_blocks, dtype=torch.bool, device=device)
+    own = (torch.arange(s.q_len, device=device) + (s.kv_len - s.q_len)) // s.block_size
+    return (torch.arange(s.num_blocks, device=device)[None, :] == own[:, None])[None, None]
+
+
 def _block_classes(s: AttentionShapes, causal: bool, mask_mod, device):
     """``forced, eligible`` as ``[B or 1, H or 1, Sq, nb]`` bool (see SPEC §2 block classes)."""
     nb, bs = s.num_blocks, s.block_size
     a_t = torch.arange(s.q_len, device=device) + (s.kv_len - s.q_len)
     c = torch.arange(nb, device=device)
     if mask_mod is None:
+        forced = _forced_blocks(s, causal, device)
         if not causal:
-            forced = torch.zeros(1, 1, s.q_len, nb, dtype=torch.bool, device=device)
             return forced, ~forced
-        own = (a_t // bs)[:, None]
-        forced = (c[None, :] == own)[None, None]
-        eligible = (c[None, :] < own)[None, None]
-        return forced, eligible
+        return forced, (c[None, :] < (a_t // bs)[:, None])[None, None]
     visible = evaluate_mask_mod(mask_mod, s.batch, s.q_heads, s.q_len, s.kv_len, device)
     if causal:
         visible = visible & (torch.arange(s.kv_len, device=device)[None, :] <= a_t[:, None])
@@ -264,7 +270,7 @@ def _select(
         p, prior_t, active_t = coarse_selection(
             query, k_bar, alpha, selection_scale, inv_sigma, causal, s.kv_len, s.block_size, sq_pad, nb_pad
         )
-        forced = _block_classes(s, causal, None, query.device)[0]
+        forced = _forced_blocks(s, causal, query.device)
         return build_selection(
             p, forced, s, causal, sigma, score_mod, None, share_kv_groups, computed=(prior_t, active_t)
         )
