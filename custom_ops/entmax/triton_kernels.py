@@ -42,9 +42,10 @@ def _row_max(x):
     return tl.max(tl.max(x, axis=2), axis=0)
 
 
-# Residual ‖[s − τ]_+‖_d − 1 at which a row's Newton stops: 0, i.e. the mass rounds to at most 1 in
-# float32 (2.5e-7 moved the prior's gradient by 1.5e-4 relative through tiny p̄, docs/entmax.md).
-NEWTON_TOL = tl.constexpr(0.0)
+# A row's Newton stops once its residual h(τ) = ‖[s − τ]_+‖_d − 1 ≤ 0, tested as mass = Σ x^d ≤ 1 (the
+# same condition, without the root's rounding; a positive tolerance of 2.5e-7 moved the prior's
+# gradient by 1.5e-4 relative through tiny p̄, docs/entmax.md).
+MASS_TOL = tl.constexpr(1.0)
 
 
 @triton.jit
@@ -75,7 +76,7 @@ def entmax_rows_split(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: 
             hi = tl.where(too_much, hi, mid)
 
     tau = lo
-    # A row is done once its residual h(τ) = ‖[s − τ]_+‖_d − 1 is at most NEWTON_TOL: h is convex
+    # A row is done once its residual h(τ) = ‖[s − τ]_+‖_d − 1 is at most 0 (mass ≤ 1): h is convex
     # with |h'(τ*)| = Σ p^(2−α) ≥ 1, so from the left 0 ≤ τ* − τ ≤ h(τ), and a row with h(τ) ≤ 0
     # sits at or just past the root (Newton steps it back by ≤ |h(τ)|). It takes that step and keeps its τ
     # (each row's result is independent of the other rows in the program); the program stops when
@@ -106,7 +107,7 @@ def entmax_rows_split(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: 
             root = tl.exp2(one_minus_alpha * tl.log2(safe))
         step = mass * (1.0 - root) / tl.where(slope > 0, slope, 1.0)
         tau = tl.where(done, tau, tau + tl.where(slope > 0, step, 0.0))
-        done = done | (1.0 / root - 1.0 <= NEWTON_TOL)  # 1 / root = ‖x‖_d (1 for an empty row)
+        done = done | (mass <= MASS_TOL)  # h(τ) = ‖x‖_d − 1 ≤ 0 ⟺ mass ≤ 1, exactly (no root rounding)
         step_count += 1
         moving = (step_count < N_NEWTON) & (tl.min(done.to(tl.int32), axis=0) == 0)
 
