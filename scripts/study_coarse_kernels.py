@@ -100,13 +100,14 @@ def main() -> None:
         plan = sorted(set(firsts.values()) | {plan[-1]})
         print(f"timed chunks only: {plan} (sums below cover these)")
     for row0, n_rows, width in plan:
-        score = lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, looped=False)  # noqa: E731
+        score = lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, looped=0)  # noqa: E731
         score()
         score_ms = triton.testing.do_bench(score, warmup=5, rep=40)
         totals["scores"] += score_ms
-        for tile in GEMM_LOOP_TILES:  # the looped score GEMM's candidates, same output
-            totals[f"scores looped {tile}"] = totals.get(f"scores looped {tile}", 0.0) + triton.testing.do_bench(
-                lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, tile=tile, looped=True),
+        for loop, tile in [(loop, tile) for loop in (1, 2) for tile in GEMM_LOOP_TILES]:  # same output
+            key = f"scores looped {loop} {tile}"
+            totals[key] = totals.get(key, 0.0) + triton.testing.do_bench(
+                lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, tile=tile, looped=loop),
                 warmup=5,
                 rep=40,
             )

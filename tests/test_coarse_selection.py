@@ -120,7 +120,7 @@ LAUNCHERS = {
     ),
     # the looped GEMM (a program walks its row tile's blocks, 16 at a time: several steps)
     "looped": lambda q, k_bar, *args: coarse_selection_split_launch(
-        q, k_bar, *args, score_tile=(64, 16, 4), score_loop=True
+        q, k_bar, *args, score_tile=(64, 16, 4), score_loop=1
     ),
     "chunks-looped-tall-tiles": lambda q, k_bar, *args: coarse_selection_split_launch(
         q,
@@ -128,7 +128,16 @@ LAUNCHERS = {
         *args,
         z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4,
         score_tile=(128, 16, 4),
-        score_loop=True,
+        score_loop=1,
+    ),
+    # the looped GEMM fetching the next k̄ tile a step ahead
+    "chunks-looped-prefetch": lambda q, k_bar, *args: coarse_selection_split_launch(
+        q,
+        k_bar,
+        *args,
+        z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4,
+        score_tile=(64, 16, 4),
+        score_loop=2,
     ),
 }
 
@@ -291,12 +300,13 @@ def test_triton_backward_matches_definition(params):
     assert rel_err(got[1], want[1]) <= tol
 
 
+@pytest.mark.parametrize("loop", [1, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("case", CASES[:2], ids=IDS[:2])
-def test_triton_backward_with_looped_score_gemm(monkeypatch, case, dtype):
-    """The backward's score recomputation through the looped GEMM (``SCORE_LOOP``; 16 blocks a
-    step, 64-row chunks): the same result as the definition on a gradient of ``probs``."""
-    monkeypatch.setattr(split_kernels, "SCORE_LOOP", True)
+def test_triton_backward_with_looped_score_gemm(monkeypatch, case, dtype, loop):
+    """The backward's score recomputation through the looped GEMMs (``SCORE_LOOP`` 1 and 2; 16
+    blocks a step, 64-row chunks): the same result as the definition on a gradient of ``probs``."""
+    monkeypatch.setattr(split_kernels, "SCORE_LOOP", loop)
     monkeypatch.setattr(split_kernels, "SCORE_LOOP_TILE", (64, 16, 4))
     q, _, _, k_bar, args = problem(case, dtype)
     alpha, scale_c, inv_sigma, causal, Skv, bs, _, _ = args
@@ -555,10 +565,11 @@ def test_cuda_backward_wide_rows_match_definition(kv_len, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("loop", [1, 2])
 @pytest.mark.parametrize("tile", [(128, 64, 8), (128, 128, 8), (64, 64, 4)])
-def test_cuda_looped_score_gemm_equals_tiled(tile):
-    """The looped score GEMM (a program walks its row tile's blocks) writes the same scores as the
-    tiled one, over 3 chunks of a causal 4K sequence whose last rows reach past 64 blocks."""
+def test_cuda_looped_score_gemm_equals_tiled(tile, loop):
+    """The looped score GEMMs (a program walks its row tile's blocks; 2: fetching a step ahead) write
+    the same scores as the tiled one, over 3 chunks of a causal 4K sequence whose last rows reach past 64 blocks."""
     B, Hq, Hkv, S, D, bs = 1, 8, 2, 4096, 128, 64
     g = torch.Generator(device="cuda").manual_seed(5)
     q = torch.randn(B, Hq, S, D, device="cuda", generator=g).bfloat16()
@@ -566,8 +577,8 @@ def test_cuda_looped_score_gemm_equals_tiled(tile):
     parts = split_kernels.split_summaries(k_bar, q.dtype)
     for row0, n_rows in ((0, 1000), (1000, 2048), (3048, 1048)):
         zs = [torch.full((B, Hq, n_rows, S // bs), float("nan"), device="cuda") for _ in range(2)]
-        split_kernels.launch_scores(q, parts, zs[0], row0, n_rows, 1.0, True, 0, bs, looped=False)
-        split_kernels.launch_scores(q, parts, zs[1], row0, n_rows, 1.0, True, 0, bs, tile=tile, looped=True)
+        split_kernels.launch_scores(q, parts, zs[0], row0, n_rows, 1.0, True, 0, bs, looped=0)
+        split_kernels.launch_scores(q, parts, zs[1], row0, n_rows, 1.0, True, 0, bs, tile=tile, looped=loop)
         t = torch.arange(row0, row0 + n_rows, device="cuda")[:, None]
         eligible = torch.arange(S // bs, device="cuda")[None, :] < t // bs  # blocks before the own block
         for z in zs:

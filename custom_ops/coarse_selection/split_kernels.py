@@ -39,29 +39,37 @@ BM = 64  # query rows per chunk are a multiple of this
 # score GEMM: query rows × blocks per program, num_warps. H200, 128K (32K): (128, 128, 8) 9.50 ms
 # (0.70), (128, 64, 4) 10.10 (0.69), (64, 64, 4) 11.65 (0.79), (64, 128, 4) 12.25 (0.89).
 SCORE_TILE = (128, 128, 8)
-# Candidate (session 8, not yet timed): one program per row tile walking its blocks, (BM, BN, warps).
+# Candidates (session 8, not yet timed): one program per row tile walking its blocks (SCORE_LOOP 1),
+# with the next k̄ tile fetched a step ahead (2); their (BM, BN, warps).
 # The tiled GEMM ran at 2.1 TB/s with 2 programs an SM (registers, 96 KiB of shared memory each);
 # the looped one loads its query tile once and takes 64 KiB (3 an SM). Triton 3.9 does not
 # pipeline its block loop (no async copies in the sm_90 compile), so overlap comes from programs.
-SCORE_LOOP, SCORE_LOOP_TILE = False, (128, 64, 8)
+SCORE_LOOP, SCORE_LOOP_TILE = 0, (128, 64, 8)
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 MAX_BLOCKS = 8192  # longest row of blocks solved in registers
 PRIOR_TILE = 64  # rows × blocks per program of the block-major prior writer
 
 
 @triton.jit
-def _score_tile(q, c, t, KB_HI, KB_LO, Z, kb_base, z_base, q_len, num_blocks,
-                stride_kc, stride_kd, stride_zt, stride_zc, row0, z_scale,
-                HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
-    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``)."""
+def _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd,
+                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+    """k̄'s rows ``c`` (zeros past ``num_blocks``) as its two parts; for IEEE the one fp32 part twice."""
     offs_d = tl.arange(0, BLOCK_D)
     kb_offs = kb_base + c[:, None] * stride_kc + offs_d[None, :] * stride_kd
     kb_mask = (c < num_blocks)[:, None] & (offs_d < HEAD_DIM)[None, :]
     kb_hi = tl.load(KB_HI + kb_offs, mask=kb_mask, other=0.0)
     if IEEE:
+        return kb_hi, kb_hi
+    return kb_hi, tl.load(KB_LO + kb_offs, mask=kb_mask, other=0.0)
+
+
+@triton.jit
+def _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
+                IEEE: tl.constexpr):  # fmt: skip
+    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``)."""
+    if IEEE:
         z = tl.dot(q, tl.trans(kb_hi), input_precision="ieee")
     else:
-        kb_lo = tl.load(KB_LO + kb_offs, mask=kb_mask, other=0.0)
         z = tl.dot(q, tl.trans(kb_hi)) + tl.dot(q, tl.trans(kb_lo))
     tl.store(Z + z_base + (t - row0)[:, None] * stride_zt + c[None, :] * stride_zc, z * z_scale,
              mask=(t < q_len)[:, None] & (c < num_blocks)[None, :])  # fmt: skip
@@ -79,9 +87,10 @@ def _coarse_scores(
 ):  # fmt: skip
     """Rows ``[row0, q_len)`` (``q_len``: the chunk's end). ``KB_HI`` / ``KB_LO``: k̄'s high and low
     16-bit parts (:func:`split_summaries`); for fp32 queries ``KB_HI`` is k̄ itself (fp32, IEEE
-    dot) and ``KB_LO`` is not read. One program per (``BM`` rows, ``BN`` blocks) tile, or with
-    ``LOOP`` per ``BM`` rows, walking the row tile's blocks ``BN`` at a time (its query tile
-    loaded once)."""
+    dot) and ``KB_LO`` is not read. ``LOOP`` 0: one program per (``BM`` rows, ``BN`` blocks) tile;
+    1: one per ``BM`` rows, walking the row tile's blocks ``BN`` at a time (its query tile loaded
+    once); 2: as 1, each step loading the next step's k̄ tile before its products and stores
+    (Triton does not pipeline this loop by itself)."""
     z_scale = tl.cast(z_scale, tl.float32)  # Inductor may pass Python floats as fp64
     bh = tl.program_id(2).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_q_heads
@@ -96,16 +105,32 @@ def _coarse_scores(
     z_base = b * stride_zb + h * stride_zh
     q_ptrs = Q + b * stride_qb + h * stride_qh + t[:, None] * stride_qt + offs_d[None, :] * stride_qd
     q_mask = (t < q_len)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    if LOOP:
+    if LOOP == 0:
+        if tl.program_id(1) * BN < reach:
+            q = tl.load(q_ptrs, mask=q_mask, other=0.0)
+            c = tl.program_id(1) * BN + tl.arange(0, BN)
+            kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM,
+                                         BLOCK_D, IEEE)  # fmt: skip
+            _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
+                        IEEE)  # fmt: skip
+    else:
         q = tl.load(q_ptrs, mask=q_mask, other=0.0)
+        c = tl.arange(0, BN)
+        if LOOP == 2:
+            kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, reach, stride_kc, stride_kd, HEAD_DIM, BLOCK_D,
+                                         IEEE)  # fmt: skip
         for c0 in range(0, reach, BN):
-            _score_tile(q, c0 + tl.arange(0, BN), t, KB_HI, KB_LO, Z, kb_base, z_base, q_len, num_blocks,
-                        stride_kc, stride_kd, stride_zt, stride_zc, row0, z_scale, HEAD_DIM, BLOCK_D, IEEE)  # fmt: skip
-    elif tl.program_id(1) * BN < reach:
-        q = tl.load(q_ptrs, mask=q_mask, other=0.0)
-        c = tl.program_id(1) * BN + tl.arange(0, BN)
-        _score_tile(q, c, t, KB_HI, KB_LO, Z, kb_base, z_base, q_len, num_blocks,
-                    stride_kc, stride_kd, stride_zt, stride_zc, row0, z_scale, HEAD_DIM, BLOCK_D, IEEE)  # fmt: skip
+            c = c0 + tl.arange(0, BN)
+            if LOOP == 2:  # this step's tile came from the previous step; fetch the next one now
+                hi_next, lo_next = _summary_tile(KB_HI, KB_LO, kb_base, c + BN, reach, stride_kc, stride_kd,
+                                                 HEAD_DIM, BLOCK_D, IEEE)  # fmt: skip
+            else:
+                kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM,
+                                             BLOCK_D, IEEE)  # fmt: skip
+            _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
+                        IEEE)  # fmt: skip
+            if LOOP == 2:
+                kb_hi, kb_lo = hi_next, lo_next
 
 
 @triton.jit
@@ -480,12 +505,13 @@ def launch_scores(
     offset: int,
     block_size: int,
     tile: tuple[int, int, int] | None = None,
-    looped: bool | None = None,
+    looped: int | None = None,
 ) -> None:
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
     above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
     ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps)`` overrides the tile,
-    ``looped`` (one program per row tile walking its blocks) ``SCORE_LOOP``."""
+    ``looped`` (0 tiled, 1 a program per row tile walking its blocks, 2 that with the next k̄ tile
+    fetched a step ahead; see ``_coarse_scores``) ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     kb_hi, kb_lo = kb_parts
     nb = kb_hi.shape[2]
@@ -495,7 +521,7 @@ def launch_scores(
         query, kb_hi, kb_lo, z, row0 + n_rows, row0, nb, Hq, offset, *query.stride(), *kb_hi.stride(), *z.stride(),
         selection_scale / D**0.5,
         GROUP=Hq // kb_hi.shape[1], BM=bm, BN=bn, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=looped, num_warps=warps,
+        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), num_warps=warps,
     )  # fmt: skip
 
 
@@ -514,7 +540,7 @@ def coarse_selection_split_launch(
     rows: int | None = None,
     num_warps: int | None = None,
     score_tile: tuple[int, int, int] | None = None,
-    score_loop: bool | None = None,
+    score_loop: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(probs, prior, active)`` as :func:`.torch_impl.coarse_selection_torch`. Launches directly
     (CUDA, or the Triton interpreter on CPU tensors in tests); ``z_budget`` (bytes of the score
