@@ -42,6 +42,19 @@ def _row_max(x):
     return tl.max(tl.max(x, axis=2), axis=0)
 
 
+@triton.jit
+def _entmax_power(x, d, MODE: tl.constexpr):
+    """``x^d`` of ``x ≥ 0`` (``d = 1/(α − 1)``, 0 at 0): ``x`` for sparsemax (``MODE`` 0), ``x²`` for
+    α = 1.5 (1), ``exp2(d·log2 x)`` otherwise."""
+    if MODE == 0:
+        p = x
+    elif MODE == 1:
+        p = x * x
+    else:
+        p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+    return p
+
+
 # A row's Newton stops once its residual h(τ) = ‖[s − τ]_+‖_d − 1 ≤ 0, tested as mass = Σ x^d ≤ 1 (the
 # same condition, without the root's rounding; a positive tolerance of 2.5e-7 moved the prior's
 # gradient by 1.5e-4 relative through tiny p̄, docs/entmax.md).
@@ -65,12 +78,7 @@ def entmax_rows_split(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: 
         for _ in range(N_BISECT):
             mid = 0.5 * (lo + hi)
             x = tl.maximum(s - mid[None, :, None], 0.0)
-            if MODE == 0:
-                p = x
-            elif MODE == 1:
-                p = x * x
-            else:
-                p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+            p = _entmax_power(x, d, MODE)
             too_much = _row_sum(p) >= 1.0
             lo = tl.where(too_much, mid, lo)
             hi = tl.where(too_much, hi, mid)
@@ -112,12 +120,7 @@ def entmax_rows_split(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: 
         moving = (step_count < N_NEWTON) & (tl.min(done.to(tl.int32), axis=0) == 0)
 
     x = tl.maximum(s - tau[None, :, None], 0.0)
-    if MODE == 0:
-        p = x
-    elif MODE == 1:
-        p = x * x
-    else:
-        p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+    p = _entmax_power(x, d, MODE)
     total = _row_sum(p)
     p = p * tl.where(total > 0, 1.0 / tl.where(total > 0, total, 1.0), 0.0)[None, :, None]
     return p
@@ -196,12 +199,7 @@ def _entmax_fwd_chunked_kernel(
             m = start + cols < n_cols
             z = tl.load(X + base + start + cols, mask=m, other=-float("inf")).to(tl.float32)
             x = tl.maximum((z - top) * am1 - mid, 0.0)
-            if MODE == 0:
-                acc += x
-            elif MODE == 1:
-                acc += x * x
-            else:
-                acc += tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+            acc += _entmax_power(x, d, MODE)
         too_much = tl.sum(acc, axis=0) >= 1.0
         lo = tl.where(too_much, mid, lo)
         hi = tl.where(too_much, hi, mid)
@@ -242,24 +240,14 @@ def _entmax_fwd_chunked_kernel(
         m = start + cols < n_cols
         z = tl.load(X + base + start + cols, mask=m, other=-float("inf")).to(tl.float32)
         x = tl.maximum((z - top) * am1 - tau, 0.0)
-        if MODE == 0:
-            acc += x
-        elif MODE == 1:
-            acc += x * x
-        else:
-            acc += tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+        acc += _entmax_power(x, d, MODE)
     total = tl.sum(acc, axis=0)
     inv = tl.where(total > 0, 1.0 / tl.where(total > 0, total, 1.0), 0.0)
     for start in range(0, n_cols, CHUNK):
         m = start + cols < n_cols
         z = tl.load(X + base + start + cols, mask=m, other=-float("inf")).to(tl.float32)
         x = tl.maximum((z - top) * am1 - tau, 0.0)
-        if MODE == 0:
-            p = x
-        elif MODE == 1:
-            p = x * x
-        else:
-            p = tl.where(x > 0, tl.exp2(d * tl.log2(tl.where(x > 0, x, 1.0))), 0.0)
+        p = _entmax_power(x, d, MODE)
         tl.store(Y + base + start + cols, (p * inv).to(Y.dtype.element_ty), mask=m)
 
 
