@@ -18,9 +18,12 @@ The measured token- and tile-level sparsity are printed beside each time.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import math
 import os
+import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +48,14 @@ def topic_inputs(S: int, n_topics: int = 4, device="cuda", dtype=torch.bfloat16,
     q = 0.5 * torch.randn(B, HQ, S, D, device=device, generator=g) + 1.5 * topics[query_topic]
     v = torch.randn(B, HKV, S, D, device=device, generator=g)
     return [t.to(dtype) for t in (q, k, v)]
+
+
+_START = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    """One line on stderr with the seconds since start: a cold long run compiles for minutes."""
+    print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 def bench(fn, backward=False, inputs=()):
@@ -87,6 +98,7 @@ METHODS = [
 
 
 def run(S: int, with_backward: bool, methods=METHODS):
+    progress(f"S={S}: inputs")
     q, k, v = topic_inputs(S)
     rows = {}
     compiled_flex = torch.compile(flex_attention, dynamic=False)
@@ -112,6 +124,7 @@ def run(S: int, with_backward: bool, methods=METHODS):
     def dash():
         return dash_attention(q, k, v, alpha=1.5, block_size=BS, sigma=1.0)
 
+    progress(f"S={S}: selection for the sparsity report and the fine-only rows")
     with torch.no_grad():
         sel = dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0)
     report = sel.sparsity()
@@ -158,6 +171,7 @@ def run(S: int, with_backward: bool, methods=METHODS):
     for name in methods:
         fn = fns[name]
         row = {}
+        progress(f"S={S}: {name} forward")
         try:
             with torch.no_grad():
                 row["fwd_ms"] = bench(fn)
@@ -170,6 +184,7 @@ def run(S: int, with_backward: bool, methods=METHODS):
         torch.cuda.empty_cache()
         forward_only = (*coarse_only, "fused_fine_only")
         if with_backward and name not in forward_only and row.get("fwd_ms") is not None:
+            progress(f"S={S}: {name} forward+backward")
             leaves = [t.detach().requires_grad_() for t in (q, k, v)]
             q_, k_, v_ = leaves
             try:
@@ -206,7 +221,10 @@ def main():
     parser.add_argument("--out", default=None, help="folder for bench_attention.{md,json,png}")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="sdpa_cudnn always runs")
     parser.add_argument("--backward-up-to", type=int, default=32768, help="time forward+backward up to this length")
+    parser.add_argument("--stacks-every", type=float, default=0, help="dump every thread's stack every N s (stderr)")
     args = parser.parse_args()
+    if args.stacks_every:  # where a slow cold run spends its minutes
+        faulthandler.dump_traceback_later(args.stacks_every, repeat=True)
     methods = ["sdpa_cudnn"] + [m for m in args.methods if m != "sdpa_cudnn"]
     if not torch.cuda.is_available():
         raise SystemExit("bench_attention.py needs a CUDA GPU")

@@ -24,7 +24,7 @@ from custom_ops.block_summary import block_summaries  # noqa: E402
 from custom_ops.coarse_selection import split_kernels as sk  # noqa: E402
 from custom_ops.entmax.torch_impl import solver_schedule  # noqa: E402
 
-GEMM_LOOP_TILES = [(128, 64, 8), (128, 128, 8), (64, 64, 4), (64, 128, 4)]
+GEMM_LOOP_TILES = [(128, 64, 8), (64, 64, 4)]
 
 
 def chunks(q: torch.Tensor, k_bar: torch.Tensor):
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=32768)
     parser.add_argument("--ncu", action="store_true")
     parser.add_argument("--widths", type=int, nargs="*", help="time only the chunks of these widths")
+    parser.add_argument("--gemm-only", action="store_true", help="time only the score GEMMs")
     parser.add_argument("--configs", nargs="*", help="(rows, warps) candidates as ROWSxWARPS, e.g. 1x1 2x4")
     args = parser.parse_args()
     S = args.seq
@@ -94,23 +95,36 @@ def main() -> None:
     print(f"S={S}: {len(plan)} chunks of {chunk} rows, widths {[w for *_, w in plan]}")
     print("| chunk width | kernel | " + " | ".join(f"{r}×{w}" for r, w in candidates) + " |")
     print("|---|---|" + "---|" * len(candidates))
-    totals = {"scores": 0.0, "entmax (current)": 0.0, "entmax (best)": 0.0, "vjp (current)": 0.0, "vjp (best)": 0.0}
+    totals = {
+        "scores": 0.0,
+        "scores tiled": 0.0,
+        "entmax (current)": 0.0,
+        "entmax (best)": 0.0,
+        "vjp (current)": 0.0,
+        "vjp (best)": 0.0,
+    }
     if len(plan) > 16:  # 128K: 128 chunks; time the first chunk of each width and the last one
         firsts = {width: (row0, n_rows, width) for row0, n_rows, width in reversed(plan)}
         plan = sorted(set(firsts.values()) | {plan[-1]})
         print(f"timed chunks only: {plan} (sums below cover these)")
     for row0, n_rows, width in plan:
-        score = lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, looped=0)  # noqa: E731
+        score = lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS)  # noqa: E731
         score()
         score_ms = triton.testing.do_bench(score, warmup=5, rep=40)
         totals["scores"] += score_ms
-        for loop, tile in [(loop, tile) for loop in (1, 2) for tile in GEMM_LOOP_TILES]:  # same output
-            key = f"scores looped {loop} {tile}"
-            totals[key] = totals.get(key, 0.0) + triton.testing.do_bench(
-                lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, tile=tile, looped=loop),
+        totals["scores tiled"] = totals.get("scores tiled", 0.0) + triton.testing.do_bench(
+            lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, looped=0), warmup=5, rep=40
+        )
+        for tile in GEMM_LOOP_TILES:  # the same output as the tiled GEMM
+            key = f"scores looped {tile}"
+            ms = triton.testing.do_bench(
+                lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, tile=tile, looped=1),
                 warmup=5,
                 rep=40,
             )
+            totals[key] = totals.get(key, 0.0) + ms
+        if args.gemm_only:
+            continue
         fwd, bwd = {}, {}
         fits = [(r, w) for r, w in candidates if width * r <= 32 * 32 * w]
         for rows, warps in fits:  # every forward first: the VJP below overwrites z with dz

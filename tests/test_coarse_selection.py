@@ -114,30 +114,23 @@ LAUNCHERS = {
     "chunks": lambda q, k_bar, *args: coarse_selection_split_launch(
         q, k_bar, *args, z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4
     ),
-    # GEMM tiles of 128 rows over 64-row chunks: a tile's rows past its chunk must not be written
+    # GEMM tiles of 128 rows over 64-row chunks (a tile's rows past its chunk must not be written),
+    # 16 blocks a step: a program walks several steps
     "chunks-tall-tiles": lambda q, k_bar, *args: coarse_selection_split_launch(
-        q, k_bar, *args, z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4, score_tile=(128, 32, 4)
+        q, k_bar, *args, z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4, score_tile=(128, 16, 4)
     ),
-    # the looped GEMM (a program walks its row tile's blocks, 16 at a time: several steps)
-    "looped": lambda q, k_bar, *args: coarse_selection_split_launch(
-        q, k_bar, *args, score_tile=(64, 16, 4), score_loop=1
+    "short-steps": lambda q, k_bar, *args: coarse_selection_split_launch(q, k_bar, *args, score_tile=(64, 16, 4)),
+    # the tiled GEMM (a program per tile of rows × blocks)
+    "tiled": lambda q, k_bar, *args: coarse_selection_split_launch(
+        q, k_bar, *args, score_tile=(64, 16, 4), score_loop=0
     ),
-    "chunks-looped-tall-tiles": lambda q, k_bar, *args: coarse_selection_split_launch(
+    "chunks-tiled-tall-tiles": lambda q, k_bar, *args: coarse_selection_split_launch(
         q,
         k_bar,
         *args,
         z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4,
-        score_tile=(128, 16, 4),
-        score_loop=1,
-    ),
-    # the looped GEMM fetching the next k̄ tile a step ahead
-    "chunks-looped-prefetch": lambda q, k_bar, *args: coarse_selection_split_launch(
-        q,
-        k_bar,
-        *args,
-        z_budget=64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4,
-        score_tile=(64, 16, 4),
-        score_loop=2,
+        score_tile=(128, 32, 4),
+        score_loop=0,
     ),
 }
 
@@ -300,14 +293,16 @@ def test_triton_backward_matches_definition(params):
     assert rel_err(got[1], want[1]) <= tol
 
 
-@pytest.mark.parametrize("loop", [1, 2])
+@pytest.mark.parametrize("loop", [0, 1], ids=["tiled", "looped"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("case", CASES[:2], ids=IDS[:2])
-def test_triton_backward_with_looped_score_gemm(monkeypatch, case, dtype, loop):
-    """The backward's score recomputation through the looped GEMMs (``SCORE_LOOP`` 1 and 2; 16
-    blocks a step, 64-row chunks): the same result as the definition on a gradient of ``probs``."""
+def test_triton_backward_score_gemms(monkeypatch, case, dtype, loop):
+    """The backward's score recomputation through both GEMMs (``SCORE_LOOP`` 0 and 1) at tiles of
+    64 rows × 16 blocks (the looped one walks several steps) over 64-row chunks: the same result
+    as the definition on a gradient of ``probs``."""
     monkeypatch.setattr(split_kernels, "SCORE_LOOP", loop)
     monkeypatch.setattr(split_kernels, "SCORE_LOOP_TILE", (64, 16, 4))
+    monkeypatch.setattr(split_kernels, "SCORE_TILE", (64, 16, 4))
     q, _, _, k_bar, args = problem(case, dtype)
     alpha, scale_c, inv_sigma, causal, Skv, bs, _, _ = args
     probs, prior, _ = coarse_selection_torch(q, k_bar, *args)
@@ -565,11 +560,10 @@ def test_cuda_backward_wide_rows_match_definition(kv_len, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("loop", [1, 2])
-@pytest.mark.parametrize("tile", [(128, 64, 8), (128, 128, 8), (64, 64, 4)])
-def test_cuda_looped_score_gemm_equals_tiled(tile, loop):
-    """The looped score GEMMs (a program walks its row tile's blocks; 2: fetching a step ahead) write
-    the same scores as the tiled one, over 3 chunks of a causal 4K sequence whose last rows reach past 64 blocks."""
+@pytest.mark.parametrize("tile", [(128, 64, 8), (64, 64, 4)])
+def test_cuda_looped_score_gemm_equals_tiled(tile):
+    """The looped score GEMM (a program walks its row tile's blocks) writes the same scores as the
+    tiled one, over 3 chunks of a causal 4K sequence whose last rows reach past 64 blocks."""
     B, Hq, Hkv, S, D, bs = 1, 8, 2, 4096, 128, 64
     g = torch.Generator(device="cuda").manual_seed(5)
     q = torch.randn(B, Hq, S, D, device="cuda", generator=g).bfloat16()
@@ -578,7 +572,7 @@ def test_cuda_looped_score_gemm_equals_tiled(tile, loop):
     for row0, n_rows in ((0, 1000), (1000, 2048), (3048, 1048)):
         zs = [torch.full((B, Hq, n_rows, S // bs), float("nan"), device="cuda") for _ in range(2)]
         split_kernels.launch_scores(q, parts, zs[0], row0, n_rows, 1.0, True, 0, bs, looped=0)
-        split_kernels.launch_scores(q, parts, zs[1], row0, n_rows, 1.0, True, 0, bs, tile=tile, looped=loop)
+        split_kernels.launch_scores(q, parts, zs[1], row0, n_rows, 1.0, True, 0, bs, tile=tile, looped=1)
         t = torch.arange(row0, row0 + n_rows, device="cuda")[:, None]
         eligible = torch.arange(S // bs, device="cuda")[None, :] < t // bs  # blocks before the own block
         for z in zs:

@@ -39,12 +39,12 @@ BM = 64  # query rows per chunk are a multiple of this
 # score GEMM: query rows × blocks per program, num_warps. H200, 128K (32K): (128, 128, 8) 9.50 ms
 # (0.70), (128, 64, 4) 10.10 (0.69), (64, 64, 4) 11.65 (0.79), (64, 128, 4) 12.25 (0.89).
 SCORE_TILE = (128, 128, 8)
-# Candidates (session 8, not yet timed): one program per row tile walking its blocks (SCORE_LOOP 1),
-# with the next k̄ tile fetched a step ahead (2); their (BM, BN, warps).
-# The tiled GEMM ran at 2.1 TB/s with 2 programs an SM (registers, 96 KiB of shared memory each);
-# the looped one loads its query tile once and takes 64 KiB (3 an SM). Triton 3.9 does not
-# pipeline its block loop (no async copies in the sm_90 compile), so overlap comes from programs.
-SCORE_LOOP, SCORE_LOOP_TILE = 0, (128, 64, 8)
+# The looped GEMM (SCORE_LOOP 1: a program per row tile walks its blocks, its query tile loaded
+# once; 64 KiB of shared memory, 3 programs an SM) against the tiled one (0; 96 KiB, 2 an SM), H200
+# run 42, sum over 32K's chunks: looped (128, 64, 8) 0.665 ms, (64, 64, 4) 0.789; tiled 0.735.
+# Fetching the next k̄ tile a step ahead by hand (Triton does not pipeline this loop) lost:
+# (64, 64, 4) 0.736, (128, 64, 8) 0.813 ms; it was removed.
+SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 64, 8)
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 MAX_BLOCKS = 8192  # longest row of blocks solved in registers
 PRIOR_TILE = 64  # rows × blocks per program of the block-major prior writer
@@ -89,8 +89,7 @@ def _coarse_scores(
     16-bit parts (:func:`split_summaries`); for fp32 queries ``KB_HI`` is k̄ itself (fp32, IEEE
     dot) and ``KB_LO`` is not read. ``LOOP`` 0: one program per (``BM`` rows, ``BN`` blocks) tile;
     1: one per ``BM`` rows, walking the row tile's blocks ``BN`` at a time (its query tile loaded
-    once); 2: as 1, each step loading the next step's k̄ tile before its products and stores
-    (Triton does not pipeline this loop by itself)."""
+    once)."""
     z_scale = tl.cast(z_scale, tl.float32)  # Inductor may pass Python floats as fp64
     bh = tl.program_id(2).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_q_heads
@@ -115,22 +114,12 @@ def _coarse_scores(
                         IEEE)  # fmt: skip
     else:
         q = tl.load(q_ptrs, mask=q_mask, other=0.0)
-        c = tl.arange(0, BN)
-        if LOOP == 2:
-            kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, reach, stride_kc, stride_kd, HEAD_DIM, BLOCK_D,
-                                         IEEE)  # fmt: skip
         for c0 in range(0, reach, BN):
             c = c0 + tl.arange(0, BN)
-            if LOOP == 2:  # this step's tile came from the previous step; fetch the next one now
-                hi_next, lo_next = _summary_tile(KB_HI, KB_LO, kb_base, c + BN, reach, stride_kc, stride_kd,
-                                                 HEAD_DIM, BLOCK_D, IEEE)  # fmt: skip
-            else:
-                kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM,
-                                             BLOCK_D, IEEE)  # fmt: skip
+            kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM, BLOCK_D,
+                                         IEEE)  # fmt: skip
             _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
                         IEEE)  # fmt: skip
-            if LOOP == 2:
-                kb_hi, kb_lo = hi_next, lo_next
 
 
 @triton.jit
@@ -510,8 +499,8 @@ def launch_scores(
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
     above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
     ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps)`` overrides the tile,
-    ``looped`` (0 tiled, 1 a program per row tile walking its blocks, 2 that with the next k̄ tile
-    fetched a step ahead; see ``_coarse_scores``) ``SCORE_LOOP``."""
+    ``looped`` (0 tiled, 1 a program per row tile walking its blocks; see ``_coarse_scores``)
+    ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     kb_hi, kb_lo = kb_parts
     nb = kb_hi.shape[2]
