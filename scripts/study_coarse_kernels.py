@@ -70,7 +70,7 @@ def main() -> None:
         sk._group_entmax[(triton.cdiv(n_rows, rows), B * Hkv)](
             z, probs, mean_log, Sq, row0, nb, Hkv, 0, *z.stride(), *probs.stride(), *mean_log.stride()[:2],
             0.5, 2.0, -0.5, GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=BS,
-            CAUSAL=True, MODE=mode, N_BISECT=n_bisect, N_NEWTON=newton, num_warps=warps,
+            CAUSAL=True, MODE=mode, N_BISECT=n_bisect, N_NEWTON=newton, EARLY_EXIT=warps == 1, num_warps=warps,
         )  # fmt: skip
 
     # (rows, warps) candidates; a thread holds width·rows / (32·warps) scores per tile (≤ 32: no spills)
@@ -89,7 +89,7 @@ def main() -> None:
             *z.stride(), *probs.stride(), *grad_prior.stride(), *probs.stride(), 0.5, 2.0, -0.5, 1.0,
             GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=BS, CAUSAL=True,
             MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=False, HAS_GRAD_PRIOR=True,
-            SPLIT=split, num_warps=warps,
+            SPLIT=split, EARLY_EXIT=warps == 1, num_warps=warps,
         )  # fmt: skip
 
     print(f"S={S}: {len(plan)} chunks of {chunk} rows, widths {[w for *_, w in plan]}")

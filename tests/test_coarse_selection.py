@@ -239,6 +239,26 @@ def test_one_row_entmax_programs_match_definition(dtype):
     assert ((got[0] > 0) == (expected[0] > 0)).float().mean() > 0.995
 
 
+@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=IDS[:2])
+def test_entmax_fixed_newton_steps_equal_early_exit(monkeypatch, case):
+    """Launches of several warps run all N_NEWTON steps with done rows frozen; one-warp launches
+    stop once every row of the program is done. Both give the same p̄, prior and gradients, bit for
+    bit (forward and the VJP's recomputation), so the launch table may mix them."""
+    q, _, _, k_bar, args = problem(case)
+    alpha, scale_c, inv_sigma, causal, Skv, bs, _, _ = args
+    results = []
+    for warps in (1, 2):  # EARLY_EXIT = (num_warps == 1)
+        monkeypatch.setattr(split_kernels, "ENTMAX_CONFIGS", dict.fromkeys(split_kernels.ENTMAX_CONFIGS, (1, warps)))
+        probs, prior, active = coarse_selection_split_launch(q, k_bar, *args)
+        grad_probs, grad_prior, _ = gradients_of_both_outputs(probs, prior.shape, "both")
+        grads = coarse_selection_backward_split(
+            grad_probs, grad_prior, probs, q, k_bar, alpha, scale_c, inv_sigma, causal, Skv, bs
+        )
+        results.append((probs, prior, active, *grads))
+    for early, fixed in zip(*results, strict=True):
+        assert torch.equal(early, fixed)
+
+
 # bf16 is covered on the GPU only: the interpreter multiplies bf16 tiles as raw bits (the score
 # GEMM's too); fp16 exercises the same split path (dz as bf16 parts, q split into bf16 parts).
 BACKWARD_PARAMS = [

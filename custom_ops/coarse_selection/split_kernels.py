@@ -131,7 +131,7 @@ def _group_entmax(
     am1, d, one_minus_alpha,
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
-    N_NEWTON: tl.constexpr,
+    N_NEWTON: tl.constexpr, EARLY_EXIT: tl.constexpr,
 ):  # fmt: skip
     """``p̄`` (row-major, as ``probs``) and each row's mean of ``log p̄`` over its selected blocks;
     :func:`_block_major_prior` turns both into the prior and the flags."""
@@ -155,7 +155,7 @@ def _group_entmax(
             mask=eligible,
             other=-float("inf"),
         )
-        p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
+        p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, EARLY_EXIT)
     p_bar = p_bar / GROUP
     tl.store(
         PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt + cols * stride_pc,
@@ -236,6 +236,7 @@ def _group_entmax_vjp(
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
     N_NEWTON: tl.constexpr, HAS_GRAD_PROBS: tl.constexpr, HAS_GRAD_PRIOR: tl.constexpr, SPLIT: tl.constexpr,
+    EARLY_EXIT: tl.constexpr,
 ):  # fmt: skip
     """The backward's middle: ``g = ∂L/∂p̄`` from the two outputs' gradients — ``GRAD`` (of
     ``probs``, row-major) plus the log-prior's chain rule on ``DPRIOR`` (of the prior, block-major)
@@ -276,7 +277,7 @@ def _group_entmax_vjp(
     for head in range(GROUP):
         z_ptr = Z + b * stride_zb + (h_kv * GROUP + head) * stride_zh + (t - row0) * stride_zt + cols * stride_zc
         z = tl.load(z_ptr, mask=eligible, other=-float("inf"))
-        p = entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
+        p = entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, EARLY_EXIT)
         if MODE == 0:
             s = (p > 0).to(tl.float32)
         elif MODE == 1:
@@ -433,11 +434,17 @@ def row_fits(nb_pad: int) -> bool:
 # it). One warp per program up to 512 blocks: since the solver's early exit a program runs until
 # all its rows are done, and a program of several warps votes across them (a barrier each step)
 # and waits for its slowest warp. H200, 32K (scripts/study_coarse_kernels.py): forward with every
-# width at (4, 2) 1.90 ms, (2, 1) 1.27, (1, 1) 1.27 (run 38, sum over the 8 query chunks); VJP per
+# width at (4, 2) 1.90 ms, (2, 1) 1.27, (1, 1) 1.27 (run 38, sum over the 8 query chunks; run 42
+# on valid scores: the table's configs are the best of 1 × 1, 2 × 1, 4 × 2 at every width); VJP per
 # chunk (run 39 / 40, ms): width 128 (2, 1) 0.103 (8K: 0.128), (1, 1) 0.106 (8K: 0.166); 512
 # (1, 1) 0.242–0.273, (2, 1) 0.253–0.286, session 7's (4, 2) 0.392–0.457; 1024 (1, 2) 0.189,
 # (1, 1) 0.192, (4, 4) 0.239; 2048 (1, 2) 0.310–0.343, (1, 4) 0.335–0.370, (2, 4) 0.378–0.443.
-ENTMAX_CONFIGS = {64: (2, 1), 128: (2, 1), 256: (1, 1), 512: (1, 1), 1024: (1, 2), 2048: (1, 2), 4096: (1, 4)}
+# Widths 1024 and 2048 are back at session 7's (4, 4) and (2, 4), and launches of several warps run
+# all Newton steps (no early exit, the same result): with (1, 2) and the early exit, a 128K forward
+# (first reaching width 1024 at query 32K) stalled for minutes in the coarse op, three times
+# (session 8 run 7, session 9 runs 42 and 44; the host waited in Triton's module load, i.e. on the
+# GPU), while session 8's run 2 on the old configs finished. Not yet run on a GPU: docs/benchmarks.md.
+ENTMAX_CONFIGS = {64: (2, 1), 128: (2, 1), 256: (1, 1), 512: (1, 1), 1024: (4, 4), 2048: (2, 4), 4096: (1, 4)}
 
 
 # Under Triton's interpreter (CPU tests) every program is a Python call: 16 rows per program keep
@@ -569,7 +576,7 @@ def coarse_selection_split_launch(
             *z.stride(), *probs.stride(), *mean_log.stride()[:2],
             alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
             GROUP=G, ROWS=n_row, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=block_size, CAUSAL=causal,
-            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, num_warps=warps,
+            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, EARLY_EXIT=warps == 1, num_warps=warps,
         )  # fmt: skip
     tile = PRIOR_TILE
     _block_major_prior[(triton.cdiv(sq_pad, tile), triton.cdiv(nb_pad, tile), B * Hkv)](
@@ -652,7 +659,7 @@ def coarse_selection_backward_split(
             alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha, inv_sigma,
             GROUP=G, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=block_size, CAUSAL=causal,
             MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=grad_probs is not None,
-            HAS_GRAD_PRIOR=grad_prior is not None, SPLIT=split, num_warps=num_warps,
+            HAS_GRAD_PRIOR=grad_prior is not None, SPLIT=split, EARLY_EXIT=num_warps == 1, num_warps=num_warps,
         )  # fmt: skip
         _coarse_dq[(triton.cdiv(n_rows, dq_rows), B * Hq)](
             dz, *kb_grad, dq, row0 + n_rows, row0, nb, Hq, offset, nb_row, *dz.stride(), *kb.stride(), *dq.stride(),

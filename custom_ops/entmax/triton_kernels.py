@@ -62,7 +62,40 @@ MASS_TOL = tl.constexpr(1.0)
 
 
 @triton.jit
-def entmax_rows_split(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr):
+def _newton_step(s, tau, done, d, one_minus_alpha, MODE: tl.constexpr):
+    """One monotone Newton step on ``h(τ) = ‖[s − τ]_+‖_d − 1`` for the rows not yet ``done``;
+    returns ``(τ, done)``, a row being done once its mass ``Σ [s − τ]_+^d`` is at most 1."""
+    x = tl.maximum(s - tau[None, :, None], 0.0)
+    if MODE == 0:
+        p = x
+        dp = (x > 0).to(tl.float32)
+    elif MODE == 1:
+        p = x * x
+        dp = x
+    else:
+        xs = tl.where(x > 0, x, 1.0)
+        p = tl.where(x > 0, tl.exp2(d * tl.log2(xs)), 0.0)
+        dp = p / xs
+    mass = _row_sum(p)
+    slope = _row_sum(dp)
+    safe = tl.where(mass > 0, mass, 1.0)
+    if MODE == 0:
+        root = 1.0 / safe
+    elif MODE == 1:
+        root = 1.0 / tl.sqrt(safe)
+    else:
+        root = tl.exp2(one_minus_alpha * tl.log2(safe))
+    step = mass * (1.0 - root) / tl.where(slope > 0, slope, 1.0)
+    tau = tl.where(done, tau, tau + tl.where(slope > 0, step, 0.0))
+    done = done | (mass <= MASS_TOL)  # h(τ) = ‖x‖_d − 1 ≤ 0 ⟺ mass ≤ 1, exactly (no root rounding)
+    return tau, done
+
+
+@triton.jit
+def entmax_rows_split(
+    z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr,
+    EARLY_EXIT: tl.constexpr,
+):  # fmt: skip
     """α-entmax of each row of the fp32 tile ``z [K, R, S]``, row ``r`` being ``z[:, r, :]`` (``-inf``
     = excluded; an all ``-inf`` row gives zeros): the solver every register-resident kernel shares
     (``am1 = α − 1``, ``d = 1/(α − 1)``, ``one_minus_alpha = 1 − α``). Splitting a row into ``K``
@@ -87,37 +120,22 @@ def entmax_rows_split(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: 
     # A row is done once its residual h(τ) = ‖[s − τ]_+‖_d − 1 is at most 0 (mass ≤ 1): h is convex
     # with |h'(τ*)| = Σ p^(2−α) ≥ 1, so from the left 0 ≤ τ* − τ ≤ h(τ), and a row with h(τ) ≤ 0
     # sits at or just past the root (Newton steps it back by ≤ |h(τ)|). It takes that step and keeps its τ
-    # (each row's result is independent of the other rows in the program); the program stops when
-    # all its rows are done or after N_NEWTON steps, the worst rows' count (docs/entmax.md).
+    # (each row's result is independent of the other rows in the program). EARLY_EXIT: the program
+    # stops when all its rows are done or after N_NEWTON steps, the worst rows' count
+    # (docs/entmax.md); otherwise it runs all N_NEWTON steps, done rows frozen, so both give the same
+    # τ bit for bit. The split coarse kernels exit early only on one-warp launches: see
+    # coarse_selection/split_kernels.py (ENTMAX_CONFIGS) for the 128K stall with rows over 2 warps.
     done = tau > 0.0  # all False (τ starts at or below -n^(1-α) < 0)
-    step_count = tl.full([], 0, tl.int32)
-    moving = step_count < N_NEWTON
-    while moving:
-        x = tl.maximum(s - tau[None, :, None], 0.0)
-        if MODE == 0:
-            p = x
-            dp = (x > 0).to(tl.float32)
-        elif MODE == 1:
-            p = x * x
-            dp = x
-        else:
-            xs = tl.where(x > 0, x, 1.0)
-            p = tl.where(x > 0, tl.exp2(d * tl.log2(xs)), 0.0)
-            dp = p / xs
-        mass = _row_sum(p)
-        slope = _row_sum(dp)
-        safe = tl.where(mass > 0, mass, 1.0)
-        if MODE == 0:
-            root = 1.0 / safe
-        elif MODE == 1:
-            root = 1.0 / tl.sqrt(safe)
-        else:
-            root = tl.exp2(one_minus_alpha * tl.log2(safe))
-        step = mass * (1.0 - root) / tl.where(slope > 0, slope, 1.0)
-        tau = tl.where(done, tau, tau + tl.where(slope > 0, step, 0.0))
-        done = done | (mass <= MASS_TOL)  # h(τ) = ‖x‖_d − 1 ≤ 0 ⟺ mass ≤ 1, exactly (no root rounding)
-        step_count += 1
-        moving = (step_count < N_NEWTON) & (tl.min(done.to(tl.int32), axis=0) == 0)
+    if EARLY_EXIT:
+        step_count = tl.full([], 0, tl.int32)
+        moving = step_count < N_NEWTON
+        while moving:
+            tau, done = _newton_step(s, tau, done, d, one_minus_alpha, MODE)
+            step_count += 1
+            moving = (step_count < N_NEWTON) & (tl.min(done.to(tl.int32), axis=0) == 0)
+    else:
+        for _ in range(N_NEWTON):
+            tau, done = _newton_step(s, tau, done, d, one_minus_alpha, MODE)
 
     x = tl.maximum(s - tau[None, :, None], 0.0)
     p = _entmax_power(x, d, MODE)
@@ -129,7 +147,7 @@ def entmax_rows_split(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: 
 @triton.jit
 def entmax_rows(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr):
     """:func:`entmax_rows_split` of a plain ``[R, N]`` tile."""
-    p = entmax_rows_split(tl.expand_dims(z, 0), am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
+    p = entmax_rows_split(tl.expand_dims(z, 0), am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, True)
     return tl.sum(p, axis=0)
 
 
