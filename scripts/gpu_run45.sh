@@ -3,7 +3,7 @@
 # now launch (4, 4) / (2, 4) and several-warp launches run every Newton step. Chunk by chunk at 128K:
 # the new table, then the old (1, 2) launch with and without the early exit (each under its own
 # timeout: a stall leaves its kernel's line last); the 128K benchmark; then the wide-row tests
-# alone (per-test timeout) and the whole GPU suite.
+# alone (per-test timeout); the whole GPU suite in a second call.
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT="${OUT:-out}"; mkdir -p "$OUT"
