@@ -50,6 +50,15 @@ def padded(Sq, Skv, bs):
     return -(-Sq // 128) * 128, -(-(-(-Skv // 128) * 128) // bs)
 
 
+def cuda_problem(seed, B, Hq, Hkv, Sq, Skv, D, bs, dtype):
+    """``(q, k̄, generator)`` on CUDA: queries 2·N(0, 1) in ``dtype`` and the summaries of keys
+    2·N(0, 1) under a random pooling vector; the generator continues the draw."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = (2 * torch.randn(B, Hq, Sq, D, device="cuda", generator=g)).to(dtype)
+    k = 2 * torch.randn(B, Hkv, Skv, D, device="cuda", generator=g)
+    return q, block_summaries(k, torch.randn(Hkv, D, device="cuda", generator=g), bs), g
+
+
 def problem(case, dtype=torch.float32, seed=0):
     B, Hq, Hkv, Sq, Skv, D, bs, causal, alpha = case
     g = torch.Generator().manual_seed(seed + Sq)
@@ -491,10 +500,7 @@ def test_cuda_kernel_matches_definition(shape, dtype):
     queries (H200: prior 1.2e-2 relative on the selected blocks at worst, the log of small p̄
     amplifying the score error)."""
     B, Hq, Hkv, Sq, Skv, D, bs = shape
-    g = torch.Generator(device="cuda").manual_seed(Sq)
-    q = (2 * torch.randn(B, Hq, Sq, D, device="cuda", generator=g)).to(dtype)
-    k = 2 * torch.randn(B, Hkv, Skv, D, device="cuda", generator=g)
-    k_bar = block_summaries(k, torch.randn(Hkv, D, device="cuda", generator=g), bs)
+    q, k_bar, _ = cuda_problem(Sq, *shape, dtype)
     sq_pad, nb_pad = padded(Sq, Skv, bs)
     args = (1.5, 1.0, 1.0, True, Skv, bs, sq_pad, nb_pad)
     got = coarse_selection_split_launch(q, k_bar, *args)
@@ -522,10 +528,7 @@ def test_cuda_backward_matches_definition(dtype):
       entmax recomputation decides the result (H200: 0.26e-3 fp32, 0.8 bf16; issue #4,
       scripts/diagnose_coarse_backward.py)."""
     B, Hq, Hkv, S, D, bs = 1, 32, 8, 4096, 128, 64
-    g = torch.Generator(device="cuda").manual_seed(11)
-    q = (2 * torch.randn(B, Hq, S, D, device="cuda", generator=g)).to(dtype)
-    k = 2 * torch.randn(B, Hkv, S, D, device="cuda", generator=g)
-    k_bar = block_summaries(k, torch.randn(Hkv, D, device="cuda", generator=g), bs)
+    q, k_bar, g = cuda_problem(11, B, Hq, Hkv, S, S, D, bs, dtype)
     sq_pad, nb_pad = padded(S, S, bs)
     probs, prior, _ = coarse_selection_torch(q, k_bar, 1.5, 1.0, 0.5, True, S, bs, sq_pad, nb_pad)
     eligible, _ = block_classes(S, S, bs, True, q.device)
@@ -556,14 +559,12 @@ def test_cuda_backward_matches_definition(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("kv_len", [40000, 70000])  # nb 625 / 1094: register rows of 1024 / 2048 blocks
 def test_cuda_backward_wide_rows_match_definition(kv_len, dtype):
-    """The entmax kernels' wide-row launch (a row over 2 warps), forward and VJP, against the torch
-    definition, in score chunks of 64 rows (4 chunks, each a full-width row: the queries sit at the
-    end of a long key sequence); 16-bit queries take the VJP's bf16 split of dz."""
+    """The entmax kernels' wide-row launches (rows of 1024 / 2048 blocks over several warps, which
+    run every Newton step), forward and VJP, against the torch definition, in score chunks of 64
+    rows (4 chunks, each a full-width row: the queries sit at the end of a long key sequence);
+    16-bit queries take the VJP's bf16 split of dz."""
     B, Hq, Hkv, Sq, D, bs = 1, 4, 1, 256, 64, 64
-    g = torch.Generator(device="cuda").manual_seed(kv_len)
-    q = (2 * torch.randn(B, Hq, Sq, D, device="cuda", generator=g)).to(dtype)
-    k = 2 * torch.randn(B, Hkv, kv_len, D, device="cuda", generator=g)
-    k_bar = block_summaries(k, torch.randn(Hkv, D, device="cuda", generator=g), bs)
+    q, k_bar, g = cuda_problem(kv_len, B, Hq, Hkv, Sq, kv_len, D, bs, dtype)
     sq_pad, nb_pad = padded(Sq, kv_len, bs)
     args = (1.5, 1.0, 1.0, True, kv_len, bs, sq_pad, nb_pad)
     budget = 64 * B * Hq * k_bar.shape[2] * 4

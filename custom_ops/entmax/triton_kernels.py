@@ -62,10 +62,9 @@ MASS_TOL = tl.constexpr(1.0)
 
 
 @triton.jit
-def _newton_step(s, tau, done, d, one_minus_alpha, MODE: tl.constexpr):
-    """One monotone Newton step on ``h(τ) = ‖[s − τ]_+‖_d − 1`` for the rows not yet ``done``;
-    returns ``(τ, done)``, a row being done once its mass ``Σ [s − τ]_+^d`` is at most 1."""
-    x = tl.maximum(s - tau[None, :, None], 0.0)
+def _power_and_slope(x, d, MODE: tl.constexpr):
+    """``(x^d, x^(d−1))`` of ``x ≥ 0`` (both 0 at 0): a Newton step's mass and slope terms (the slope
+    of ``x^d`` up to its factor ``d``), the first as :func:`_entmax_power` computes it."""
     if MODE == 0:
         p = x
         dp = (x > 0).to(tl.float32)
@@ -76,8 +75,13 @@ def _newton_step(s, tau, done, d, one_minus_alpha, MODE: tl.constexpr):
         xs = tl.where(x > 0, x, 1.0)
         p = tl.where(x > 0, tl.exp2(d * tl.log2(xs)), 0.0)
         dp = p / xs
-    mass = _row_sum(p)
-    slope = _row_sum(dp)
+    return p, dp
+
+
+@triton.jit
+def _newton_increment(mass, slope, one_minus_alpha, MODE: tl.constexpr):
+    """The monotone Newton increment of τ on ``h(τ) = ‖[s − τ]_+‖_d − 1 = mass^(α−1) − 1`` from a
+    row's ``mass = Σ x^d`` and ``slope = Σ x^(d−1)`` (0 for an empty row)."""
     safe = tl.where(mass > 0, mass, 1.0)
     if MODE == 0:
         root = 1.0 / safe
@@ -86,7 +90,16 @@ def _newton_step(s, tau, done, d, one_minus_alpha, MODE: tl.constexpr):
     else:
         root = tl.exp2(one_minus_alpha * tl.log2(safe))
     step = mass * (1.0 - root) / tl.where(slope > 0, slope, 1.0)
-    tau = tl.where(done, tau, tau + tl.where(slope > 0, step, 0.0))
+    return tl.where(slope > 0, step, 0.0)
+
+
+@triton.jit
+def _newton_step(s, tau, done, d, one_minus_alpha, MODE: tl.constexpr):
+    """One monotone Newton step on ``h(τ) = ‖[s − τ]_+‖_d − 1`` for the rows not yet ``done``;
+    returns ``(τ, done)``, a row being done once its mass ``Σ [s − τ]_+^d`` is at most 1."""
+    p, dp = _power_and_slope(tl.maximum(s - tau[None, :, None], 0.0), d, MODE)
+    mass = _row_sum(p)
+    tau = tl.where(done, tau, tau + _newton_increment(mass, _row_sum(dp), one_minus_alpha, MODE))
     done = done | (mass <= MASS_TOL)  # h(τ) = ‖x‖_d − 1 ≤ 0 ⟺ mass ≤ 1, exactly (no root rounding)
     return tau, done
 
@@ -229,29 +242,10 @@ def _entmax_fwd_chunked_kernel(
         for start in range(0, n_cols, CHUNK):
             m = start + cols < n_cols
             z = tl.load(X + base + start + cols, mask=m, other=-float("inf")).to(tl.float32)
-            x = tl.maximum((z - top) * am1 - tau, 0.0)
-            if MODE == 0:
-                acc += x
-                dacc += (x > 0).to(tl.float32)
-            elif MODE == 1:
-                acc += x * x
-                dacc += x
-            else:
-                xs = tl.where(x > 0, x, 1.0)
-                p = tl.where(x > 0, tl.exp2(d * tl.log2(xs)), 0.0)
-                acc += p
-                dacc += p / xs
-        mass = tl.sum(acc, axis=0)
-        slope = tl.sum(dacc, axis=0)
-        safe = tl.where(mass > 0, mass, 1.0)
-        if MODE == 0:
-            root = 1.0 / safe
-        elif MODE == 1:
-            root = 1.0 / tl.sqrt(safe)
-        else:
-            root = tl.exp2(one_minus_alpha * tl.log2(safe))
-        step = mass * (1.0 - root) / tl.where(slope > 0, slope, 1.0)
-        tau = tau + tl.where(slope > 0, step, 0.0)
+            p, dp = _power_and_slope(tl.maximum((z - top) * am1 - tau, 0.0), d, MODE)
+            acc += p
+            dacc += dp
+        tau = tau + _newton_increment(tl.sum(acc, axis=0), tl.sum(dacc, axis=0), one_minus_alpha, MODE)
 
     acc = tl.zeros([CHUNK], tl.float32)
     for start in range(0, n_cols, CHUNK):
