@@ -41,7 +41,8 @@ def main() -> None:
     k_bar = block_summaries(k, None, BS)
     B, Hq, Sq, _ = q.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
-    NB = max(16, triton.next_power_of_2(-(-S // 128) * 128 // BS))
+    nb_pad = -(-(-(-S // 128) * 128) // BS)  # the launch's padded block count (whole 128-row tiles)
+    NB = max(16, triton.next_power_of_2(nb_pad))
     chunk = sk.chunk_rows(B, Hq, nb, Sq)
     z = torch.empty(B, Hq, chunk, -(-nb // 16) * 16, device=q.device, dtype=torch.float32)[..., :nb]
     probs = torch.empty(B, Hkv, Sq, nb, device=q.device, dtype=torch.float32)

@@ -112,9 +112,12 @@ def main() -> None:
         score()
         score_ms = triton.testing.do_bench(score, warmup=5, rep=40)
         totals["scores"] += score_ms
-        totals["scores tiled"] = totals.get("scores tiled", 0.0) + triton.testing.do_bench(
+        chunk_times = []
+        tiled_ms = triton.testing.do_bench(
             lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, looped=0), warmup=5, rep=40
         )
+        totals["scores tiled"] += tiled_ms
+        chunk_times.append(f"tiled {tiled_ms:.3f}")
         for tile in GEMM_LOOP_TILES:  # the same output as the tiled GEMM
             key = f"scores looped {tile}"
             ms = triton.testing.do_bench(
@@ -123,7 +126,9 @@ def main() -> None:
                 rep=40,
             )
             totals[key] = totals.get(key, 0.0) + ms
-        if args.gemm_only:
+            chunk_times.append(f"{key} {ms:.3f}")
+        if args.gemm_only:  # one line a chunk as it comes (a stall elsewhere must not lose them)
+            print(f"| {width} (rows {row0}+{n_rows}) | scores {score_ms:.3f} | " + " | ".join(chunk_times) + " |")
             continue
         fwd, bwd = {}, {}
         fits = [(r, w) for r, w in candidates if width * r <= 32 * 32 * w]
@@ -141,11 +146,12 @@ def main() -> None:
             print(f"| {width} | {name} | {cells} |")
             totals[f"{name} (current)"] += times.get(current, float("nan"))
             totals[f"{name} (best)"] += min(times.values())
-    whole = triton.testing.do_bench(lambda: sk.coarse_selection_split_launch(*launch), warmup=5, rep=40)
     print("\n| kernel | ms (sum over chunks) |\n|---|---|")
     for name, ms in totals.items():
         print(f"| {name} | {ms:.3f} |")
-    print(f"| whole coarse forward launch | {whole:.3f} |")
+    if not args.gemm_only:  # the whole launch is what stalled at 128K (docs/benchmarks.md, session 9)
+        whole = triton.testing.do_bench(lambda: sk.coarse_selection_split_launch(*launch), warmup=5, rep=40)
+        print(f"| whole coarse forward launch | {whole:.3f} |")
 
 
 if __name__ == "__main__":

@@ -40,10 +40,10 @@ BM = 64  # query rows per chunk are a multiple of this
 # (0.70), (128, 64, 4) 10.10 (0.69), (64, 64, 4) 11.65 (0.79), (64, 128, 4) 12.25 (0.89).
 SCORE_TILE = (128, 128, 8)
 # The looped GEMM (SCORE_LOOP 1: a program per row tile walks its blocks, its query tile loaded
-# once; 64 KiB of shared memory, 3 programs an SM) against the tiled one (0; 96 KiB, 2 an SM), H200
-# run 42, sum over 32K's chunks: looped (128, 64, 8) 0.665 ms, (64, 64, 4) 0.789; tiled 0.735.
-# Fetching the next k̄ tile a step ahead by hand (Triton does not pipeline this loop) lost:
-# (64, 64, 4) 0.736, (128, 64, 8) 0.813 ms; it was removed.
+# once) against the tiled one (0), H200 run 42, sum over 32K's chunks: looped (128, 64, 8)
+# 0.665 ms, (64, 64, 4) 0.789; tiled (128, 128, 8) 0.735. Fetching the next k̄ tile a step ahead
+# by hand lost (0.736–1.861 ms) and was removed: the device's Triton 3.6 appears to pipeline the
+# loop itself (it asked 294912 B of shared memory for a looped (128, 128, 8), i.e. 3 stages).
 SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 64, 8)
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 MAX_BLOCKS = 8192  # longest row of blocks solved in registers
