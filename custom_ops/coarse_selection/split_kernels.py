@@ -443,7 +443,8 @@ def row_fits(nb_pad: int) -> bool:
 # all Newton steps (no early exit, the same result): with (1, 2) and the early exit, a 128K forward
 # (first reaching width 1024 at query 32K) stalled for minutes in the coarse op, three times
 # (session 8 run 7, session 9 runs 42 and 44; the host waited in Triton's module load, i.e. on the
-# GPU), while session 8's run 2 on the old configs finished. Not yet run on a GPU: docs/benchmarks.md.
+# GPU), while session 8's run 2 on the old configs finished. Cause not proven, not yet run on a GPU
+# (docs/benchmarks.md, "The 128K stall").
 ENTMAX_CONFIGS = {64: (2, 1), 128: (2, 1), 256: (1, 1), 512: (1, 1), 1024: (4, 4), 2048: (2, 4), 4096: (1, 4)}
 
 
