@@ -66,12 +66,8 @@ def main() -> None:
             if name == "scores":
                 sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS)
             else:
-                sk._group_entmax[(triton.cdiv(n_rows, rows), B * Hkv)](
-                    z, probs, mean_log, Sq, row0, nb, Hkv, 0, *z.stride(), *probs.stride(), *mean_log.stride()[:2],
-                    0.5, 2.0, -0.5, GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128),
-                    BLOCK_SIZE=BS, CAUSAL=True, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, EARLY_EXIT=early,
-                    num_warps=warps,
-                )  # fmt: skip
+                sk.launch_group_entmax(z, probs, mean_log, row0, n_rows, width, NB, 1.5, True, 0, BS,
+                                       (mode, n_bisect, n_newton), rows, warps, early_exit=early)  # fmt: skip
             launched = time.perf_counter()
             print(f"{tag} launched in {launched - t0:.2f} s", flush=True)
             torch.cuda.synchronize()

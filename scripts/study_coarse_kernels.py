@@ -67,11 +67,9 @@ def main() -> None:
     mode, n_bisect, n_newton = solver_schedule(1.5, nb, torch.float32)
 
     def entmax(row0, n_rows, width, rows, warps, newton):
-        sk._group_entmax[(triton.cdiv(n_rows, rows), B * Hkv)](
-            z, probs, mean_log, Sq, row0, nb, Hkv, 0, *z.stride(), *probs.stride(), *mean_log.stride()[:2],
-            0.5, 2.0, -0.5, GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=BS,
-            CAUSAL=True, MODE=mode, N_BISECT=n_bisect, N_NEWTON=newton, EARLY_EXIT=warps == 1, num_warps=warps,
-        )  # fmt: skip
+        sk.launch_group_entmax(
+            z, probs, mean_log, row0, n_rows, width, NB, 1.5, True, 0, BS, (mode, n_bisect, newton), rows, warps
+        )
 
     # (rows, warps) candidates; a thread holds width·rows / (32·warps) scores per tile (≤ 32: no spills)
     candidates = [(16, 1), (8, 1), (4, 1), (2, 1), (1, 1), (8, 2), (4, 2), (2, 2), (1, 2), (2, 4), (1, 4)]

@@ -522,6 +522,41 @@ def launch_scores(
     )  # fmt: skip
 
 
+def launch_group_entmax(
+    z: torch.Tensor,
+    probs: torch.Tensor,
+    mean_log: torch.Tensor,
+    row0: int,
+    n_rows: int,
+    width: int,
+    nb_out: int,
+    alpha: float,
+    causal: bool,
+    offset: int,
+    block_size: int,
+    schedule: tuple[int, int, int],
+    rows: int,
+    warps: int,
+    early_exit: bool | None = None,
+) -> None:
+    """``_group_entmax`` on the query chunk ``[row0, row0 + n_rows)`` whose scores ``z`` hold:
+    ``p̄`` into ``probs [B, Hkv, Sq, nb]`` and the mean ``log p̄`` into ``mean_log``; ``width`` is the
+    chunk's register row (:func:`chunk_width`), ``nb_out`` the padded row zero-filled past it,
+    ``schedule = (mode, n_bisect, n_newton)`` (:func:`solver_schedule`), ``(rows, warps)`` the
+    launch. ``early_exit``: by default only one-warp launches stop early (see ENTMAX_CONFIGS)."""
+    B, Hq = z.shape[:2]
+    Hkv, Sq, nb = probs.shape[1:]
+    mode, n_bisect, n_newton = schedule
+    _group_entmax[(triton.cdiv(n_rows, rows), B * Hkv)](
+        z, probs, mean_log, Sq, row0, nb, Hkv, offset,
+        *z.stride(), *probs.stride(), *mean_log.stride()[:2],
+        alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
+        GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=min(width, 128), BLOCK_SIZE=block_size,
+        CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton,
+        EARLY_EXIT=warps == 1 if early_exit is None else early_exit, num_warps=warps,
+    )  # fmt: skip
+
+
 def coarse_selection_split_launch(
     query: torch.Tensor,
     k_bar: torch.Tensor,
@@ -545,7 +580,6 @@ def coarse_selection_split_launch(
     ``score_tile`` and ``score_loop`` the GEMM's tile and ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
-    G = Hq // Hkv
     NB = max(16, triton.next_power_of_2(nb_pad))
     if NB > MAX_BLOCKS:
         raise ValueError(f"coarse_selection: {nb_pad} blocks exceed the register row limit {MAX_BLOCKS}")
@@ -571,14 +605,8 @@ def coarse_selection_split_launch(
             query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
         )
         config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
-        n_row, warps = rows or config_rows, num_warps or config_warps
-        _group_entmax[(triton.cdiv(n_rows, n_row), B * Hkv)](
-            z, probs, mean_log, Sq, row0, nb, Hkv, offset,
-            *z.stride(), *probs.stride(), *mean_log.stride()[:2],
-            alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
-            GROUP=G, ROWS=n_row, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=block_size, CAUSAL=causal,
-            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, EARLY_EXIT=warps == 1, num_warps=warps,
-        )  # fmt: skip
+        launch_group_entmax(z, probs, mean_log, row0, n_rows, width, NB, alpha, causal, offset, block_size,
+                            (mode, n_bisect, n_newton), rows or config_rows, num_warps or config_warps)  # fmt: skip
     tile = PRIOR_TILE
     _block_major_prior[(triton.cdiv(sq_pad, tile), triton.cdiv(nb_pad, tile), B * Hkv)](
         probs, mean_log, prior, active_i8, Sq, nb, nb_pad, sq_pad, Hkv, offset,
