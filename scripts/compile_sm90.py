@@ -85,18 +85,17 @@ def main() -> None:
         k = compile_kernel(coarse._coarse_scores, score_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)
         report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages", k)
     ent_ptrs = dict(Z="*fp32", PROBS="*fp32", MEAN_LOG="*fp32")
-    for width in (128, 512, 1024, 2048):
+    for width in (16, 128, 512, 1024, 2048):  # 16 in a 2048-block output row: 128K's first chunk
         rows, warps = coarse.entmax_config(width)
-        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=128, BLOCK_SIZE=64, CAUSAL=True, MODE=1,
-                      N_BISECT=0, N_NEWTON=7, EARLY_EXIT=warps == 1)  # fmt: skip
+        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=min(width, 128), BLOCK_SIZE=64, CAUSAL=True,
+                      MODE=1, N_BISECT=0, N_NEWTON=7)  # fmt: skip
         k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
         report(f"group entmax width={width}", k)
     vjp_ptrs = dict(Z="*fp32", DZ_SPLIT="*bf16", GRAD="*fp32", DPRIOR="*fp32", PROBS="*fp32")
     for width in (128, 512, 1024, 2048):
         rows, warps = coarse.entmax_config(width)
         consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=128, BLOCK_SIZE=64, CAUSAL=True, MODE=1,
-                      N_BISECT=0, N_NEWTON=7, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True,
-                      EARLY_EXIT=warps == 1)  # fmt: skip
+                      N_BISECT=0, N_NEWTON=7, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True)  # fmt: skip
         k = compile_kernel(coarse._group_entmax_vjp, vjp_ptrs, consts, ("am1", "d", "one_minus_alpha", "inv_sigma"),
                            num_warps=warps)  # fmt: skip
         report(f"group entmax VJP width={width}", k)

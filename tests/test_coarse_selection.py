@@ -25,6 +25,7 @@ from custom_ops.coarse_selection.torch_impl import (
     coarse_selection_backward_torch,
     coarse_selection_torch,
 )
+from custom_ops.entmax.torch_impl import entmax_forward, solver_schedule
 from custom_ops.selection import log_prior, selection_tables
 from custom_ops.selection.torch_impl import log_prior_backward_torch
 from dash_flex import dash_attention, dash_select
@@ -247,26 +248,6 @@ def test_one_row_entmax_programs_match_definition(dtype):
     got = coarse_selection_split_launch(q, k_bar, *args, rows=1, num_warps=1)
     assert rel_err(got[0], expected[0]) <= (1e-5 if dtype == torch.float32 else 2e-3)
     assert ((got[0] > 0) == (expected[0] > 0)).float().mean() > 0.995
-
-
-@pytest.mark.parametrize("case", [CASES[0], CASES[1]], ids=IDS[:2])
-def test_entmax_fixed_newton_steps_equal_early_exit(monkeypatch, case):
-    """Launches of several warps run all N_NEWTON steps with done rows frozen; one-warp launches
-    stop once every row of the program is done. Both give the same p̄, prior and gradients, bit for
-    bit (forward and the VJP's recomputation), so the launch table may mix them."""
-    q, _, _, k_bar, args = problem(case)
-    alpha, scale_c, inv_sigma, causal, Skv, bs, _, _ = args
-    results = []
-    for warps in (1, 2):  # EARLY_EXIT = (num_warps == 1)
-        monkeypatch.setattr(split_kernels, "ENTMAX_CONFIGS", dict.fromkeys(split_kernels.ENTMAX_CONFIGS, (1, warps)))
-        probs, prior, active = coarse_selection_split_launch(q, k_bar, *args)
-        grad_probs, grad_prior, _ = gradients_of_both_outputs(probs, prior.shape, "both")
-        grads = coarse_selection_backward_split(
-            grad_probs, grad_prior, probs, q, k_bar, alpha, scale_c, inv_sigma, causal, Skv, bs
-        )
-        results.append((probs, prior, active, *grads))
-    for early, fixed in zip(*results, strict=True):
-        assert torch.equal(early, fixed)
 
 
 # bf16 is covered on the GPU only: the interpreter multiplies bf16 tiles as raw bits (the score
@@ -578,6 +559,28 @@ def test_cuda_backward_wide_rows_match_definition(kv_len, dtype):
     want = coarse_selection_backward_torch(grad, q, k_bar, 1.5, 1.0, eligible)
     tol = 1e-4 if dtype == torch.float32 else 3e-2
     assert rel_err(got[0], want[0]) <= tol and rel_err(got[1], want[1]) <= tol
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_narrow_entmax_rows_in_a_wide_output():
+    """The launch that hung on the H200 while the solver had a data-dependent early exit (run 46,
+    docs/entmax.md): the first 1024-row chunk of a 128K causal sequence, a 16-block register row
+    (2 rows, 1 warp) inside a 2048-block output row. Its p̄ (the head group's mean entmax over the
+    causally eligible blocks) against the torch definition, and zeros past the register row."""
+    B, Hq, Hkv, Sq, nb, bs, n_rows = 1, 4, 1, 131072, 2048, 64, 1024
+    g = torch.Generator(device="cuda").manual_seed(7)
+    z = 3 * torch.randn(B, Hq, n_rows, nb, device="cuda", generator=g)
+    probs = torch.full((B, Hkv, Sq, nb), float("nan"), device="cuda")
+    mean_log = torch.empty(B, Hkv, Sq, device="cuda")
+    schedule = solver_schedule(1.5, nb, torch.float32)
+    split_kernels.launch_group_entmax(z, probs, mean_log, 0, n_rows, 16, nb, 1.5, True, 0, bs, schedule, 2, 1)
+    torch.cuda.synchronize()
+    t = torch.arange(n_rows, device="cuda")[:, None]
+    eligible = torch.arange(16, device="cuda")[None, :] < t // bs
+    want = entmax_forward(z[..., :16].masked_fill(~eligible, float("-inf")), 1.5).mean(1, keepdim=True)
+    assert rel_err(probs[:, :, :n_rows, :16], want) <= 1e-5
+    assert torch.equal(probs[:, :, :n_rows, 16:], torch.zeros_like(probs[:, :, :n_rows, 16:]))
 
 
 @pytest.mark.gpu

@@ -131,7 +131,7 @@ def _group_entmax(
     am1, d, one_minus_alpha,
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
-    N_NEWTON: tl.constexpr, EARLY_EXIT: tl.constexpr,
+    N_NEWTON: tl.constexpr,
 ):  # fmt: skip
     """``p̄`` (row-major, as ``probs``) and each row's mean of ``log p̄`` over its selected blocks;
     :func:`_block_major_prior` turns both into the prior and the flags."""
@@ -155,7 +155,7 @@ def _group_entmax(
             mask=eligible,
             other=-float("inf"),
         )
-        p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, EARLY_EXIT)
+        p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
     p_bar = p_bar / GROUP
     tl.store(
         PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt + cols * stride_pc,
@@ -236,7 +236,6 @@ def _group_entmax_vjp(
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
     N_NEWTON: tl.constexpr, HAS_GRAD_PROBS: tl.constexpr, HAS_GRAD_PRIOR: tl.constexpr, SPLIT: tl.constexpr,
-    EARLY_EXIT: tl.constexpr,
 ):  # fmt: skip
     """The backward's middle: ``g = ∂L/∂p̄`` from the two outputs' gradients — ``GRAD`` (of
     ``probs``, row-major) plus the log-prior's chain rule on ``DPRIOR`` (of the prior, block-major)
@@ -277,7 +276,7 @@ def _group_entmax_vjp(
     for head in range(GROUP):
         z_ptr = Z + b * stride_zb + (h_kv * GROUP + head) * stride_zh + (t - row0) * stride_zt + cols * stride_zc
         z = tl.load(z_ptr, mask=eligible, other=-float("inf"))
-        p = entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, EARLY_EXIT)
+        p = entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
         if MODE == 0:
             s = (p > 0).to(tl.float32)
         elif MODE == 1:
@@ -431,20 +430,15 @@ def row_fits(nb_pad: int) -> bool:
 # (rows per program, num_warps) of the entmax kernels per register row length, the same for the
 # forward and the VJP: the VJP recomputes each head's p, and the same launch makes it bitwise the
 # forward's (a tiny p̄ cannot drop in or out of the support, where the prior's gradient divides by
-# it). One warp per program up to 512 blocks: since the solver's early exit a program runs until
-# all its rows are done, and a program of several warps votes across them (a barrier each step)
-# and waits for its slowest warp. H200, 32K (scripts/study_coarse_kernels.py): forward with every
-# width at (4, 2) 1.90 ms, (2, 1) 1.27, (1, 1) 1.27 (run 38, sum over the 8 query chunks; run 42
-# on valid scores: the table's configs are the best of 1 × 1, 2 × 1, 4 × 2 at every width); VJP per
-# chunk (run 39 / 40, ms): width 128 (2, 1) 0.103 (8K: 0.128), (1, 1) 0.106 (8K: 0.166); 512
-# (1, 1) 0.242–0.273, (2, 1) 0.253–0.286, session 7's (4, 2) 0.392–0.457; 1024 (1, 2) 0.189,
-# (1, 1) 0.192, (4, 4) 0.239; 2048 (1, 2) 0.310–0.343, (1, 4) 0.335–0.370, (2, 4) 0.378–0.443.
-# Widths 1024 and 2048 are back at session 7's (4, 4) and (2, 4), and launches of several warps run
-# all Newton steps (no early exit, the same result): with (1, 2) and the early exit, a 128K forward
-# (first reaching width 1024 at query 32K) stalled for minutes in the coarse op, three times
-# (session 8 run 7, session 9 runs 42 and 44; the host waited in Triton's module load, i.e. on the
-# GPU), while session 8's run 2 on the old configs finished. Cause not proven, not yet run on a GPU
-# (docs/benchmarks.md, "The 128K stall").
+# it). One warp per program up to 512 blocks keeps a row's reductions warp shuffles. H200, 32K
+# (scripts/study_coarse_kernels.py), measured while the solver still had its early exit: forward
+# with every width at (4, 2) 1.90 ms, (2, 1) 1.27, (1, 1) 1.27 (run 38, sum over the 8 query
+# chunks; run 42: the table's configs are the best of 1 × 1, 2 × 1, 4 × 2 at every width); VJP per
+# chunk (runs 39 / 40, ms): width 128 (2, 1) 0.103, (1, 1) 0.106; 512 (1, 1) 0.242–0.273, (2, 1)
+# 0.253–0.286, (4, 2) 0.392–0.457; 1024 (1, 2) 0.189, (4, 4) 0.239; 2048 (1, 2) 0.310–0.343, (2, 4)
+# 0.378–0.443. Widths 1024 and 2048 keep (4, 4) and (2, 4), the configs of every finished 128K run;
+# with the fixed Newton count (run 46) the forward over 32K's chunks takes 1.424 ms (1.251 with the
+# early exit) and over 128K's 32.95 ms.
 ENTMAX_CONFIGS = {64: (2, 1), 128: (2, 1), 256: (1, 1), 512: (1, 1), 1024: (4, 4), 2048: (2, 4), 4096: (1, 4)}
 
 
@@ -537,13 +531,12 @@ def launch_group_entmax(
     schedule: tuple[int, int, int],
     rows: int,
     warps: int,
-    early_exit: bool | None = None,
 ) -> None:
     """``_group_entmax`` on the query chunk ``[row0, row0 + n_rows)`` whose scores ``z`` hold:
     ``p̄`` into ``probs [B, Hkv, Sq, nb]`` and the mean ``log p̄`` into ``mean_log``; ``width`` is the
     chunk's register row (:func:`chunk_width`), ``nb_out`` the padded row zero-filled past it,
     ``schedule = (mode, n_bisect, n_newton)`` (:func:`solver_schedule`), ``(rows, warps)`` the
-    launch. ``early_exit``: by default only one-warp launches stop early (see ENTMAX_CONFIGS)."""
+    launch (:func:`entmax_config`)."""
     B, Hq = z.shape[:2]
     Hkv, Sq, nb = probs.shape[1:]
     mode, n_bisect, n_newton = schedule
@@ -553,7 +546,7 @@ def launch_group_entmax(
         alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
         GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=min(width, 128), BLOCK_SIZE=block_size,
         CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton,
-        EARLY_EXIT=warps == 1 if early_exit is None else early_exit, num_warps=warps,
+        num_warps=warps,
     )  # fmt: skip
 
 
@@ -688,7 +681,7 @@ def coarse_selection_backward_split(
             alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha, inv_sigma,
             GROUP=G, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=block_size, CAUSAL=causal,
             MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=grad_probs is not None,
-            HAS_GRAD_PRIOR=grad_prior is not None, SPLIT=split, EARLY_EXIT=num_warps == 1, num_warps=num_warps,
+            HAS_GRAD_PRIOR=grad_prior is not None, SPLIT=split, num_warps=num_warps,
         )  # fmt: skip
         _coarse_dq[(triton.cdiv(n_rows, dq_rows), B * Hq)](
             dz, *kb_grad, dq, row0 + n_rows, row0, nb, Hq, offset, nb_row, *dz.stride(), *kb.stride(), *dq.stride(),

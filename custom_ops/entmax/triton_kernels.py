@@ -55,12 +55,6 @@ def _entmax_power(x, d, MODE: tl.constexpr):
     return p
 
 
-# A row's Newton stops once its residual h(τ) = ‖[s − τ]_+‖_d − 1 ≤ 0, tested as mass = Σ x^d ≤ 1 (the
-# same condition, without the root's rounding; a positive tolerance of 2.5e-7 moved the prior's
-# gradient by 1.5e-4 relative through tiny p̄, docs/entmax.md).
-MASS_TOL = tl.constexpr(1.0)
-
-
 @triton.jit
 def _power_and_slope(x, d, MODE: tl.constexpr):
     """``(x^d, x^(d−1))`` of ``x ≥ 0`` (both 0 at 0): a Newton step's mass and slope terms (the slope
@@ -94,20 +88,8 @@ def _newton_increment(mass, slope, one_minus_alpha, MODE: tl.constexpr):
 
 
 @triton.jit
-def _newton_step(s, tau, done, d, one_minus_alpha, MODE: tl.constexpr):
-    """One monotone Newton step on ``h(τ) = ‖[s − τ]_+‖_d − 1`` for the rows not yet ``done``;
-    returns ``(τ, done)``, a row being done once its mass ``Σ [s − τ]_+^d`` is at most 1."""
-    p, dp = _power_and_slope(tl.maximum(s - tau[None, :, None], 0.0), d, MODE)
-    mass = _row_sum(p)
-    tau = tl.where(done, tau, tau + _newton_increment(mass, _row_sum(dp), one_minus_alpha, MODE))
-    done = done | (mass <= MASS_TOL)  # h(τ) = ‖x‖_d − 1 ≤ 0 ⟺ mass ≤ 1, exactly (no root rounding)
-    return tau, done
-
-
-@triton.jit
 def entmax_rows_split(
-    z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr,
-    EARLY_EXIT: tl.constexpr,
+    z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr
 ):  # fmt: skip
     """α-entmax of each row of the fp32 tile ``z [K, R, S]``, row ``r`` being ``z[:, r, :]`` (``-inf``
     = excluded; an all ``-inf`` row gives zeros): the solver every register-resident kernel shares
@@ -130,25 +112,13 @@ def entmax_rows_split(
             hi = tl.where(too_much, hi, mid)
 
     tau = lo
-    # A row is done once its residual h(τ) = ‖[s − τ]_+‖_d − 1 is at most 0 (mass ≤ 1): h is convex
-    # with |h'(τ*)| = Σ p^(2−α) ≥ 1, so from the left 0 ≤ τ* − τ ≤ h(τ), and a row with h(τ) ≤ 0
-    # sits at or just past the root (Newton steps it back by ≤ |h(τ)|). It takes that step and keeps its τ
-    # (each row's result is independent of the other rows in the program). EARLY_EXIT: the program
-    # stops when all its rows are done or after N_NEWTON steps, the worst rows' count
-    # (docs/entmax.md); otherwise it runs all N_NEWTON steps, done rows frozen, so both give the same
-    # τ bit for bit. The split coarse kernels exit early only on one-warp launches: see
-    # coarse_selection/split_kernels.py (ENTMAX_CONFIGS) for the 128K stall with rows over 2 warps.
-    done = tau > 0.0  # all False (τ starts at or below -n^(1-α) < 0)
-    if EARLY_EXIT:
-        step_count = tl.full([], 0, tl.int32)
-        moving = step_count < N_NEWTON
-        while moving:
-            tau, done = _newton_step(s, tau, done, d, one_minus_alpha, MODE)
-            step_count += 1
-            moving = (step_count < N_NEWTON) & (tl.min(done.to(tl.int32), axis=0) == 0)
-    else:
-        for _ in range(N_NEWTON):
-            tau, done = _newton_step(s, tau, done, d, one_minus_alpha, MODE)
+    # Every row takes all N_NEWTON steps, the worst rows' count (docs/entmax.md). A data-dependent
+    # stop (a program leaving its Newton loop once all its rows were done) hung on the H200 under
+    # Triton 3.6 at one specialisation and saved 0.17 ms at 32K: removed (docs/entmax.md, "Early
+    # exit"). A loop whose trip count is a constexpr cannot wait on a divergent vote.
+    for _ in range(N_NEWTON):
+        p, dp = _power_and_slope(tl.maximum(s - tau[None, :, None], 0.0), d, MODE)
+        tau += _newton_increment(_row_sum(p), _row_sum(dp), one_minus_alpha, MODE)
 
     x = tl.maximum(s - tau[None, :, None], 0.0)
     p = _entmax_power(x, d, MODE)
@@ -160,7 +130,7 @@ def entmax_rows_split(
 @triton.jit
 def entmax_rows(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr):
     """:func:`entmax_rows_split` of a plain ``[R, N]`` tile."""
-    p = entmax_rows_split(tl.expand_dims(z, 0), am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, True)
+    p = entmax_rows_split(tl.expand_dims(z, 0), am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
     return tl.sum(p, axis=0)
 
 
