@@ -337,10 +337,11 @@ def _run_interp_case(case: dict, seed: int) -> dict:
 
 
 def near_threshold_row() -> torch.Tensor:
-    """A sparsemax row built against an early Newton exit: entries 0 and −0.5 (the answer: p = 0.75,
-    0.25, τ* = −0.75) and 1000 equal entries 1e-7 above the τ that the schedule's 6 bisection
-    steps end at. Newton's first step from there sees a support of 1002 and moves τ by ~1e-4 while
-    τ* − τ is ~2.5e-4: a rule that stops on a small step stops there (p₀ = 0.749876)."""
+    """A sparsemax row built against stopping Newton early on a small step (docs/entmax.md, "Early
+    exit"): entries 0 and −0.5 (the answer: p = 0.75, 0.25, τ* = −0.75) and 1000 equal entries
+    1e-7 above the τ that the schedule's 6 bisection steps end at. Newton's first step from there
+    sees a support of 1002 and moves τ by ~1e-4 while τ* − τ is ~2.5e-4: a rule that stops on a
+    small step stops there (p₀ = 0.749876)."""
     lo = -0.75
     for _ in range(20):  # the entries move the bisection's last τ: iterate to the fixed point
         x = torch.cat([torch.tensor([0.0, -0.5]), torch.full((1000,), lo + 1e-7)])
@@ -411,7 +412,7 @@ def test_triton_kernels_interpreted(interpreter_results, key):
 
 
 def test_triton_kernels_interpreted_near_threshold_support(interpreter_results):
-    """The Newton loop's early exit keeps sparsemax exact on :func:`near_threshold_row`."""
+    """The Newton schedule keeps sparsemax exact on :func:`near_threshold_row`."""
     assert interpreter_results["near-threshold"] == pytest.approx([0.75, 0.25, 0.0], abs=1e-6)
 
 
