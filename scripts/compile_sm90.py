@@ -4,13 +4,17 @@
 
 The interpreter (``TRITON_INTERPRET=1``) runs kernels as Python and misses compiler errors (a
 non-constexpr global read inside a kernel cost a device run in session 5); this lowers each
-kernel through ptxas with representative specialisations and prints its shared memory and
-spill counts, so a device call is not spent on a compile error.
+kernel through ptxas with representative specialisations and prints its shared memory, registers
+and spills (``ptxas -v``, indicative: the device's Triton may allocate differently), so a device
+call is not spent on a compile error.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import triton
@@ -28,38 +32,75 @@ from custom_ops.sparse_attention import triton_kernels as fine  # noqa: E402
 from custom_ops.sparse_decode import selection_kernels as decode_select  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
+# The fine kernels' arguments as the benchmark launches them: contiguous head dims, query-major
+# prior / flags / lists (unit strides), every other stride and length a multiple of 16.
+FINE_UNIT_STRIDES = ("stride_qd", "stride_kd", "stride_vd", "stride_od", "stride_pt", "stride_at", "stride_lt")
+FINE_DIVISIBLE = (
+    "q_len", "kv_len", "num_tiles", "stride_qb", "stride_qh", "stride_qt", "stride_kb", "stride_kh", "stride_kn",
+    "stride_vb", "stride_vh", "stride_vn", "stride_pb", "stride_ph", "stride_pc", "stride_ab", "stride_ah",
+    "stride_ac", "stride_lh", "stride_ob", "stride_oh", "stride_ot",
+)  # fmt: skip
 
 
-def compile_kernel(kernel, pointers: dict[str, str], constexprs: dict, floats=("scale",), **options):
-    """``pointers``: argument → Triton pointer type (``*bf16``...); ``constexprs``: argument →
-    value; every other argument an ``i32`` (``fp32`` if named in ``floats``)."""
+def compile_kernel(kernel, pointers: dict[str, str], constexprs: dict, floats=("scale",), unit=(), divisible=(),
+                   **options):  # fmt: skip
+    """``pointers``: argument → Triton pointer type (``*bf16``...), taken 16-byte aligned as the JIT
+    sees torch's allocations; ``constexprs``: argument → value; every other argument an ``i32``
+    (``fp32`` if named in ``floats``). The JIT's other specialisations, which change the code (unit
+    strides fold away, aligned strides vectorise): ``unit`` names arguments equal to 1, ``divisible``
+    integers divisible by 16."""
     names = kernel.arg_names
-    signature, const = {}, {}
+    signature, const, attrs = {}, {}, {}
     for i, name in enumerate(names):
         if name in pointers:
             signature[name] = pointers[name]
-        elif name in constexprs:
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif name in constexprs or name in unit:
             signature[name] = "constexpr"
-            const[(i,)] = constexprs[name]
+            const[(i,)] = constexprs.get(name, 1)
         else:
             signature[name] = "fp32" if name in floats else "i32"
-    return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=const), target=TARGET, options=options)
+            if name in divisible:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    source = ASTSource(fn=kernel, signature=signature, constexprs=const, attrs=attrs)
+    return triton.compile(source, target=TARGET, options=options)
+
+
+def registers_and_spills(compiled) -> str:
+    """``ptxas -v`` on the kernel's PTX with the ptxas shipped with Triton that reads its PTX
+    version (the Blackwell build is newer): registers and spill bytes per thread. Indicative: the
+    device's Triton and ptxas may allocate differently (``CompiledKernel.n_regs`` / ``n_spills``
+    after a launch there are the real numbers)."""
+    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = Path(tmp) / "kernel.ptx"
+        ptx.write_text(compiled.asm["ptx"])
+        for ptxas in (bin_dir / "ptxas", bin_dir / "ptxas-blackwell"):
+            if not ptxas.exists():
+                continue
+            cmd = [str(ptxas), "-v", "--gpu-name=sm_90a", str(ptx), "-o", str(Path(tmp) / "kernel.cubin")]
+            run = subprocess.run(cmd, capture_output=True, text=True)
+            regs = re.search(r"Used (\d+) registers", run.stdout + run.stderr)
+            spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", run.stdout + run.stderr)
+            if run.returncode == 0 and regs and spills:
+                return f"{regs.group(1)} registers, spills {spills.group(1)} / {spills.group(2)} B"
+    return "registers n/a"
 
 
 def report(name: str, compiled) -> None:
-    ptx = compiled.asm["ptx"]
-    spills = getattr(compiled.metadata, "n_spills", "n/a")
-    print(f"{name}: ok (shared {compiled.metadata.shared} B, ptx {len(ptx) // 1024} KiB, spills {spills})")
+    size = f"shared {compiled.metadata.shared} B, ptx {len(compiled.asm['ptx']) // 1024} KiB"
+    print(f"{name}: ok ({size}, {registers_and_spills(compiled)})")
 
 
 def main() -> None:
     fwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
                     OUT="*bf16", OUT_RES="*bf16", LSE="*fp32")  # fmt: skip
-    for rows, pack, causal in ((32, 4, True), (128, 1, True), (32, 4, False)):
+    for rows, pack, causal, warps in ((32, 4, True, 4), (128, 1, True, 4), (32, 4, False, 4), (32, 4, True, 8)):
         consts = dict(BLOCK_M=rows, BLOCK_SIZE=64, HEAD_DIM=128, BLOCK_D=128, VALUE_DIM=128, BLOCK_DV=128,
                       CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack)  # fmt: skip
-        k = compile_kernel(fine._sparse_attention_fwd, fwd_ptrs, consts, num_warps=4, num_stages=2)
-        report(f"fine forward rows={rows} pack={pack} causal={causal}", k)
+        k = compile_kernel(fine._sparse_attention_fwd, fwd_ptrs, consts, unit=FINE_UNIT_STRIDES,
+                           divisible=FINE_DIVISIBLE, num_warps=warps, num_stages=2)  # fmt: skip
+        report(f"fine forward rows={rows} pack={pack} causal={causal} warps={warps}", k)
     bwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
                     TLIST="*i32", TCOUNT="*i32", DO="*bf16", OUT="*bf16", OUT_RES="*bf16", LSE="*fp32",
                     DELTA="*fp32", DQ="*bf16", DPRIOR="*fp32", DK="*bf16", DV="*bf16")  # fmt: skip
