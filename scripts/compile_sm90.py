@@ -36,9 +36,9 @@ TARGET = GPUTarget("cuda", 90, 32)
 # prior / flags / lists (unit strides), every other stride and length a multiple of 16.
 FINE_UNIT_STRIDES = ("stride_qd", "stride_kd", "stride_vd", "stride_od", "stride_pt", "stride_at", "stride_lt")
 FINE_DIVISIBLE = (
-    "q_len", "kv_len", "num_tiles", "stride_qb", "stride_qh", "stride_qt", "stride_kb", "stride_kh", "stride_kn",
-    "stride_vb", "stride_vh", "stride_vn", "stride_pb", "stride_ph", "stride_pc", "stride_ab", "stride_ah",
-    "stride_ac", "stride_lh", "stride_ob", "stride_oh", "stride_ot",
+    "q_len", "kv_len", "causal_offset", "num_tiles", "stride_qb", "stride_qh", "stride_qt", "stride_kb",
+    "stride_kh", "stride_kn", "stride_vb", "stride_vh", "stride_vn", "stride_pb", "stride_ph", "stride_pc",
+    "stride_ab", "stride_ah", "stride_ac", "stride_lh", "stride_ob", "stride_oh", "stride_ot",
 )  # fmt: skip
 
 
@@ -50,6 +50,9 @@ def compile_kernel(kernel, pointers: dict[str, str], constexprs: dict, floats=("
     strides fold away, aligned strides vectorise): ``unit`` names arguments equal to 1, ``divisible``
     integers divisible by 16."""
     names = kernel.arg_names
+    unknown = (set(unit) | set(divisible)) - set(names)
+    if unknown:  # a renamed kernel argument would otherwise lose its specialisation silently
+        raise ValueError(f"{kernel.__name__}: no arguments {sorted(unknown)}")
     signature, const, attrs = {}, {}, {}
     for i, name in enumerate(names):
         if name in pointers:
@@ -133,10 +136,10 @@ def main() -> None:
         k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
         report(f"group entmax width={width}", k)
     vjp_ptrs = dict(Z="*fp32", DZ_SPLIT="*bf16", GRAD="*fp32", DPRIOR="*fp32", PROBS="*fp32")
-    for width in (128, 512, 1024, 2048):
+    for width in (16, 128, 512, 1024, 2048):
         rows, warps = coarse.entmax_config(width)
-        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=128, BLOCK_SIZE=64, CAUSAL=True, MODE=1,
-                      N_BISECT=0, N_NEWTON=7, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True)  # fmt: skip
+        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=min(width, 128), BLOCK_SIZE=64, CAUSAL=True,
+                      MODE=1, N_BISECT=0, N_NEWTON=7, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True)  # fmt: skip
         k = compile_kernel(coarse._group_entmax_vjp, vjp_ptrs, consts, ("am1", "d", "one_minus_alpha", "inv_sigma"),
                            num_warps=warps)  # fmt: skip
         report(f"group entmax VJP width={width}", k)

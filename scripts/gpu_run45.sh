@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Record of run 45 (session 10). diagnose_coarse_stall.py was removed after it: run this at commit 18caa8d.
 # Session 10's first call. The 128K coarse stall (docs/benchmarks.md, session 9): widths 1024/2048
 # now launch (4, 4) / (2, 4) and several-warp launches run every Newton step. Chunk by chunk at 128K
 # (scripts/diagnose_coarse_stall.py; a stall leaves its kernel's line last): the new table, the

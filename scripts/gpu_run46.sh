@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Record of run 46 (session 10). probe_entmax_exit.py was removed after it: run this at commit 0875860.
 # Session 10's second call: which launches of the early-exit entmax hang (scripts/probe_entmax_exit.py,
 # one process per case), what the early exit saves per chunk at 32K/128K, then the GPU suite with a
 # per-test timeout (run 43 left 4 tests running at its limit and did not name them).

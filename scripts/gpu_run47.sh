@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 10's last call, after the early exit's removal (the entmax Newton loop now always runs
+# Session 10's third call (run 47), after the early exit's removal (the entmax Newton loop now always runs
 # N_NEWTON steps; run 46 found the one launch that hung): the whole benchmark (8K, 32K, 128K in one
 # process), then the GPU suite, verbose with a per-test timeout so that a failing or hanging test
 # is named (run 46's suite showed 2 F's and was cut before its summary).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 10's last call: widths 1024 / 2048 at (1, 2) (no early exit since run 47). The whole
+# Session 10's fourth and last call (run 48): widths 1024 / 2048 at (1, 2) (no early exit since run 47). The whole
 # benchmark, then the GPU tests of the coarse stage (the wide-row tests run (1, 2) forward and VJP),
 # attention and decode; run 47 ran the whole suite on the code before this change.
 set -uo pipefail

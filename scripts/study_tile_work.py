@@ -2,11 +2,13 @@
 
     python scripts/study_tile_work.py [--seq 8192 32768]
 
-On the attention benchmark's inputs (benchmarks/bench_attention.py: bf16 q, k drawn on the CPU,
-B=1, Hq=32, Hkv=8, D=128, block 64, α=1.5), the selection's kept (query row, key block) pairs
-against what a fine kernel with query tiles of ``M`` rows computes: a tile runs a block when any of
-its rows keeps it, in full (``M`` × 64 scores; the diagonal's masked half too). Both as a share of
-the causal scores (``S(S+1)/2`` per head), the unit of cuDNN's work. ``M = 1`` is the token level.
+On the attention benchmark's input recipe (benchmarks/bench_attention.py: B=1, Hq=32, Hkv=8,
+D=128, block 64, α=1.5; here float32 from the CPU generator, so not the GPU run's exact draws),
+the selection's kept (query row, key block) pairs against what a fine kernel with query tiles of
+``M`` rows computes: a tile runs a block when any of its rows keeps it, in full (``M`` × 64
+scores; the diagonal's masked part too). As a share of the causal scores (``S(S+1)/2`` per
+selection head), the unit of cuDNN's work. ``M = 1`` is the token level with each row's own block
+counted in full. The recipe's query topics are constant over 256 rows, which favours large tiles.
 """
 
 from __future__ import annotations

@@ -436,10 +436,11 @@ def row_fits(nb_pad: int) -> bool:
 # chunks; run 42: the table's configs are the best of 1 × 1, 2 × 1, 4 × 2 at every width); VJP per
 # chunk (runs 39 / 40, ms): width 128 (2, 1) 0.103, (1, 1) 0.106; 512 (1, 1) 0.242–0.273, (2, 1)
 # 0.253–0.286, (4, 2) 0.392–0.457; 1024 (1, 2) 0.189, (4, 4) 0.239; 2048 (1, 2) 0.310–0.343, (2, 4)
-# 0.378–0.443. With the fixed Newton count the forward over 32K's chunks takes 1.424 ms (1.251 with
-# the early exit, run 46). At 128K, (4, 4) / (2, 4) at widths 1024 / 2048 took 32.95 ms over all
-# chunks (run 46, do_bench) and (1, 2) 30.9 ms (run 45, one synchronised launch per chunk): (1, 2),
-# which had stalled only through the early exit (docs/entmax.md).
+# 0.378–0.443 (those VJP timings still had the early exit). With the fixed Newton count the forward
+# over 32K's chunks takes 1.424 ms (1.251 with the early exit, run 46). At 128K, (4, 4) / (2, 4) at
+# widths 1024 / 2048 took 32.95 ms over all chunks (run 46, do_bench) and (1, 2) 30.9 ms (run 45,
+# one synchronised launch per chunk); the 128K dash_select_only went 46.44 → 44.70 ms with (1, 2)
+# (runs 47 → 48). (1, 2) was never the cause of the 128K stall (docs/entmax.md, "Early exit").
 ENTMAX_CONFIGS = {64: (2, 1), 128: (2, 1), 256: (1, 1), 512: (1, 1), 1024: (1, 2), 2048: (1, 2), 4096: (1, 4)}
 
 

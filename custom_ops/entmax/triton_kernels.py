@@ -95,7 +95,8 @@ def entmax_rows_split(
     = excluded; an all ``-inf`` row gives zeros): the solver every register-resident kernel shares
     (``am1 = α − 1``, ``d = 1/(α − 1)``, ``one_minus_alpha = 1 − α``). Splitting a row into ``K``
     pieces of ``S`` lets a caller keep a row inside one warp (Triton spreads warps over ``R`` when
-    one warp covers ``S``), so the solver's ~10 row reductions are warp shuffles, not barriers."""
+    one warp covers ``S``), so the solver's row reductions (2 per Newton step, 1 per bisection step,
+    and a few more) are warp shuffles, not barriers."""
     top = _row_max(z)
     top = tl.where(top > -float("inf"), top, 0.0)  # all -inf row: s stays -inf, p = 0
     s = (z - top[None, :, None]) * am1
@@ -114,8 +115,8 @@ def entmax_rows_split(
     tau = lo
     # Every row takes all N_NEWTON steps, the worst rows' count (docs/entmax.md). A data-dependent
     # stop (a program leaving its Newton loop once all its rows were done) hung on the H200 under
-    # Triton 3.6 at one specialisation and saved 0.17 ms at 32K: removed (docs/entmax.md, "Early
-    # exit"). A loop whose trip count is a constexpr cannot wait on a divergent vote.
+    # Triton 3.6 at one specialisation, for a cause not found, and saved 0.17 ms at 32K: removed
+    # (docs/entmax.md, "Early exit"). No loop here depends on the data.
     for _ in range(N_NEWTON):
         p, dp = _power_and_slope(tl.maximum(s - tau[None, :, None], 0.0), d, MODE)
         tau += _newton_increment(_row_sum(p), _row_sum(dp), one_minus_alpha, MODE)
