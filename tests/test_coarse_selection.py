@@ -564,10 +564,12 @@ def test_cuda_backward_wide_rows_match_definition(kv_len, dtype):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_narrow_entmax_rows_in_a_wide_output():
-    """The launch that hung on the H200 while the solver had a data-dependent early exit (run 46,
-    docs/entmax.md): the first 1024-row chunk of a 128K causal sequence, a 16-block register row
-    (2 rows, 1 warp) inside a 2048-block output row. Its p̄ (the head group's mean entmax over the
-    causally eligible blocks) against the torch definition, and zeros past the register row."""
+    """The shape of the launch that hung on the H200 while the solver had a data-dependent early
+    exit (run 46, docs/entmax.md): the first 1024-row chunk of a 128K causal sequence, a 16-block
+    register row (2 rows, 1 warp) inside a 2048-block output row, here with one KV head (the hung
+    launch had 8; Triton folds a count of 1, so the compiled kernel differs). Its p̄ (the head
+    group's mean entmax over the causally eligible blocks) against the torch definition, and zeros
+    past the register row."""
     B, Hq, Hkv, Sq, nb, bs, n_rows = 1, 4, 1, 131072, 2048, 64, 1024
     g = torch.Generator(device="cuda").manual_seed(7)
     z = 3 * torch.randn(B, Hq, n_rows, nb, device="cuda", generator=g)
