@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_newton_exit import scores  # noqa: E402
+from study_newton_exit import probs, scores  # noqa: E402
 
 
 def newton_step(s: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -45,12 +45,6 @@ def exact_step(s: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     smallest = torch.where(on, x, float("inf")).amin(-1)
     valid = (disc >= 0) & (delta <= smallest) & (k > 0)
     return torch.where(valid, tau + delta, newton_step(s, tau))
-
-
-def probs(s: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    x = (s - tau[..., None]).clamp_min(0)
-    p = x * x
-    return p / p.sum(-1, keepdim=True).clamp_min(1e-30)
 
 
 def oracle(s: torch.Tensor) -> torch.Tensor:
