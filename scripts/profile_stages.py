@@ -59,6 +59,25 @@ def sweep_fused_forward(q, k, v, against: str | None = None) -> None:
                 print(f"{name}: {ms:.2f} ms", flush=True)
             except Exception as exc:  # an out-of-resources config: report and go on
                 print(f"{name}: failed ({exc!r:.80})", flush=True)
+    from custom_ops.sparse_attention import triton_kernels
+
+    print_kernel_resources(triton_kernels._sparse_attention_fwd)
+
+
+def print_kernel_resources(jit_fn) -> None:
+    """Registers and spill counts of every compiled specialisation of ``jit_fn`` so far, in the order
+    they were compiled, as the device's Triton and ptxas allocated them (``scripts/compile_sm90.py``
+    only estimates them)."""
+    name = getattr(getattr(jit_fn, "fn", None), "__name__", str(jit_fn))
+    for cache in getattr(jit_fn, "device_caches", {}).values():
+        kernels = cache[0] if isinstance(cache, tuple) else cache
+        for compiled in kernels.values():
+            try:
+                meta = compiled.metadata
+                print(f"{name} warps={meta.num_warps} stages={meta.num_stages}: shared {meta.shared} B, "
+                      f"{compiled.n_regs} registers, {compiled.n_spills} spills", flush=True)  # fmt: skip
+            except Exception as exc:  # a Triton version without these fields: say so, go on
+                print(f"{name}: resources unavailable ({exc!r:.80})", flush=True)
 
 
 def sweep_fused_backward(q, k, v, against: str | None = None) -> None:

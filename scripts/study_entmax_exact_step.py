@@ -70,8 +70,41 @@ def families(n: int, rows: int, g: torch.Generator) -> dict[str, torch.Tensor]:
         "one dominant": torch.cat([torch.full((rows, 1), 3.0), 0.1 * torch.randn(rows, n - 1, generator=g)], -1),
         "near ties": 1e-3 * torch.randn(rows, n, generator=g),
         "graded": torch.linspace(0, 2, n).expand(rows, n) + 1e-4 * torch.randn(rows, n, generator=g),
+        "graded ×4": torch.linspace(0, 8, n).expand(rows, n) + 1e-4 * torch.randn(rows, n, generator=g),
+        "graded ×0.25": torch.linspace(0, 0.5, n).expand(rows, n) + 1e-4 * torch.randn(rows, n, generator=g),
+        "two levels": _two_levels(n, rows, g),
+        "geometric": torch.cumsum(torch.rand(rows, n, generator=g) ** 3, -1) / n**0.5,
     }
     return {name: (v - v.amax(-1, keepdim=True)) * 0.5 for name, v in z.items()}
+
+
+def _two_levels(n: int, rows: int, g: torch.Generator) -> torch.Tensor:
+    """A random number of top entries tied at 0, the rest one random gap below (per row)."""
+    top = torch.randint(1, n + 1, (rows, 1), generator=g)
+    gap = 2 * torch.rand(rows, 1, generator=g) ** 2
+    return torch.where(torch.arange(n)[None, :] < top, 0.0, -gap) + 1e-5 * torch.randn(rows, n, generator=g)
+
+
+def by_length(lengths: list[int], rows: int) -> None:
+    """The largest ``|p − p*|`` over every family per row length and plain Newton count: how many
+    steps each register row width needs (the chunk widths the coarse kernels solve at)."""
+    g = torch.Generator().manual_seed(1)
+    counts = (3, 4, 5, 6, 7)
+    print("| n | " + " | ".join(f"Newton × {c}" for c in counts) + " | worst family at the fewest steps |")
+    print("|---|" + "---|" * (len(counts) + 1))
+    for n in lengths:
+        worst = dict.fromkeys(counts, 0.0)
+        blame = dict.fromkeys(counts, "")
+        for name, s in families(n, rows, g).items():
+            want = oracle(s)
+            tau = torch.full(s.shape[:-1], -1.0)
+            for step in range(1, max(counts) + 1):
+                tau = newton_step(s, tau)
+                if step in counts:
+                    err = (probs(s, tau).double() - want).abs().max().item()
+                    if err > worst[step]:
+                        worst[step], blame[step] = err, name
+        print(f"| {n} | " + " | ".join(f"{worst[c]:.1e}" for c in counts) + f" | {blame[counts[0]]} |", flush=True)
 
 
 def schedules() -> dict[str, list]:
@@ -84,9 +117,14 @@ def schedules() -> dict[str, list]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seq", type=int, default=4096, help="benchmark rows: sequence length")
+    parser.add_argument("--by-length", type=int, nargs="*", help="only the worst error per row length and step count")
+    parser.add_argument("--rows", type=int, default=256, help="rows per family")
     args = parser.parse_args()
+    if args.by_length:
+        by_length(args.by_length, args.rows)
+        return
     g = torch.Generator().manual_seed(0)
-    rows = {f"{name}, n={n}": s for n in (16, 128, 512, 2048, 8192) for name, s in families(n, 256, g).items()}
+    rows = {f"{name}, n={n}": s for n in (16, 128, 512, 2048, 8192) for name, s in families(n, args.rows, g).items()}
     bench = scores(args.seq).float()
     rows["benchmark coarse rows"] = bench.reshape(-1, bench.shape[-1])[::7]
     names = list(schedules())

@@ -74,7 +74,8 @@ def _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, ac
                qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac, stride_at,
                BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VALUE_DIM: tl.constexpr,
                BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
-               IEEE: tl.constexpr):  # fmt: skip
+               IEEE: tl.constexpr, RESCALE_SLACK: tl.constexpr, DOT_ACC: tl.constexpr,
+               FOLD_MAX: tl.constexpr):  # fmt: skip
     """One online-softmax step over key block ``c`` (scores in log2 units). The rows' keep flags
     and prior enter as one row vector (``-inf`` where a row does not keep the block), so an
     unmasked block costs one FMA per score before the max; ``MASKED`` blocks (the diagonal, a
@@ -84,24 +85,54 @@ def _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, ac
     k = _load_keys(k_base, keys, key_ok, stride_kn, stride_kd, HEAD_DIM, BLOCK_D, MASKED)
     bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at, HAS_PRIOR)
     if IEEE:
-        s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale + bias[:, None]
+        raw = tl.dot(q, tl.trans(k), input_precision="ieee")
     else:
-        s = tl.dot(q, tl.trans(k)) * qk_scale + bias[:, None]
-    if MASKED:
-        ok = key_ok[None, :]
-        if CAUSAL:
-            ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
-        s = tl.where(ok, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, axis=1))
-    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
-    rescale = tl.exp2(m_i - m_safe)
-    p = tl.exp2(s - m_safe[:, None])
-    l_i = l_i * rescale + tl.sum(p, axis=1)
+        raw = tl.dot(q, tl.trans(k))
+    FOLD: tl.constexpr = FOLD_MAX and not MASKED
+    if FOLD:
+        # the bias is constant along a row and qk_scale > 0: the row max of the scores is the
+        # row max of the products, scaled, plus the bias (one FMA per score, below, not three ops)
+        m_blk = tl.max(raw, axis=1) * qk_scale + bias
+    else:
+        s = raw * qk_scale + bias[:, None]
+        if MASKED:
+            ok = key_ok[None, :]
+            if CAUSAL:
+                ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
+            s = tl.where(ok, s, float("-inf"))
+        m_blk = tl.max(s, axis=1)
+    if RESCALE_SLACK > 0:
+        # Lazy rescaling: a row's running max moves only when a block's max passes it by more than
+        # RESCALE_SLACK (log2 units), so p stays ≤ 2^RESCALE_SLACK, and the [rows, Dv] accumulator
+        # is rescaled only in the steps where some row of the tile moved.
+        grow = m_blk > m_i + RESCALE_SLACK  # false where the block is all -inf (NaN for -inf - -inf)
+        m_new = tl.where(grow, m_blk, m_i)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        if tl.max(grow.to(tl.int32), axis=0) > 0:
+            rescale = tl.exp2(m_i - m_safe)
+            acc = acc * rescale[:, None]
+            l_i = l_i * rescale
+    else:
+        m_new = tl.maximum(m_i, m_blk)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
+        rescale = tl.exp2(m_i - m_safe)
+        acc = acc * rescale[:, None]
+        l_i = l_i * rescale
+    if FOLD:
+        p = tl.exp2(raw * qk_scale + (bias - m_safe)[:, None])
+    else:
+        p = tl.exp2(s - m_safe[:, None])
+    l_i = l_i + tl.sum(p, axis=1)
     v = _load_keys(v_base, keys, key_ok, stride_vn, stride_vd, VALUE_DIM, BLOCK_DV, MASKED)
-    if IEEE:
-        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    if DOT_ACC:
+        if IEEE:
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc)
+    elif IEEE:
+        acc = acc + tl.dot(p.to(v.dtype), v, input_precision="ieee")
     else:
-        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc + tl.dot(p.to(v.dtype), v)
     return acc, m_new, l_i
 
 
@@ -119,7 +150,8 @@ def _sparse_attention_fwd(
     scale,
     BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     VALUE_DIM: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
-    IEEE: tl.constexpr, PACK: tl.constexpr,
+    IEEE: tl.constexpr, PACK: tl.constexpr, RESCALE_SLACK: tl.constexpr, DOT_ACC: tl.constexpr,
+    STORE_RESIDUAL: tl.constexpr, FOLD_MAX: tl.constexpr,
 ):  # fmt: skip
     # A program owns BLOCK_M query rows of each of PACK query heads (consecutive, same KV head and
     # same selection): row r is head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M, so
@@ -158,21 +190,23 @@ def _sparse_attention_fwd(
         acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, active_base,
                                    kv_len, causal_offset, qk_scale, stride_kn, stride_kd, stride_vn, stride_vd,
                                    stride_pc, stride_pt, stride_ac, stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D,
-                                   VALUE_DIM, BLOCK_DV, False, CAUSAL, HAS_PRIOR, IEEE)  # fmt: skip
+                                   VALUE_DIM, BLOCK_DV, False, CAUSAL, HAS_PRIOR, IEEE, RESCALE_SLACK, DOT_ACC,
+                                   FOLD_MAX)  # fmt: skip
     for j in range(n_lead, count):
         c = tl.load(LIST + list_row * stride_lh + j * stride_lt)
         acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, active_base,
                                    kv_len, causal_offset, qk_scale, stride_kn, stride_kd, stride_vn, stride_vd,
                                    stride_pc, stride_pt, stride_ac, stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D,
-                                   VALUE_DIM, BLOCK_DV, True, CAUSAL, HAS_PRIOR, IEEE)  # fmt: skip
+                                   VALUE_DIM, BLOCK_DV, True, CAUSAL, HAS_PRIOR, IEEE, RESCALE_SLACK, DOT_ACC,
+                                   FOLD_MAX)  # fmt: skip
     has_key = l_i > 0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     out_hi = out.to(OUT.dtype.element_ty)
     out_offs = b * stride_ob + heads[:, None] * stride_oh + rows[:, None] * stride_ot + offs_dv[None, :] * stride_od
     out_mask = row_ok[:, None] & (offs_dv < VALUE_DIM)[None, :]
     tl.store(OUT + out_offs, out_hi, mask=out_mask)
-    # What rounding to the input dtype dropped: the backward's Δ uses out + residual (exact to fp32).
-    tl.store(OUT_RES + out_offs, (out - out_hi.to(tl.float32)).to(OUT.dtype.element_ty), mask=out_mask)
+    if STORE_RESIDUAL:  # what rounding to the input dtype dropped: the backward's Δ uses out + residual
+        tl.store(OUT_RES + out_offs, (out - out_hi.to(tl.float32)).to(OUT.dtype.element_ty), mask=out_mask)
     # natural-log LSE (the backward's convention) from the log2-unit running max
     lse = tl.where(has_key, (m_i + tl.log2(tl.where(has_key, l_i, 1.0))) * LN2, float("-inf"))
     tl.store(LSE + (bh0 + offs_r // BLOCK_M) * q_len + rows, lse, mask=row_ok)
@@ -194,6 +228,10 @@ def sparse_attention_launch(
     num_warps: int | None = None,
     num_stages: int | None = None,
     pack: int = 1,
+    rescale_slack: float = 0.0,
+    dot_acc: bool = False,
+    store_residual: bool = True,
+    fold_max: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``block_list [B, H_act, n_tiles, nb]`` / ``count [B, H_act, n_tiles]``: each ``block_m``-row
     query tile's kept blocks (see :func:`ops.tile_block_lists`). ``pack`` query heads share a
@@ -203,7 +241,7 @@ def sparse_attention_launch(
     Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
     n_tiles = block_list.shape[2]
     out = torch.empty(B, Hq, Sq, Dv, device=query.device, dtype=query.dtype)
-    out_res = torch.empty_like(out)
+    out_res = torch.empty_like(out) if store_residual else out.new_empty(0)
     lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
     active_i8 = active.view(torch.int8) if active.dtype == torch.bool else active
     list_rows = block_list.view(-1, block_list.shape[-1])
@@ -249,6 +287,10 @@ def sparse_attention_launch(
         HAS_PRIOR=has_prior,
         IEEE=query.dtype == torch.float32,
         PACK=pack,
+        RESCALE_SLACK=float(rescale_slack),
+        DOT_ACC=dot_acc,
+        STORE_RESIDUAL=store_residual,
+        FOLD_MAX=fold_max and scale > 0,
         num_warps=num_warps or (4 if block_m * pack <= 128 else 8),
         **({} if num_stages is None else {"num_stages": num_stages}),
     )

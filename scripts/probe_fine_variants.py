@@ -1,0 +1,92 @@
+"""The fused forward kernel's softmax variants, timed at one length on the benchmark's inputs (GPU).
+
+    PYTHONPATH=. python scripts/probe_fine_variants.py [--seq 32768]
+
+Each variant is a set of ``sparse_attention_launch`` switches (``rescale_slack``: lazy rescaling
+of the accumulator, FA4-style; ``dot_acc``: the P·V product accumulates into the accumulator inside
+the MMA; ``fold_max``: the row max taken on the raw products, so a score costs one FMA before its
+exp2; ``store_residual``: the output's rounding residual, which only the backward reads) at a
+launch ``(rows per head, warps)``. Prints the median time, the output's relative error and the
+largest LSE difference against the default launch, then the registers and spills the device's
+compiler gave every specialisation, in the order they were compiled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_attention import BS, topic_inputs  # noqa: E402
+from profile_stages import print_kernel_resources  # noqa: E402
+
+from custom_ops.sparse_attention import tile_block_lists, triton_kernels  # noqa: E402
+from dash_flex import dash_select  # noqa: E402
+
+LAZY = dict(rescale_slack=8.0, dot_acc=True, fold_max=True)
+# (name, rows per head, warps, switches)
+VARIANTS = [
+    ("default", 32, 4, {}),
+    ("dot_acc", 32, 4, dict(dot_acc=True)),
+    ("fold_max", 32, 4, dict(fold_max=True)),
+    ("lazy + dot_acc", 32, 4, dict(rescale_slack=8.0, dot_acc=True)),
+    ("lazy + dot_acc + fold", 32, 4, LAZY),
+    ("lazy + dot_acc + fold, no residual", 32, 4, dict(LAZY, store_residual=False)),
+    ("no residual", 32, 4, dict(store_residual=False)),
+    ("default, 8 warps", 32, 8, {}),
+    ("lazy + dot_acc + fold, 8 warps", 32, 8, LAZY),
+    ("lazy + dot_acc + fold, no residual, 8 warps", 32, 8, dict(LAZY, store_residual=False)),
+    ("lazy + dot_acc + fold, 16 rows", 16, 4, LAZY),
+    ("no prior (cost probe, not the same output)", 32, 4, dict(has_prior=False)),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seq", type=int, default=32768)
+    args = parser.parse_args()
+    q, k, v = topic_inputs(args.seq)
+    with torch.no_grad():
+        sel = dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0)
+    prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
+    scale = 1 / math.sqrt(q.shape[-1])
+    lists = {rows: tile_block_lists(active, rows) for rows in {r for _, r, _, _ in VARIANTS}}
+    reference = None
+    print(f"S={args.seq}, {torch.cuda.get_device_name()}")
+    print("| variant | rows × pack | warps | ms | out rel err | max LSE diff |\n|---|---|---|---|---|---|")
+    for name, rows, warps, switches in VARIANTS:
+        switches = dict(switches)
+        has_prior = switches.pop("has_prior", True)
+        block_list, count = lists[rows]
+
+        def fn():
+            return triton_kernels.sparse_attention_launch(
+                q, k, v, prior, active, block_list, count, True, scale, BS, has_prior, rows, warps, 2, pack=4,
+                **switches,
+            )  # fmt: skip
+
+        try:
+            out, _, lse = fn()
+            ms = triton.testing.do_bench(fn, warmup=20, rep=100, return_mode="median")
+        except Exception as exc:  # an out-of-resources launch: report and go on
+            print(f"| {name} | {rows} × 4 | {warps} | failed ({exc!r:.80}) | | |", flush=True)
+            continue
+        if reference is None:
+            reference = out.float(), lse
+        err = float((out.float() - reference[0]).norm() / reference[0].norm())
+        finite = torch.isfinite(reference[1])
+        lse_diff = float((lse[finite] - reference[1][finite]).abs().max())
+        same_inf = bool(torch.equal(torch.isfinite(lse), finite))
+        flag = "" if same_inf else " (-inf rows differ)"
+        print(f"| {name} | {rows} × 4 | {warps} | {ms:.3f} | {err:.1e} | {lse_diff:.1e}{flag} |", flush=True)
+    print_kernel_resources(triton_kernels._sparse_attention_fwd)
+
+
+if __name__ == "__main__":
+    main()
