@@ -149,8 +149,8 @@ def run(S: int, with_backward: bool, methods=METHODS):
     prior_t, active_t = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
     fused_scale = 1.0 / math.sqrt(q.shape[-1])
 
-    def fused_fine():  # dash_flex::sparse_attention_forward on the same selection (forward only)
-        return sparse_attention_forward(q, k, v, prior_t, active_t, True, fused_scale, BS, True)[0]
+    def fused_fine():  # dash_flex::sparse_attention_forward on the same selection (forward only, no residual)
+        return sparse_attention_forward(q, k, v, prior_t, active_t, True, fused_scale, BS, True, False)[0]
 
     def dash_fused():
         return dash_attention(q, k, v, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused")

@@ -187,7 +187,8 @@ def _needs_grad(*tensors: torch.Tensor | None) -> bool:
 def _fused_fine_stage(query, key, value, sel: DashSelection, scale: float, causal: bool, has_prior: bool):
     prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
     bs = sel.shapes.block_size
-    return sparse_attention_forward(query, key, value, prior, active, causal, scale, bs, has_prior)[0]
+    residual = _needs_grad(query, key, value, prior)  # only the backward reads it
+    return sparse_attention_forward(query, key, value, prior, active, causal, scale, bs, has_prior, residual)[0]
 
 
 # Bytes of selection state per (batch, selection head, key block, query row) on the fused path:

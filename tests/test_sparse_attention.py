@@ -170,9 +170,50 @@ def test_cuda_list_kernels_equal_the_torch_lists():
 
 def test_opcheck_cpu():
     q, k, v, _, kw, (prior, active), has_prior = problem(CASES[0])
-    torch.library.opcheck(
-        torch.ops.dash_flex.sparse_attention_forward.default, (q, k, v, prior, active, True, 0.2, 16, has_prior)
-    )
+    for residual in (True, False):
+        torch.library.opcheck(
+            torch.ops.dash_flex.sparse_attention_forward.default,
+            (q, k, v, prior, active, True, 0.2, 16, has_prior, residual),
+        )
+
+
+@pytest.mark.parametrize("device", ["cpu", "interpreter"])
+def test_forward_without_residual(device):
+    """``store_residual=False`` (what dash_attention passes when no gradient is wanted): the same
+    output and LSE, an empty residual, and a backward through it raises instead of guessing."""
+    q, k, v, _, kw, (prior, active), has_prior = problem(CASES[0])
+    args = (q, k, v, prior, active, True, 0.2, kw["block_size"], has_prior)
+    if device == "cpu":
+        want = sparse_attention_forward(*args)
+        got = sparse_attention_forward(*args, False)
+    else:
+        block_list, count = tile_block_lists(active, 16)
+        launch = (q, k, v, prior, active, block_list, count, *args[5:], 16)
+        want, got = sparse_attention_launch(*launch), sparse_attention_launch(*launch, store_residual=False)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[2], want[2])
+    assert got[1].numel() == 0 and want[1].shape == want[0].shape
+    if device == "cpu":
+        q_ = q.clone().requires_grad_()
+        out = sparse_attention_forward(q_, *args[1:], False)[0]
+        with pytest.raises(RuntimeError, match="store_residual=False"):
+            out.sum().backward()
+
+
+def test_triton_kernel_with_a_negative_scale():
+    """A non-positive scale flips which product is a row's largest score: the kernel then forms
+    every score before its max (the raw-product max is only taken for ``scale > 0``). The scores
+    spread over hundreds of log2 units, so a wrong max overflows exp2."""
+    g = torch.Generator().manual_seed(5)
+    q = 30 * torch.randn(1, 2, 40, 16, generator=g)
+    k, v = (torch.randn(1, 2, 64, 16, generator=g) for _ in range(2))
+    prior = torch.randn(1, 2, 4, 40, generator=g)
+    active = torch.rand(1, 2, 4, 40, generator=g) < 0.7
+    args = (q, k, v, prior, active, False, -0.5, 16, True)
+    want, _, want_lse = sparse_attention_forward_torch(*args)
+    block_list, count = tile_block_lists(active, 16)
+    got, _, lse = sparse_attention_launch(q, k, v, prior, active, block_list, count, *args[5:], 16)
+    finite = torch.isfinite(want_lse)
+    assert rel_err(got, want) < 1e-5 and rel_err(lse[finite], want_lse[finite]) < 1e-5
 
 
 def _backward_problem(case, dtype):
@@ -293,21 +334,26 @@ def test_dash_attention_fused_equals_flex(case):
 
 @pytest.mark.parametrize("shape", [(48, 16), (40, 100), (64, 64)], ids=["sq>skv", "sq<skv", "square"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_triton_kernel_any_flags(shape, causal):
+@pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "in-step"])
+def test_triton_kernel_any_flags(shape, causal, prefetch):
     """The op takes any flags: random ones (blocks past a row's causal reach too, rows keeping
     nothing) and causal queries that sit before every key (Sq > Skv: the kernel once looped
-    forever finding its diagonal blocks). Kernel (interpreter, packed 2 heads) = definition."""
+    forever finding its diagonal blocks). Kernel (interpreter, packed 2 heads) = definition, with
+    each step's block index and bias loaded a step ahead or in the step; the prior is spread
+    (3·randn) so that the row max moves between blocks."""
     Sq, Skv = shape
     g = torch.Generator().manual_seed(Sq + Skv + causal)
     q = torch.randn(1, 4, Sq, 32, generator=g)
     k, v = (torch.randn(1, 2, Skv, 32, generator=g) for _ in range(2))
     nb = -(-Skv // 16)
-    prior = torch.randn(1, 2, nb, Sq, generator=g)
+    prior = 3 * torch.randn(1, 2, nb, Sq, generator=g)
     active = torch.rand(1, 2, nb, Sq, generator=g) < 0.5
     args = (q, k, v, prior, active, causal, 0.2, 16, True)
     want, _, want_lse = sparse_attention_forward_torch(*args)
     block_list, count = tile_block_lists(active, 16)
-    got, _, lse = sparse_attention_launch(q, k, v, prior, active, block_list, count, *args[5:], 16, 4, 2, pack=2)
+    got, _, lse = sparse_attention_launch(
+        q, k, v, prior, active, block_list, count, *args[5:], 16, 4, 2, pack=2, prefetch=prefetch
+    )
     assert rel_err(got, want) < 1e-5
     finite = torch.isfinite(want_lse)
     assert torch.equal(torch.isfinite(lse), finite) and rel_err(lse[finite], want_lse[finite]) < 1e-5

@@ -18,6 +18,8 @@ BACKWARD_ROWS = 64  # backward: query rows per program, over the packed heads (a
 # rows 6.55, × 64 rows (8 warps) 6.13. Session 4's: × 16 rows 7.2 ms, × 32 rows 7.5, one head ×
 # 128 rows 9.2, × 64 rows 10.0. Two pipeline stages and 4 warps (three stages: 6.78 ms).
 FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE, FORWARD_WARPS, FORWARD_STAGES = 32, 128, 4, 2
+# Load each step's next block index and bias row a step ahead (triton_kernels._fwd_blocks).
+FORWARD_PREFETCH = True
 
 
 def forward_tiling(q_heads: int, kv_heads: int, sel_heads: int, act_heads: int) -> tuple[int, int]:
@@ -83,13 +85,19 @@ def sparse_attention_forward(
     scale: float,
     block_size: int,
     has_prior: bool,
+    store_residual: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(out [B, Hq, Sq, Dv], out_residual, lse [B, Hq, Sq])`` (lse float32; float64 for float64
     inputs) of softmax attention restricted to each query's kept + forced blocks
     (``active [B, H_act, nb, Sq]``) with the log-prior (``prior [B, H_sel, nb, Sq]``, float32)
-    added per block (see torch_impl). Differentiable in query, key, value and prior (not through lse / out_residual)."""
+    added per block (see torch_impl). Differentiable in query, key, value and prior (not through
+    lse / out_residual). ``store_residual=False`` (inference): ``out_residual`` is an empty tensor
+    (the backward needs it, so this call then has none), saving an output-sized buffer."""
     if query.device.type != "cuda" or query.dtype == torch.float64:
-        return sparse_attention_forward_torch(query, key, value, prior, active, causal, scale, block_size, has_prior)
+        out, residual, lse = sparse_attention_forward_torch(
+            query, key, value, prior, active, causal, scale, block_size, has_prior
+        )
+        return out, (residual if store_residual else residual.new_empty(0)), lse
     from .list_kernels import tile_block_lists_launch
     from .triton_kernels import sparse_attention_launch
 
@@ -98,16 +106,17 @@ def sparse_attention_forward(
     block_list, count = tile_block_lists_launch(active, rows)
     return sparse_attention_launch(
         query, key, value, prior.float(), active, block_list, count, causal, scale, block_size, has_prior, rows,
-        FORWARD_WARPS, FORWARD_STAGES, pack=pack,
+        FORWARD_WARPS, FORWARD_STAGES, pack=pack, store_residual=store_residual, prefetch=FORWARD_PREFETCH,
     )  # fmt: skip
 
 
 @sparse_attention_forward.register_fake
-def _(query, key, value, prior, active, causal, scale, block_size, has_prior):
+def _(query, key, value, prior, active, causal, scale, block_size, has_prior, store_residual=True):
     B, Hq, Sq, _ = query.shape
     out = query.new_empty(B, Hq, Sq, value.shape[-1])
     lse_dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
-    return out, torch.empty_like(out), query.new_empty(B, Hq, Sq, dtype=lse_dtype)
+    residual = torch.empty_like(out) if store_residual else out.new_empty(0)
+    return out, residual, query.new_empty(B, Hq, Sq, dtype=lse_dtype)
 
 
 @torch.library.custom_op("dash_flex::sparse_attention_backward", mutates_args=())
@@ -155,7 +164,7 @@ def _(grad_out, query, key, value, prior, active, out, out_residual, lse, causal
 
 
 def _setup_context(ctx, inputs, output):
-    query, key, value, prior, active, causal, scale, block_size, has_prior = inputs
+    query, key, value, prior, active, causal, scale, block_size, has_prior, _ = inputs
     out, out_residual, lse = output
     ctx.save_for_backward(query, key, value, prior, active, out, out_residual, lse)
     ctx.args = (causal, scale, block_size, has_prior)
@@ -163,11 +172,16 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, _grad_residual, _grad_lse):
     query, key, value, prior, active, out, out_residual, lse = ctx.saved_tensors
+    if out_residual.numel() != out.numel():
+        raise RuntimeError(
+            "dash_flex::sparse_attention_forward was called with store_residual=False, which keeps no "
+            "residual for the backward: call it with store_residual=True when gradients are needed"
+        )
     dq, dk, dv, dprior = sparse_attention_backward(
         grad_out, query, key, value, prior, active, out, out_residual, lse, *ctx.args
     )
     has_prior = ctx.args[3]
-    return dq, dk, dv, (dprior.to(prior.dtype) if has_prior else None), None, None, None, None, None
+    return dq, dk, dv, (dprior.to(prior.dtype) if has_prior else None), None, None, None, None, None, None
 
 
 sparse_attention_forward.register_autograd(_backward, setup_context=_setup_context)

@@ -5,9 +5,11 @@ compact list of key blocks — the union of the blocks its rows keep — and for
 the log-prior as a *row vector* (one value per query row, read contiguously from the
 query-major layout) and masks rows that do not keep the block with the active flags, also a
 row vector. No per-element gather, unlike a FlexAttention score_mod (FIELD_NOTES: that gather
-was the 2–4× cost). Online softmax in fp32 and log2 units (one FMA per score before the max);
-only the tile's diagonal blocks (and a partial last block) pay a per-element mask. Writes the
-output and the row LSE (natural log). ``_row_bias`` and ``_load_keys`` are shared with the
+was the 2–4× cost). Online softmax in fp32 and log2 units: on an unmasked block the row max is
+taken on the raw products and a score costs one FMA before its exp2; only the tile's diagonal
+blocks (and a partial last block) pay a per-element mask. Each step loads the next block's index
+and bias row ahead. Writes the output, its rounding residual (for the backward; not at inference)
+and the row LSE (natural log). ``_row_bias`` and ``_load_keys`` are shared with the
 backward kernels (triton_backward.py), so all three mask the same pairs.
 """
 
@@ -70,29 +72,28 @@ def _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, tile, kv_le
 
 
 @triton.jit
-def _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, active_base, kv_len, causal_offset,
-               qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac, stride_at,
+def _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset, qk_scale,
+               stride_kn, stride_kd, stride_vn, stride_vd,
                BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VALUE_DIM: tl.constexpr,
-               BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
-               IEEE: tl.constexpr, RESCALE_SLACK: tl.constexpr, DOT_ACC: tl.constexpr,
+               BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr,
                FOLD_MAX: tl.constexpr):  # fmt: skip
-    """One online-softmax step over key block ``c`` (scores in log2 units). The rows' keep flags
-    and prior enter as one row vector (``-inf`` where a row does not keep the block), so an
-    unmasked block costs one FMA per score before the max; ``MASKED`` blocks (the diagonal, a
-    partial last block) also compare keys against the rows' positions and ``kv_len``."""
+    """One online-softmax step over key block ``c`` (scores in log2 units). ``bias`` is the block's
+    row vector from :func:`_row_bias` (``-inf`` where a row does not keep the block). On an
+    unmasked block with ``qk_scale > 0`` (``FOLD_MAX``) the bias is constant along each row, so the
+    row max of the scores is the row max of the raw products, scaled, plus the bias, and a score
+    costs one FMA before its exp2 (H200, 32K: 5.41 against 5.76 ms with the scores formed first).
+    ``MASKED`` blocks (the diagonal, a partial last block) also compare keys against the rows'
+    positions and ``kv_len``."""
     keys = c * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     key_ok = keys < kv_len
     k = _load_keys(k_base, keys, key_ok, stride_kn, stride_kd, HEAD_DIM, BLOCK_D, MASKED)
-    bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at, HAS_PRIOR)
     if IEEE:
         raw = tl.dot(q, tl.trans(k), input_precision="ieee")
     else:
         raw = tl.dot(q, tl.trans(k))
     FOLD: tl.constexpr = FOLD_MAX and not MASKED
     if FOLD:
-        # the bias is constant along a row and qk_scale > 0: the row max of the scores is the
-        # row max of the products, scaled, plus the bias (one FMA per score, below, not three ops)
-        m_blk = tl.max(raw, axis=1) * qk_scale + bias
+        m_new = tl.maximum(m_i, tl.max(raw, axis=1) * qk_scale + bias)
     else:
         s = raw * qk_scale + bias[:, None]
         if MASKED:
@@ -100,40 +101,55 @@ def _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, ac
             if CAUSAL:
                 ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
             s = tl.where(ok, s, float("-inf"))
-        m_blk = tl.max(s, axis=1)
-    if RESCALE_SLACK > 0:
-        # Lazy rescaling: a row's running max moves only when a block's max passes it by more than
-        # RESCALE_SLACK (log2 units), so p stays ≤ 2^RESCALE_SLACK, and the [rows, Dv] accumulator
-        # is rescaled only in the steps where some row of the tile moved.
-        grow = m_blk > m_i + RESCALE_SLACK  # false where the block is all -inf (NaN for -inf - -inf)
-        m_new = tl.where(grow, m_blk, m_i)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        if tl.max(grow.to(tl.int32), axis=0) > 0:
-            rescale = tl.exp2(m_i - m_safe)
-            acc = acc * rescale[:, None]
-            l_i = l_i * rescale
-    else:
-        m_new = tl.maximum(m_i, m_blk)
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
-        rescale = tl.exp2(m_i - m_safe)
-        acc = acc * rescale[:, None]
-        l_i = l_i * rescale
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
+    rescale = tl.exp2(m_i - m_safe)
     if FOLD:
         p = tl.exp2(raw * qk_scale + (bias - m_safe)[:, None])
     else:
         p = tl.exp2(s - m_safe[:, None])
-    l_i = l_i + tl.sum(p, axis=1)
+    l_i = l_i * rescale + tl.sum(p, axis=1)
     v = _load_keys(v_base, keys, key_ok, stride_vn, stride_vd, VALUE_DIM, BLOCK_DV, MASKED)
-    if DOT_ACC:
-        if IEEE:
-            acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(p.to(v.dtype), v, acc)
-    elif IEEE:
-        acc = acc + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    if IEEE:
+        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
     else:
-        acc = acc + tl.dot(p.to(v.dtype), v)
+        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
     return acc, m_new, l_i
+
+
+@triton.jit
+def _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, j0, j1, rows, row_ok, k_base, v_base, prior_base, active_base,
+                kv_len, causal_offset, qk_scale, stride_lh, stride_lt, stride_kn, stride_kd, stride_vn, stride_vd,
+                stride_pc, stride_pt, stride_ac, stride_at,
+                BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VALUE_DIM: tl.constexpr,
+                BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
+                IEEE: tl.constexpr, FOLD_MAX: tl.constexpr, PREFETCH: tl.constexpr):  # fmt: skip
+    """:func:`_fwd_block` over the list entries ``[j0, j1)``. ``PREFETCH``: each step loads the next
+    entry's block index and bias row, so their latency overlaps a whole step (the compiler
+    pipelines the K / V loads, which feed dots, but not these); past ``j1`` it reads entry ``j0``'s
+    (in bounds, unused)."""
+    list_base = LIST + list_row * stride_lh
+    if PREFETCH:
+        c = tl.load(list_base + j0 * stride_lt, mask=j0 < j1, other=0)
+        bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
+                         HAS_PRIOR)  # fmt: skip
+        for j in range(j0, j1):
+            c_next = tl.load(list_base + (j + 1) * stride_lt, mask=j + 1 < j1, other=0)
+            bias_next = _row_bias(prior_base, active_base, c_next, rows, row_ok, stride_pc, stride_pt, stride_ac,
+                                  stride_at, HAS_PRIOR)  # fmt: skip
+            acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset,
+                                       qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, BLOCK_SIZE, HEAD_DIM,
+                                       BLOCK_D, VALUE_DIM, BLOCK_DV, MASKED, CAUSAL, IEEE, FOLD_MAX)  # fmt: skip
+            c, bias = c_next, bias_next
+    else:
+        for j in range(j0, j1):
+            c = tl.load(list_base + j * stride_lt)
+            bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
+                             HAS_PRIOR)  # fmt: skip
+            acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset,
+                                       qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, BLOCK_SIZE, HEAD_DIM,
+                                       BLOCK_D, VALUE_DIM, BLOCK_DV, MASKED, CAUSAL, IEEE, FOLD_MAX)  # fmt: skip
+    return acc, m_i, l_i
 
 
 @triton.jit
@@ -150,8 +166,8 @@ def _sparse_attention_fwd(
     scale,
     BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     VALUE_DIM: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
-    IEEE: tl.constexpr, PACK: tl.constexpr, RESCALE_SLACK: tl.constexpr, DOT_ACC: tl.constexpr,
-    STORE_RESIDUAL: tl.constexpr, FOLD_MAX: tl.constexpr,
+    IEEE: tl.constexpr, PACK: tl.constexpr, FOLD_MAX: tl.constexpr, PREFETCH: tl.constexpr,
+    STORE_RESIDUAL: tl.constexpr,
 ):  # fmt: skip
     # A program owns BLOCK_M query rows of each of PACK query heads (consecutive, same KV head and
     # same selection): row r is head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M, so
@@ -185,20 +201,16 @@ def _sparse_attention_fwd(
     m_i = tl.full([PACK * BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([PACK * BLOCK_M], tl.float32)
     acc = tl.zeros([PACK * BLOCK_M, BLOCK_DV], tl.float32)
-    for j in range(0, n_lead):
-        c = tl.load(LIST + list_row * stride_lh + j * stride_lt)
-        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, active_base,
-                                   kv_len, causal_offset, qk_scale, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   stride_pc, stride_pt, stride_ac, stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D,
-                                   VALUE_DIM, BLOCK_DV, False, CAUSAL, HAS_PRIOR, IEEE, RESCALE_SLACK, DOT_ACC,
-                                   FOLD_MAX)  # fmt: skip
-    for j in range(n_lead, count):
-        c = tl.load(LIST + list_row * stride_lh + j * stride_lt)
-        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, rows, row_ok, k_base, v_base, prior_base, active_base,
-                                   kv_len, causal_offset, qk_scale, stride_kn, stride_kd, stride_vn, stride_vd,
-                                   stride_pc, stride_pt, stride_ac, stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D,
-                                   VALUE_DIM, BLOCK_DV, True, CAUSAL, HAS_PRIOR, IEEE, RESCALE_SLACK, DOT_ACC,
-                                   FOLD_MAX)  # fmt: skip
+    acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, 0, n_lead, rows, row_ok, k_base, v_base,
+                                prior_base, active_base, kv_len, causal_offset, qk_scale, stride_lh, stride_lt,
+                                stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac,
+                                stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, False, CAUSAL,
+                                HAS_PRIOR, IEEE, FOLD_MAX, PREFETCH)  # fmt: skip
+    acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, n_lead, count, rows, row_ok, k_base, v_base,
+                                prior_base, active_base, kv_len, causal_offset, qk_scale, stride_lh, stride_lt,
+                                stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac,
+                                stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, True, CAUSAL,
+                                HAS_PRIOR, IEEE, FOLD_MAX, PREFETCH)  # fmt: skip
     has_key = l_i > 0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     out_hi = out.to(OUT.dtype.element_ty)
@@ -228,15 +240,14 @@ def sparse_attention_launch(
     num_warps: int | None = None,
     num_stages: int | None = None,
     pack: int = 1,
-    rescale_slack: float = 0.0,
-    dot_acc: bool = False,
     store_residual: bool = True,
-    fold_max: bool = False,
+    prefetch: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``block_list [B, H_act, n_tiles, nb]`` / ``count [B, H_act, n_tiles]``: each ``block_m``-row
     query tile's kept blocks (see :func:`ops.tile_block_lists`). ``pack`` query heads share a
-    program (they must share the KV head, the prior and the flags). Launches directly (eager, or
-    the CPU interpreter in tests)."""
+    program (they must share the KV head, the prior and the flags). ``store_residual=False``: no
+    rounding residual (an empty ``out_res``; inference). ``prefetch``: see :func:`_fwd_blocks`.
+    Launches directly (eager, or the CPU interpreter in tests)."""
     B, Hq, Sq, D = query.shape
     Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
     n_tiles = block_list.shape[2]
@@ -287,10 +298,9 @@ def sparse_attention_launch(
         HAS_PRIOR=has_prior,
         IEEE=query.dtype == torch.float32,
         PACK=pack,
-        RESCALE_SLACK=float(rescale_slack),
-        DOT_ACC=dot_acc,
+        FOLD_MAX=scale > 0,
+        PREFETCH=prefetch,
         STORE_RESIDUAL=store_residual,
-        FOLD_MAX=fold_max and scale > 0,
         num_warps=num_warps or (4 if block_m * pack <= 128 else 8),
         **({} if num_stages is None else {"num_stages": num_stages}),
     )
