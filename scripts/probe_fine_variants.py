@@ -2,12 +2,14 @@
 
     PYTHONPATH=. python scripts/probe_fine_variants.py [--seq 32768]
 
-Each variant is a set of ``sparse_attention_launch`` switches (``prefetch``: each step loads the
-next block's index and bias row; ``store_residual``: the output's rounding residual, which only
-the backward reads; ``has_prior=False``: a cost probe, not the same output) at a launch ``(rows
-per head, warps, stages)``. Run 50 (session 11) probed three softmax variants that were removed
-after it: lazy rescaling (FA4-style, slack 2⁸) 6.51 ms against 5.76, P·V accumulated inside the
-MMA 5.74 (no change), the row max on raw products 5.41 (now the kernel's way).
+Each variant is a set of ``sparse_attention_launch`` switches (``heavy_first``: the programs'
+order; ``store_residual``: the output's rounding residual, which only the backward reads;
+``has_prior=False``: a cost probe, not the same output) at a launch ``(rows per head, warps,
+stages)``, some timed twice (identical launches differ by up to ~0.1 ms between processes).
+Session 11's runs of earlier variants, all removed but the first: run 50, the row max on raw
+products 5.41 ms against 5.76; lazy rescaling (FA4-style, slack 2⁸) 6.51; P·V accumulated inside
+the MMA 5.74; run 51, loading the next block's index and bias row a step ahead 5.48–5.58; three
+stages 8.28; no prior at all (cost probe) 5.19.
 
 Prints the median time, the output's relative error and the largest LSE difference against the
 default launch, then the registers and spills the device's compiler gave every specialisation,
@@ -34,14 +36,13 @@ from dash_flex import dash_select  # noqa: E402
 
 # (name, rows per head, warps, switches)
 VARIANTS = [
-    ("default", 32, 4, {}),
-    ("prefetch", 32, 4, dict(prefetch=True)),
-    ("prefetch, no residual", 32, 4, dict(prefetch=True, store_residual=False)),
-    ("no residual", 32, 4, dict(store_residual=False)),
-    ("prefetch, 16 rows", 16, 4, dict(prefetch=True)),
-    ("prefetch, 3 stages", 32, 4, dict(prefetch=True, num_stages=3)),
-    ("no prior (cost probe, not the same output)", 32, 4, dict(has_prior=False)),
-    ("prefetch, no prior (cost probe)", 32, 4, dict(has_prior=False, prefetch=True)),
+    ("in order (tiles fastest)", 32, 4, dict(heavy_first=False)),
+    ("heavy first (heads fastest, last tiles first)", 32, 4, dict(heavy_first=True)),
+    ("in order, no residual", 32, 4, dict(heavy_first=False, store_residual=False)),
+    ("heavy first, no residual", 32, 4, dict(heavy_first=True, store_residual=False)),
+    ("heavy first, no residual, 16 rows", 16, 4, dict(heavy_first=True, store_residual=False)),
+    ("in order, no residual (again)", 32, 4, dict(heavy_first=False, store_residual=False)),
+    ("heavy first, no residual (again)", 32, 4, dict(heavy_first=True, store_residual=False)),
 ]
 
 

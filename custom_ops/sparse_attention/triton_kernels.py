@@ -7,10 +7,10 @@ query-major layout) and masks rows that do not keep the block with the active fl
 row vector. No per-element gather, unlike a FlexAttention score_mod (FIELD_NOTES: that gather
 was the 2–4× cost). Online softmax in fp32 and log2 units: on an unmasked block the row max is
 taken on the raw products and a score costs one FMA before its exp2; only the tile's diagonal
-blocks (and a partial last block) pay a per-element mask. Each step loads the next block's index
-and bias row ahead. Writes the output, its rounding residual (for the backward; not at inference)
-and the row LSE (natural log). ``_row_bias`` and ``_load_keys`` are shared with the
-backward kernels (triton_backward.py), so all three mask the same pairs.
+blocks (and a partial last block) pay a per-element mask. Writes the output, its rounding
+residual (for the backward; not at inference) and the row LSE (natural log). ``_row_bias`` and
+``_load_keys`` are shared with the backward kernels (triton_backward.py), so all three mask the
+same pairs.
 """
 
 from __future__ import annotations
@@ -123,32 +123,16 @@ def _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, j0, j1, rows, row_ok, k_base, 
                 stride_pc, stride_pt, stride_ac, stride_at,
                 BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VALUE_DIM: tl.constexpr,
                 BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
-                IEEE: tl.constexpr, FOLD_MAX: tl.constexpr, PREFETCH: tl.constexpr):  # fmt: skip
-    """:func:`_fwd_block` over the list entries ``[j0, j1)``. ``PREFETCH``: each step loads the next
-    entry's block index and bias row, so their latency overlaps a whole step (the compiler
-    pipelines the K / V loads, which feed dots, but not these); past ``j1`` it reads entry ``j0``'s
-    (in bounds, unused)."""
-    list_base = LIST + list_row * stride_lh
-    if PREFETCH:
-        c = tl.load(list_base + j0 * stride_lt, mask=j0 < j1, other=0)
+                IEEE: tl.constexpr, FOLD_MAX: tl.constexpr):  # fmt: skip
+    """:func:`_fwd_block` over the list entries ``[j0, j1)``. (Loading the next entry's block index
+    and bias row a step ahead did not pay: H200 run 51, 32K, 5.48–5.58 ms against 5.41.)"""
+    for j in range(j0, j1):
+        c = tl.load(LIST + list_row * stride_lh + j * stride_lt)
         bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
                          HAS_PRIOR)  # fmt: skip
-        for j in range(j0, j1):
-            c_next = tl.load(list_base + (j + 1) * stride_lt, mask=j + 1 < j1, other=0)
-            bias_next = _row_bias(prior_base, active_base, c_next, rows, row_ok, stride_pc, stride_pt, stride_ac,
-                                  stride_at, HAS_PRIOR)  # fmt: skip
-            acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset,
-                                       qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, BLOCK_SIZE, HEAD_DIM,
-                                       BLOCK_D, VALUE_DIM, BLOCK_DV, MASKED, CAUSAL, IEEE, FOLD_MAX)  # fmt: skip
-            c, bias = c_next, bias_next
-    else:
-        for j in range(j0, j1):
-            c = tl.load(list_base + j * stride_lt)
-            bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
-                             HAS_PRIOR)  # fmt: skip
-            acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset,
-                                       qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, BLOCK_SIZE, HEAD_DIM,
-                                       BLOCK_D, VALUE_DIM, BLOCK_DV, MASKED, CAUSAL, IEEE, FOLD_MAX)  # fmt: skip
+        acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset, qk_scale,
+                                   stride_kn, stride_kd, stride_vn, stride_vd, BLOCK_SIZE, HEAD_DIM, BLOCK_D,
+                                   VALUE_DIM, BLOCK_DV, MASKED, CAUSAL, IEEE, FOLD_MAX)  # fmt: skip
     return acc, m_i, l_i
 
 
@@ -166,15 +150,19 @@ def _sparse_attention_fwd(
     scale,
     BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     VALUE_DIM: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
-    IEEE: tl.constexpr, PACK: tl.constexpr, FOLD_MAX: tl.constexpr, PREFETCH: tl.constexpr,
-    STORE_RESIDUAL: tl.constexpr,
+    IEEE: tl.constexpr, PACK: tl.constexpr, FOLD_MAX: tl.constexpr, STORE_RESIDUAL: tl.constexpr,
+    HEAVY_FIRST: tl.constexpr,
 ):  # fmt: skip
     # A program owns BLOCK_M query rows of each of PACK query heads (consecutive, same KV head and
     # same selection): row r is head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M, so
     # every K/V block read serves PACK heads.
     qk_scale = tl.cast(scale, tl.float32) * LOG2E  # Inductor may pass Python floats as fp64
-    tile = tl.program_id(0)
-    bh0 = tl.program_id(1).to(tl.int64) * PACK  # int64 offsets: the prior passes 2³¹ elements at 128K
+    if HEAVY_FIRST:  # heads vary fastest and the last (causal: the longest) query tiles go first
+        tile = num_tiles - 1 - tl.program_id(1)
+        bh0 = tl.program_id(0).to(tl.int64) * PACK
+    else:
+        tile = tl.program_id(0)
+        bh0 = tl.program_id(1).to(tl.int64) * PACK  # int64 offsets: the prior passes 2³¹ elements at 128K
     b = bh0 // num_q_heads
     h0 = bh0 % num_q_heads
     h_kv = h0 // group_kv
@@ -205,12 +193,12 @@ def _sparse_attention_fwd(
                                 prior_base, active_base, kv_len, causal_offset, qk_scale, stride_lh, stride_lt,
                                 stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac,
                                 stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, False, CAUSAL,
-                                HAS_PRIOR, IEEE, FOLD_MAX, PREFETCH)  # fmt: skip
+                                HAS_PRIOR, IEEE, FOLD_MAX)  # fmt: skip
     acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, n_lead, count, rows, row_ok, k_base, v_base,
                                 prior_base, active_base, kv_len, causal_offset, qk_scale, stride_lh, stride_lt,
                                 stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac,
                                 stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, True, CAUSAL,
-                                HAS_PRIOR, IEEE, FOLD_MAX, PREFETCH)  # fmt: skip
+                                HAS_PRIOR, IEEE, FOLD_MAX)  # fmt: skip
     has_key = l_i > 0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     out_hi = out.to(OUT.dtype.element_ty)
@@ -241,13 +229,14 @@ def sparse_attention_launch(
     num_stages: int | None = None,
     pack: int = 1,
     store_residual: bool = True,
-    prefetch: bool = True,
+    heavy_first: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``block_list [B, H_act, n_tiles, nb]`` / ``count [B, H_act, n_tiles]``: each ``block_m``-row
-    query tile's kept blocks (see :func:`ops.tile_block_lists`). ``pack`` query heads share a
-    program (they must share the KV head, the prior and the flags). ``store_residual=False``: no
-    rounding residual (an empty ``out_res``; inference). ``prefetch``: see :func:`_fwd_blocks`.
-    Launches directly (eager, or the CPU interpreter in tests)."""
+        query tile's kept blocks (see :func:`ops.tile_block_lists`). ``pack`` query heads share a
+        program (they must share the KV head, the prior and the flags). ``store_residual=False``: no
+        rounding residual (an empty ``out_res``; inference). ``heavy_first``: programs ordered heads
+    fastest, last query tiles first (under causal masking the longest lists start first).
+        Launches directly (eager, or the CPU interpreter in tests)."""
     B, Hq, Sq, D = query.shape
     Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
     n_tiles = block_list.shape[2]
@@ -260,7 +249,9 @@ def sparse_attention_launch(
         raise ValueError(f"pack={pack} must be a power of two (the packed tile has pack·block_m rows)")
     if Hq % pack or (Hq // Hkv) % pack or (Hq // prior.shape[1]) % pack or (Hq // active.shape[1]) % pack:
         raise ValueError(f"pack={pack} heads must share their KV head, prior and flags")
-    _sparse_attention_fwd[(n_tiles, B * Hq // pack)](
+    heavy_first = heavy_first and n_tiles < 2**16  # a grid's second axis takes at most 65535 programs
+    grid = (B * Hq // pack, n_tiles) if heavy_first else (n_tiles, B * Hq // pack)
+    _sparse_attention_fwd[grid](
         query,
         key,
         value,
@@ -299,8 +290,8 @@ def sparse_attention_launch(
         IEEE=query.dtype == torch.float32,
         PACK=pack,
         FOLD_MAX=scale > 0,
-        PREFETCH=prefetch,
         STORE_RESIDUAL=store_residual,
+        HEAVY_FIRST=heavy_first,
         num_warps=num_warps or (4 if block_m * pack <= 128 else 8),
         **({} if num_stages is None else {"num_stages": num_stages}),
     )
