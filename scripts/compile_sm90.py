@@ -98,16 +98,15 @@ def report(name: str, compiled) -> None:
 def main() -> None:
     fwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
                     OUT="*bf16", OUT_RES="*bf16", LSE="*fp32")  # fmt: skip
-    # (rows, pack, causal, warps, heavy tiles first, residual stored)
-    fwd_launches = ((32, 4, True, 4, False, True), (128, 1, True, 4, False, True), (32, 4, False, 4, False, True),
-                    (32, 4, True, 4, True, True), (32, 4, True, 4, True, False))  # fmt: skip
-    for rows, pack, causal, warps, heavy_first, residual in fwd_launches:
+    # (rows, pack, causal, warps, residual stored)
+    fwd_launches = ((32, 4, True, 4, True), (128, 1, True, 4, True), (32, 4, False, 4, True), (32, 4, True, 4, False))
+    for rows, pack, causal, warps, residual in fwd_launches:
         consts = dict(BLOCK_M=rows, BLOCK_SIZE=64, HEAD_DIM=128, BLOCK_D=128, VALUE_DIM=128, BLOCK_DV=128,
-                      CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack, FOLD_MAX=True, HEAVY_FIRST=heavy_first,
+                      CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack, FOLD_MAX=True,
                       STORE_RESIDUAL=residual)  # fmt: skip
         k = compile_kernel(fine._sparse_attention_fwd, fwd_ptrs, consts, unit=FINE_UNIT_STRIDES,
                            divisible=FINE_DIVISIBLE, num_warps=warps, num_stages=2)  # fmt: skip
-        report(f"fine forward rows={rows} pack={pack} causal={causal} warps={warps} heavy_first={heavy_first} "
+        report(f"fine forward rows={rows} pack={pack} causal={causal} warps={warps} "
                f"residual={residual}", k)  # fmt: skip
     bwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
                     TLIST="*i32", TCOUNT="*i32", DO="*bf16", OUT="*bf16", OUT_RES="*bf16", LSE="*fp32",

@@ -18,8 +18,6 @@ BACKWARD_ROWS = 64  # backward: query rows per program, over the packed heads (a
 # rows 6.55, × 64 rows (8 warps) 6.13. Session 4's: × 16 rows 7.2 ms, × 32 rows 7.5, one head ×
 # 128 rows 9.2, × 64 rows 10.0. Two pipeline stages and 4 warps (three stages: 6.78 ms).
 FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE, FORWARD_WARPS, FORWARD_STAGES = 32, 128, 4, 2
-# Programs ordered heads fastest and the last (causal: longest) query tiles first.
-FORWARD_HEAVY_FIRST = True
 
 
 def forward_tiling(q_heads: int, kv_heads: int, sel_heads: int, act_heads: int) -> tuple[int, int]:
@@ -107,7 +105,6 @@ def sparse_attention_forward(
     return sparse_attention_launch(
         query, key, value, prior.float(), active, block_list, count, causal, scale, block_size, has_prior, rows,
         FORWARD_WARPS, FORWARD_STAGES, pack=pack, store_residual=store_residual,
-        heavy_first=FORWARD_HEAVY_FIRST,
     )  # fmt: skip
 
 

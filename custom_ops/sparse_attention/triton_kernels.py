@@ -151,18 +151,13 @@ def _sparse_attention_fwd(
     BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     VALUE_DIM: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
     IEEE: tl.constexpr, PACK: tl.constexpr, FOLD_MAX: tl.constexpr, STORE_RESIDUAL: tl.constexpr,
-    HEAVY_FIRST: tl.constexpr,
 ):  # fmt: skip
     # A program owns BLOCK_M query rows of each of PACK query heads (consecutive, same KV head and
     # same selection): row r is head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M, so
     # every K/V block read serves PACK heads.
     qk_scale = tl.cast(scale, tl.float32) * LOG2E  # Inductor may pass Python floats as fp64
-    if HEAVY_FIRST:  # heads vary fastest and the last (causal: the longest) query tiles go first
-        tile = num_tiles - 1 - tl.program_id(1)
-        bh0 = tl.program_id(0).to(tl.int64) * PACK
-    else:
-        tile = tl.program_id(0)
-        bh0 = tl.program_id(1).to(tl.int64) * PACK  # int64 offsets: the prior passes 2³¹ elements at 128K
+    tile = tl.program_id(0)
+    bh0 = tl.program_id(1).to(tl.int64) * PACK  # int64 offsets: the prior passes 2³¹ elements at 128K
     b = bh0 // num_q_heads
     h0 = bh0 % num_q_heads
     h_kv = h0 // group_kv
@@ -229,14 +224,12 @@ def sparse_attention_launch(
     num_stages: int | None = None,
     pack: int = 1,
     store_residual: bool = True,
-    heavy_first: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``block_list [B, H_act, n_tiles, nb]`` / ``count [B, H_act, n_tiles]``: each ``block_m``-row
-        query tile's kept blocks (see :func:`ops.tile_block_lists`). ``pack`` query heads share a
-        program (they must share the KV head, the prior and the flags). ``store_residual=False``: no
-        rounding residual (an empty ``out_res``; inference). ``heavy_first``: programs ordered heads
-    fastest, last query tiles first (under causal masking the longest lists start first).
-        Launches directly (eager, or the CPU interpreter in tests)."""
+    query tile's kept blocks (see :func:`ops.tile_block_lists`). ``pack`` query heads share a
+    program (they must share the KV head, the prior and the flags). ``store_residual=False``: no
+    rounding residual (an empty ``out_res``; inference). Launches directly (eager, or the CPU
+    interpreter in tests)."""
     B, Hq, Sq, D = query.shape
     Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
     n_tiles = block_list.shape[2]
@@ -249,9 +242,7 @@ def sparse_attention_launch(
         raise ValueError(f"pack={pack} must be a power of two (the packed tile has pack·block_m rows)")
     if Hq % pack or (Hq // Hkv) % pack or (Hq // prior.shape[1]) % pack or (Hq // active.shape[1]) % pack:
         raise ValueError(f"pack={pack} heads must share their KV head, prior and flags")
-    heavy_first = heavy_first and n_tiles < 2**16  # a grid's second axis takes at most 65535 programs
-    grid = (B * Hq // pack, n_tiles) if heavy_first else (n_tiles, B * Hq // pack)
-    _sparse_attention_fwd[grid](
+    _sparse_attention_fwd[(n_tiles, B * Hq // pack)](
         query,
         key,
         value,
@@ -291,7 +282,6 @@ def sparse_attention_launch(
         PACK=pack,
         FOLD_MAX=scale > 0,
         STORE_RESIDUAL=store_residual,
-        HEAVY_FIRST=heavy_first,
         num_warps=num_warps or (4 if block_m * pack <= 128 else 8),
         **({} if num_stages is None else {"num_stages": num_stages}),
     )
