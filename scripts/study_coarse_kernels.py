@@ -47,6 +47,9 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="*", help="time only the chunks of these widths")
     parser.add_argument("--gemm-only", action="store_true", help="time only the score GEMMs")
     parser.add_argument("--configs", nargs="*", help="(rows, warps) candidates as ROWSxWARPS, e.g. 1x1 2x4")
+    parser.add_argument(
+        "--newton", type=int, default=None, help="Newton steps of the timed forward (default: the schedule's)"
+    )
     args = parser.parse_args()
     S = args.seq
     q, k, _ = topic_inputs(S)
@@ -65,6 +68,7 @@ def main() -> None:
     mean_log = torch.empty(B, Hkv, Sq, device=q.device, dtype=torch.float32)
     parts = sk.split_summaries(k_bar, q.dtype)
     mode, n_bisect, n_newton = solver_schedule(1.5, nb, torch.float32)
+    fwd_newton = n_newton if args.newton is None else args.newton
 
     def entmax(row0, n_rows, width, rows, warps, newton):
         sk.launch_group_entmax(
@@ -132,7 +136,7 @@ def main() -> None:
         fits = [(r, w) for r, w in candidates if width * r <= 32 * 32 * w]
         for rows, warps in fits:  # every forward first: the VJP below overwrites z with dz
             fwd[rows, warps] = triton.testing.do_bench(
-                lambda: entmax(row0, n_rows, width, rows, warps, n_newton), warmup=5, rep=40
+                lambda: entmax(row0, n_rows, width, rows, warps, fwd_newton), warmup=5, rep=40
             )
         for rows, warps in fits:  # the VJP with a fresh score GEMM before each call, less its time
             both = triton.testing.do_bench(lambda: (score(), vjp(row0, n_rows, width, rows, warps)), warmup=5, rep=40)
