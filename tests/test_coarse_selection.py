@@ -563,26 +563,32 @@ def test_cuda_backward_wide_rows_match_definition(kv_len, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_narrow_entmax_rows_in_a_wide_output():
-    """The shape of the launch that hung on the H200 while the solver had a data-dependent early
-    exit (run 46, docs/entmax.md): the first 1024-row chunk of a 128K causal sequence, a 16-block
-    register row (2 rows, 1 warp) inside a 2048-block output row, here with one KV head (the hung
-    launch had 8; Triton folds a count of 1, so the compiled kernel differs). Its p̄ (the head
-    group's mean entmax over the causally eligible blocks) against the torch definition, and zeros
-    past the register row."""
-    B, Hq, Hkv, Sq, nb, bs, n_rows = 1, 4, 1, 131072, 2048, 64, 1024
+@pytest.mark.parametrize("kv_heads", [1, 8], ids=["hkv1", "hkv8-as-hung"])
+def test_cuda_narrow_entmax_rows_in_a_wide_output(kv_heads):
+    """The launch that hung on the H200 while the solver had a data-dependent early exit (run 46,
+    docs/entmax.md): the first 1024-row chunk of a 128K causal sequence, a 16-block register row
+    (2 rows, 1 warp) inside a 2048-block output row; with 8 KV heads of 4 query heads each, the
+    hung launch's specialisation (its p̄ buffer takes 8 GiB). Its p̄ (the head group's mean entmax
+    over the causally eligible blocks) and mean log p̄ against the torch definition, zeros past the
+    register row, and the rows past the chunk untouched."""
+    B, Hq, Hkv, Sq, nb, bs, n_rows = 1, 4 * kv_heads, kv_heads, 131072, 2048, 64, 1024
     g = torch.Generator(device="cuda").manual_seed(7)
     z = 3 * torch.randn(B, Hq, n_rows, nb, device="cuda", generator=g)
     probs = torch.full((B, Hkv, Sq, nb), float("nan"), device="cuda")
-    mean_log = torch.empty(B, Hkv, Sq, device="cuda")
+    mean_log = torch.full((B, Hkv, Sq), float("nan"), device="cuda")
     schedule = solver_schedule(1.5, nb, torch.float32)
     split_kernels.launch_group_entmax(z, probs, mean_log, 0, n_rows, 16, nb, 1.5, True, 0, bs, schedule, 2, 1)
     torch.cuda.synchronize()
     t = torch.arange(n_rows, device="cuda")[:, None]
     eligible = torch.arange(16, device="cuda")[None, :] < t // bs
-    want = entmax_forward(z[..., :16].masked_fill(~eligible, float("-inf")), 1.5).mean(1, keepdim=True)
+    per_head = entmax_forward(z[..., :16].masked_fill(~eligible, float("-inf")), 1.5)
+    want = per_head.view(B, Hkv, Hq // Hkv, n_rows, 16).mean(2)
     assert rel_err(probs[:, :, :n_rows, :16], want) <= 1e-5
     assert torch.equal(probs[:, :, :n_rows, 16:], torch.zeros_like(probs[:, :, :n_rows, 16:]))
+    selected = want > 0
+    want_mean = torch.where(selected, want.clamp_min(1e-30).log(), 0).sum(-1) / selected.sum(-1).clamp_min(1)
+    assert rel_err(mean_log[:, :, :n_rows], want_mean) <= 1e-5
+    assert probs[:, :, n_rows:].isnan().all() and mean_log[:, :, n_rows:].isnan().all()
 
 
 @pytest.mark.gpu
