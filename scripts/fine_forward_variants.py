@@ -1,0 +1,312 @@
+"""PROBE COPY of custom_ops/sparse_attention/triton_kernels.py (session 11, run 55), with two switches:
+``PREFETCH`` (the next block's index and bias row loaded a step ahead) and ``ROW_FLAGS`` (False: a
+cost probe that ignores the keep flags). Timed by scripts/probe_fine_variants.py; removed after the run.
+
+Block-sparse flash forward over a selection (Triton).
+
+One program per (query tile of ``BLOCK_M`` rows, ``PACK`` query heads). It walks the tile's
+compact list of key blocks — the union of the blocks its rows keep — and for each block adds
+the log-prior as a *row vector* (one value per query row, read contiguously from the
+query-major layout) and masks rows that do not keep the block with the active flags, also a
+row vector. No per-element gather, unlike a FlexAttention score_mod (FIELD_NOTES: that gather
+was the 2–4× cost). Online softmax in fp32 and log2 units: on an unmasked block the row max is
+taken on the raw products and a score costs one FMA before its exp2; only the tile's diagonal
+blocks (and a partial last block) pay a per-element mask. Writes the output, its rounding
+residual (for the backward; not at inference) and the row LSE (natural log). ``_row_bias`` and
+``_load_keys`` are shared with the backward kernels (triton_backward.py), so all three mask the
+same pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+@triton.jit
+def _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
+              HAS_PRIOR: tl.constexpr, ROW_FLAGS: tl.constexpr = True):  # fmt: skip
+    """Block ``c``'s additive term per query row, in log2 units: ``prior · log₂e`` where the row
+    keeps the block, ``−inf`` where it does not (so masking by the flags costs nothing per score).
+    Shared by the forward and both backward kernels, so all three mask the same pairs."""
+    if not ROW_FLAGS:
+        return tl.load(prior_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0) * LOG2E
+    keep = tl.load(active_base + c * stride_ac + rows * stride_at, mask=row_ok, other=0) != 0
+    if HAS_PRIOR:
+        prior = tl.load(prior_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0)
+        return tl.where(keep, prior * LOG2E, float("-inf"))
+    return tl.where(keep, 0.0, float("-inf"))
+
+
+@triton.jit
+def _load_keys(base, keys, key_ok, stride_n, stride_d, DIM: tl.constexpr, BLOCK: tl.constexpr,
+               MASKED: tl.constexpr):  # fmt: skip
+    """``[len(keys), BLOCK]`` rows of a K or V block (zeros past ``DIM``). ``MASKED`` blocks (the
+    diagonal, a partial last block) also zero the keys past ``kv_len``; a lead block lies inside
+    the keys, so its load needs no predicate when ``BLOCK == DIM``."""
+    offs = tl.arange(0, BLOCK)
+    ptrs = base + keys[:, None] * stride_n + offs[None, :] * stride_d
+    if MASKED:
+        return tl.load(ptrs, mask=key_ok[:, None] & (offs < DIM)[None, :], other=0.0)
+    elif BLOCK == DIM:
+        return tl.load(ptrs)
+    else:
+        return tl.load(ptrs, mask=(offs < DIM)[None, :], other=0.0)
+
+
+@triton.jit
+def _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, tile, kv_len, causal_offset,
+                        BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr):  # fmt: skip
+    """Number of leading entries of the ``BLOCK_M``-row query tile's ascending block list that need
+    no per-element mask: blocks from ``first_block`` on may hold keys past a row's position (causal)
+    or past ``kv_len``. A short walk back from the end (a tile's diagonal blocks). Shared by the
+    forward and the backward's ``_dq_dprior``."""
+    if CAUSAL:  # ≥ 0: with Sq > Skv early rows sit before every key (and the walk must stop at 0)
+        first_block = tl.maximum((tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE, 0)
+    else:
+        first_block = kv_len // BLOCK_SIZE
+    n_lead = count
+    last = tl.load(LIST + list_row * stride_lh + (n_lead - 1) * stride_lt, mask=n_lead > 0, other=-1)
+    while last >= first_block:
+        n_lead -= 1
+        last = tl.load(LIST + list_row * stride_lh + (n_lead - 1) * stride_lt, mask=n_lead > 0, other=-1)
+    return n_lead
+
+
+@triton.jit
+def _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset, qk_scale,
+               stride_kn, stride_kd, stride_vn, stride_vd,
+               BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VALUE_DIM: tl.constexpr,
+               BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr,
+               FOLD_MAX: tl.constexpr):  # fmt: skip
+    """One online-softmax step over key block ``c`` (scores in log2 units). ``bias`` is the block's
+    row vector from :func:`_row_bias` (``-inf`` where a row does not keep the block). On an
+    unmasked block with ``qk_scale > 0`` (``FOLD_MAX``) the bias is constant along each row, so the
+    row max of the scores is the row max of the raw products, scaled, plus the bias, and a score
+    costs one FMA before its exp2 (H200, 32K: 5.41 against 5.76 ms with the scores formed first).
+    ``MASKED`` blocks (the diagonal, a partial last block) also compare keys against the rows'
+    positions and ``kv_len``."""
+    keys = c * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+    key_ok = keys < kv_len
+    k = _load_keys(k_base, keys, key_ok, stride_kn, stride_kd, HEAD_DIM, BLOCK_D, MASKED)
+    if IEEE:
+        raw = tl.dot(q, tl.trans(k), input_precision="ieee")
+    else:
+        raw = tl.dot(q, tl.trans(k))
+    FOLD: tl.constexpr = FOLD_MAX and not MASKED
+    if FOLD:
+        m_new = tl.maximum(m_i, tl.max(raw, axis=1) * qk_scale + bias)
+    else:
+        s = raw * qk_scale + bias[:, None]
+        if MASKED:
+            ok = key_ok[None, :]
+            if CAUSAL:
+                ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
+            s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
+    rescale = tl.exp2(m_i - m_safe)
+    if FOLD:
+        p = tl.exp2(raw * qk_scale + (bias - m_safe)[:, None])
+    else:
+        p = tl.exp2(s - m_safe[:, None])
+    l_i = l_i * rescale + tl.sum(p, axis=1)
+    v = _load_keys(v_base, keys, key_ok, stride_vn, stride_vd, VALUE_DIM, BLOCK_DV, MASKED)
+    if IEEE:
+        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+    else:
+        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, j0, j1, rows, row_ok, k_base, v_base, prior_base, active_base,
+                kv_len, causal_offset, qk_scale, stride_lh, stride_lt, stride_kn, stride_kd, stride_vn, stride_vd,
+                stride_pc, stride_pt, stride_ac, stride_at,
+                BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VALUE_DIM: tl.constexpr,
+                BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
+                IEEE: tl.constexpr, FOLD_MAX: tl.constexpr, PREFETCH: tl.constexpr,
+                ROW_FLAGS: tl.constexpr):  # fmt: skip
+    list_base = LIST + list_row * stride_lh
+    if PREFETCH:
+        c = tl.load(list_base + j0 * stride_lt, mask=j0 < j1, other=0)
+        bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
+                         HAS_PRIOR, ROW_FLAGS)  # fmt: skip
+        for j in range(j0, j1):
+            c_next = tl.load(list_base + (j + 1) * stride_lt, mask=j + 1 < j1, other=0)
+            bias_next = _row_bias(prior_base, active_base, c_next, rows, row_ok, stride_pc, stride_pt, stride_ac,
+                                  stride_at, HAS_PRIOR, ROW_FLAGS)  # fmt: skip
+            acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset,
+                                       qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, BLOCK_SIZE, HEAD_DIM,
+                                       BLOCK_D, VALUE_DIM, BLOCK_DV, MASKED, CAUSAL, IEEE, FOLD_MAX)  # fmt: skip
+            c, bias = c_next, bias_next
+    else:
+        for j in range(j0, j1):
+            c = tl.load(list_base + j * stride_lt)
+            bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
+                             HAS_PRIOR, ROW_FLAGS)  # fmt: skip
+            acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset,
+                                       qk_scale, stride_kn, stride_kd, stride_vn, stride_vd, BLOCK_SIZE, HEAD_DIM,
+                                       BLOCK_D, VALUE_DIM, BLOCK_DV, MASKED, CAUSAL, IEEE, FOLD_MAX)  # fmt: skip
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _sparse_attention_fwd(
+    Q, K, V, PRIOR, ACTIVE, LIST, COUNT, OUT, OUT_RES, LSE,
+    q_len, kv_len, causal_offset, num_q_heads, group_kv, group_sel, group_act, num_tiles,
+    stride_qb, stride_qh, stride_qt, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_pb, stride_ph, stride_pc, stride_pt,
+    stride_ab, stride_ah, stride_ac, stride_at,
+    stride_lh, stride_lt,
+    stride_ob, stride_oh, stride_ot, stride_od,
+    scale,
+    BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    VALUE_DIM: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
+    IEEE: tl.constexpr, PACK: tl.constexpr, FOLD_MAX: tl.constexpr, STORE_RESIDUAL: tl.constexpr,
+    PREFETCH: tl.constexpr, ROW_FLAGS: tl.constexpr,
+):  # fmt: skip
+    # A program owns BLOCK_M query rows of each of PACK query heads (consecutive, same KV head and
+    # same selection): row r is head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M, so
+    # every K/V block read serves PACK heads.
+    qk_scale = tl.cast(scale, tl.float32) * LOG2E  # Inductor may pass Python floats as fp64
+    tile = tl.program_id(0)
+    bh0 = tl.program_id(1).to(tl.int64) * PACK  # int64 offsets: the prior passes 2³¹ elements at 128K
+    b = bh0 // num_q_heads
+    h0 = bh0 % num_q_heads
+    h_kv = h0 // group_kv
+    h_act = h0 // group_act
+    offs_r = tl.arange(0, PACK * BLOCK_M)
+    rows = tile * BLOCK_M + offs_r % BLOCK_M
+    heads = h0 + offs_r // BLOCK_M
+    row_ok = rows < q_len
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    q = tl.load(
+        Q + b * stride_qb + heads[:, None] * stride_qh + rows[:, None] * stride_qt + offs_d[None, :] * stride_qd,
+        mask=row_ok[:, None] & (offs_d < HEAD_DIM)[None, :],
+        other=0.0,
+    )
+    list_row = (b * (num_q_heads // group_act) + h_act) * num_tiles + tile
+    count = tl.load(COUNT + list_row)
+    n_lead = _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, tile, kv_len, causal_offset, BLOCK_M,
+                                 BLOCK_SIZE, CAUSAL)  # fmt: skip
+    prior_base = PRIOR + b * stride_pb + (h0 // group_sel) * stride_ph
+    active_base = ACTIVE + b * stride_ab + h_act * stride_ah
+    k_base = K + b * stride_kb + h_kv * stride_kh
+    v_base = V + b * stride_vb + h_kv * stride_vh
+    m_i = tl.full([PACK * BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([PACK * BLOCK_M], tl.float32)
+    acc = tl.zeros([PACK * BLOCK_M, BLOCK_DV], tl.float32)
+    acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, 0, n_lead, rows, row_ok, k_base, v_base,
+                                prior_base, active_base, kv_len, causal_offset, qk_scale, stride_lh, stride_lt,
+                                stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac,
+                                stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, False, CAUSAL,
+                                HAS_PRIOR, IEEE, FOLD_MAX, PREFETCH, ROW_FLAGS)  # fmt: skip
+    acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, n_lead, count, rows, row_ok, k_base, v_base,
+                                prior_base, active_base, kv_len, causal_offset, qk_scale, stride_lh, stride_lt,
+                                stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac,
+                                stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, True, CAUSAL,
+                                HAS_PRIOR, IEEE, FOLD_MAX, PREFETCH, ROW_FLAGS)  # fmt: skip
+    has_key = l_i > 0
+    out = acc / tl.where(has_key, l_i, 1.0)[:, None]
+    out_hi = out.to(OUT.dtype.element_ty)
+    out_offs = b * stride_ob + heads[:, None] * stride_oh + rows[:, None] * stride_ot + offs_dv[None, :] * stride_od
+    out_mask = row_ok[:, None] & (offs_dv < VALUE_DIM)[None, :]
+    tl.store(OUT + out_offs, out_hi, mask=out_mask)
+    if STORE_RESIDUAL:  # what rounding to the input dtype dropped: the backward's Δ uses out + residual
+        tl.store(OUT_RES + out_offs, (out - out_hi.to(tl.float32)).to(OUT.dtype.element_ty), mask=out_mask)
+    # natural-log LSE (the backward's convention) from the log2-unit running max
+    lse = tl.where(has_key, (m_i + tl.log2(tl.where(has_key, l_i, 1.0))) * LN2, float("-inf"))
+    tl.store(LSE + (bh0 + offs_r // BLOCK_M) * q_len + rows, lse, mask=row_ok)
+
+
+def sparse_attention_launch(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    prior: torch.Tensor,
+    active: torch.Tensor,
+    block_list: torch.Tensor,
+    count: torch.Tensor,
+    causal: bool,
+    scale: float,
+    block_size: int,
+    has_prior: bool,
+    block_m: int,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
+    pack: int = 1,
+    store_residual: bool = True,
+    prefetch: bool = False,
+    row_flags: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``block_list [B, H_act, n_tiles, nb]`` / ``count [B, H_act, n_tiles]``: each ``block_m``-row
+    query tile's kept blocks (see :func:`ops.tile_block_lists`). ``pack`` query heads share a
+    program (they must share the KV head, the prior and the flags). ``store_residual=False``: no
+    rounding residual (an empty ``out_res``; inference). Launches directly (eager, or the CPU
+    interpreter in tests)."""
+    B, Hq, Sq, D = query.shape
+    Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
+    n_tiles = block_list.shape[2]
+    out = torch.empty(B, Hq, Sq, Dv, device=query.device, dtype=query.dtype)
+    out_res = torch.empty_like(out) if store_residual else out.new_empty(0)
+    lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
+    active_i8 = active.view(torch.int8) if active.dtype == torch.bool else active
+    list_rows = block_list.view(-1, block_list.shape[-1])
+    if pack < 1 or pack & (pack - 1):
+        raise ValueError(f"pack={pack} must be a power of two (the packed tile has pack·block_m rows)")
+    if Hq % pack or (Hq // Hkv) % pack or (Hq // prior.shape[1]) % pack or (Hq // active.shape[1]) % pack:
+        raise ValueError(f"pack={pack} heads must share their KV head, prior and flags")
+    _sparse_attention_fwd[(n_tiles, B * Hq // pack)](
+        query,
+        key,
+        value,
+        prior,
+        active_i8,
+        list_rows,
+        count,
+        out,
+        out_res,
+        lse,
+        Sq,
+        Skv,
+        Skv - Sq,
+        Hq,
+        Hq // Hkv,
+        Hq // prior.shape[1],
+        Hq // active.shape[1],
+        n_tiles,
+        *query.stride(),
+        *key.stride(),
+        *value.stride(),
+        *prior.stride(),
+        *active_i8.stride(),
+        list_rows.stride(0),
+        list_rows.stride(1),
+        *out.stride(),
+        scale,
+        BLOCK_M=block_m,
+        BLOCK_SIZE=block_size,
+        HEAD_DIM=D,
+        BLOCK_D=max(16, triton.next_power_of_2(D)),
+        VALUE_DIM=Dv,
+        BLOCK_DV=max(16, triton.next_power_of_2(Dv)),
+        CAUSAL=causal,
+        HAS_PRIOR=has_prior,
+        IEEE=query.dtype == torch.float32,
+        PACK=pack,
+        FOLD_MAX=scale > 0,
+        STORE_RESIDUAL=store_residual,
+        PREFETCH=prefetch,
+        ROW_FLAGS=row_flags,
+        num_warps=num_warps or (4 if block_m * pack <= 128 else 8),
+        **({} if num_stages is None else {"num_stages": num_stages}),
+    )
+    return out, out_res, lse
