@@ -133,26 +133,20 @@ def main() -> None:
         k = compile_kernel(coarse._coarse_scores, score_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)
         report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages", k)
     ent_ptrs = dict(Z="*fp32", PROBS="*fp32", MEAN_LOG="*fp32")
-    # (main, tail) register rows: 16 in a 2048-block output row (128K's first chunk), the 32K split
-    # rows, and a 1024 + 128 row over two warps
-    rows_split = ((16, 0), (128, 0), (512, 0), (1024, 0), (2048, 0), (128, 64), (256, 64), (256, 128), (1024, 128))
-    for width, tail in rows_split:
-        rows, warps = coarse.entmax_config(triton.next_power_of_2(width + tail))
-        sub, pieces = coarse.register_tiles(width, tail)
-        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=sub, BLOCK_SIZE=64, CAUSAL=True, MODE=1,
-                      N_BISECT=0, N_NEWTON=7, TAIL=tail, TAIL_PIECES=pieces)  # fmt: skip
+    for width in (16, 128, 512, 1024, 2048):  # 16 in a 2048-block output row: 128K's first chunk
+        rows, warps = coarse.entmax_config(width)
+        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=min(width, 128), BLOCK_SIZE=64, CAUSAL=True,
+                      MODE=1, N_BISECT=0, N_NEWTON=7)  # fmt: skip
         k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
-        report(f"group entmax width={width}+{tail}", k)
+        report(f"group entmax width={width}", k)
     vjp_ptrs = dict(Z="*fp32", DZ_SPLIT="*bf16", GRAD="*fp32", DPRIOR="*fp32", PROBS="*fp32")
-    for width, tail in rows_split:
-        rows, warps = coarse.entmax_config(triton.next_power_of_2(width + tail))
-        sub, pieces = coarse.register_tiles(width, tail)
-        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=sub, BLOCK_SIZE=64, CAUSAL=True, MODE=1,
-                      N_BISECT=0, N_NEWTON=7, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True, TAIL=tail,
-                      TAIL_PIECES=pieces)  # fmt: skip
+    for width in (16, 128, 512, 1024, 2048):
+        rows, warps = coarse.entmax_config(width)
+        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=min(width, 128), BLOCK_SIZE=64, CAUSAL=True,
+                      MODE=1, N_BISECT=0, N_NEWTON=7, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True)  # fmt: skip
         k = compile_kernel(coarse._group_entmax_vjp, vjp_ptrs, consts, ("am1", "d", "one_minus_alpha", "inv_sigma"),
                            num_warps=warps)  # fmt: skip
-        report(f"group entmax VJP width={width}+{tail}", k)
+        report(f"group entmax VJP width={width}", k)
     bm, bk, warps = coarse.DQ_TILE
     consts = dict(GROUP=4, BM=bm, BK=bk, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, SPLIT=True,
                   INTERPRETED=False)  # fmt: skip

@@ -2,7 +2,8 @@
 # Session 11, after the entmax register rows were split into a power of two plus a tail tile
 # (chunk_widths: 32K's chunks take 2368 lanes instead of 2752): the coarse kernels per 32K chunk
 # (forward and VJP at the table's configs), the benchmark (8K, 32K, 128K), then the whole GPU
-# suite (the new CUDA tail test included). Run at the commit that adds it.
+# suite (the new CUDA tail test included). Run at the commit that adds it (b7d61d4); the change
+# was reverted after this run (docs/benchmarks.md, session 11).
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT="${OUT:-out}"; mkdir -p "$OUT"

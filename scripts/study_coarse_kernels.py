@@ -28,8 +28,7 @@ GEMM_LOOP_TILES = [(128, 64, 8), (64, 64, 4)]
 
 
 def chunks(q: torch.Tensor, k_bar: torch.Tensor):
-    """Per query chunk of the coarse launch: ``(row0, n_rows, width, tail)`` (the register row,
-    :func:`chunk_widths`) and the shared buffers."""
+    """Per query chunk of the coarse launch: ``(row0, n_rows, width)`` and the shared buffers."""
     B, Hq, Sq, _ = q.shape
     nb = k_bar.shape[2]
     NB = max(16, triton.next_power_of_2(nb))
@@ -37,7 +36,7 @@ def chunks(q: torch.Tensor, k_bar: torch.Tensor):
     out = []
     for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
-        out.append((row0, n_rows, *sk.chunk_widths(nb, NB, True, row0, n_rows, Sq, 0, BS)))
+        out.append((row0, n_rows, sk.chunk_width(NB, True, row0, n_rows, Sq, 0, BS)))
     return out, chunk, NB
 
 
@@ -71,9 +70,9 @@ def main() -> None:
     mode, n_bisect, n_newton = solver_schedule(1.5, nb, torch.float32)
     fwd_newton = n_newton if args.newton is None else args.newton
 
-    def entmax(row0, n_rows, width, tail, rows, warps, newton):
+    def entmax(row0, n_rows, width, rows, warps, newton):
         sk.launch_group_entmax(
-            z, probs, mean_log, row0, n_rows, width, NB, 1.5, True, 0, BS, (mode, n_bisect, newton), rows, warps, tail
+            z, probs, mean_log, row0, n_rows, width, NB, 1.5, True, 0, BS, (mode, n_bisect, newton), rows, warps
         )
 
     # (rows, warps) candidates; a thread holds width·rows / (32·warps) scores per tile (≤ 32: no spills)
@@ -81,22 +80,21 @@ def main() -> None:
     if args.configs:
         candidates = [tuple(int(n) for n in c.split("x")) for c in args.configs]
     if args.widths:
-        plan = [c for c in plan if c[2] + c[3] in args.widths]
+        plan = [c for c in plan if c[2] in args.widths]
     grad_prior = torch.randn(B, Hkv, -(-nb // 64) * 64, -(-Sq // 128) * 128, device=q.device)
     split = q.dtype != torch.float32
     z_split = z.view(torch.bfloat16) if split else z
 
-    def vjp(row0, n_rows, width, tail, rows, warps):
-        sub, tail_pieces = sk.register_tiles(width, tail)
+    def vjp(row0, n_rows, width, rows, warps):
         sk._group_entmax_vjp[(triton.cdiv(n_rows, rows), B * Hkv)](
             z, z_split, probs, grad_prior, probs, Sq, row0, nb, Hkv, 0, z.shape[-1],
             *z.stride(), *probs.stride(), *grad_prior.stride(), *probs.stride(), 0.5, 2.0, -0.5, 1.0,
-            GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=sub, BLOCK_SIZE=BS, CAUSAL=True,
+            GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=BS, CAUSAL=True,
             MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=False, HAS_GRAD_PRIOR=True,
-            SPLIT=split, TAIL=tail, TAIL_PIECES=tail_pieces, num_warps=warps,
+            SPLIT=split, num_warps=warps,
         )  # fmt: skip
 
-    print(f"S={S}: {len(plan)} chunks of {chunk} rows, widths (main, tail) {[tuple(c[2:]) for c in plan]}")
+    print(f"S={S}: {len(plan)} chunks of {chunk} rows, widths {[w for *_, w in plan]}")
     print("| chunk width | kernel | " + " | ".join(f"{r}×{w}" for r, w in candidates) + " |")
     print("|---|---|" + "---|" * len(candidates))
     totals = {
@@ -108,10 +106,10 @@ def main() -> None:
         "vjp (best)": 0.0,
     }
     if len(plan) > 16:  # 128K: 128 chunks; time the first chunk of each width and the last one
-        firsts = {(width, tail): (row0, n_rows, width, tail) for row0, n_rows, width, tail in reversed(plan)}
+        firsts = {width: (row0, n_rows, width) for row0, n_rows, width in reversed(plan)}
         plan = sorted(set(firsts.values()) | {plan[-1]})
         print(f"timed chunks only: {plan} (sums below cover these)")
-    for row0, n_rows, width, tail in plan:
+    for row0, n_rows, width in plan:
         score = lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS)  # noqa: E731
         score()
         score_ms = triton.testing.do_bench(score, warmup=5, rep=40)
@@ -132,25 +130,22 @@ def main() -> None:
             totals[key] = totals.get(key, 0.0) + ms
             chunk_times.append(f"{key} {ms:.3f}")
         if args.gemm_only:  # one line a chunk as it comes (a stall elsewhere must not lose them)
-            label = f"{width}+{tail} (rows {row0}+{n_rows})"
-            print(f"| {label} | scores {score_ms:.3f} | " + " | ".join(chunk_times) + " |")
+            print(f"| {width} (rows {row0}+{n_rows}) | scores {score_ms:.3f} | " + " | ".join(chunk_times) + " |")
             continue
         fwd, bwd = {}, {}
-        fits = [(r, w) for r, w in candidates if (width + tail) * r <= 32 * 32 * w]
+        fits = [(r, w) for r, w in candidates if width * r <= 32 * 32 * w]
         for rows, warps in fits:  # every forward first: the VJP below overwrites z with dz
             fwd[rows, warps] = triton.testing.do_bench(
-                lambda: entmax(row0, n_rows, width, tail, rows, warps, fwd_newton), warmup=5, rep=40
+                lambda: entmax(row0, n_rows, width, rows, warps, fwd_newton), warmup=5, rep=40
             )
         for rows, warps in fits:  # the VJP with a fresh score GEMM before each call, less its time
-            both = triton.testing.do_bench(
-                lambda: (score(), vjp(row0, n_rows, width, tail, rows, warps)), warmup=5, rep=40
-            )
+            both = triton.testing.do_bench(lambda: (score(), vjp(row0, n_rows, width, rows, warps)), warmup=5, rep=40)
             bwd[rows, warps] = both - score_ms
         score()
-        current = sk.entmax_config(triton.next_power_of_2(width + tail))
+        current = sk.entmax_config(width)
         for name, times in (("entmax", fwd), ("vjp", bwd)):
             cells = " | ".join(f"{times[c]:.3f}" if c in times else "—" for c in candidates)
-            print(f"| {width}+{tail} | {name} | {cells} |")
+            print(f"| {width} | {name} | {cells} |")
             totals[f"{name} (current)"] += times.get(current, float("nan"))
             totals[f"{name} (best)"] += min(times.values())
     print("\n| kernel | ms (sum over chunks) |\n|---|---|")

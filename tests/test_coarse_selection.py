@@ -191,28 +191,15 @@ def test_triton_kernels_write_every_output_element(case, launcher, monkeypatch):
     assert rel_err(got[1], expected[1]) <= 1e-3
 
 
-def test_chunk_widths_split_rows_that_are_not_a_power_of_two():
-    """The register rows at 32K (8 chunks of 4096 rows, 64-token blocks): whole powers of two
-    where the reach is one, else half the power of two plus a tail tile; 2368 lanes in all."""
-    from custom_ops.coarse_selection.split_kernels import chunk_widths, register_tiles
-
-    widths = [chunk_widths(512, 512, True, r0, 4096, 32768, 0, 64) for r0 in range(0, 32768, 4096)]
-    assert widths == [(64, 0), (128, 0), (128, 64), (256, 0), (256, 64), (256, 128), (512, 0), (512, 0)]
-    assert sum(w + t for w, t in widths) == 2368
-    assert [register_tiles(w, t) for w, t in widths[2:6]] == [(64, 1), (128, 1), (64, 1), (128, 1)]
-    assert chunk_widths(1094, 2048, False, 0, 300, 300, 0, 64) == (1024, 128)  # non-causal: all blocks
-
-
 def test_split_kernels_narrow_rows_in_early_causal_chunks():
     """Chunks of 64 rows over 640 causal tokens: the early chunks solve 16-block rows, the late
-    ones 64 (``chunk_widths``); the blocks past a chunk's reach must come out zero / False, forward
+    ones 64 (``chunk_width``); the blocks past a chunk's reach must come out zero / False, forward
     and backward, as in the definition."""
-    from custom_ops.coarse_selection.split_kernels import chunk_widths
+    from custom_ops.coarse_selection.split_kernels import chunk_width
 
     case = (1, 4, 2, 640, 640, 16, 16, True, 1.5)
     q, _, _, k_bar, args = problem(case, torch.float32)
-    assert chunk_widths(40, 64, True, 0, 64, 640, 0, 16) == (16, 0)
-    assert chunk_widths(40, 64, True, 576, 64, 640, 0, 16) == (64, 0)
+    assert chunk_width(64, True, 0, 64, 640, 0, 16) == 16 and chunk_width(64, True, 576, 64, 640, 0, 16) == 64
     budget = 64 * 4 * k_bar.shape[2] * 4
     expected = coarse_selection_torch(q, k_bar, *args)
     got = coarse_selection_split_launch(q, k_bar, *args, z_budget=budget)
@@ -226,42 +213,6 @@ def test_split_kernels_narrow_rows_in_early_causal_chunks():
         grad, None, expected[0], q, k_bar, 1.5, 1.3, 0.5, True, 640, 16, z_budget=budget
     )
     assert rel_err(dq, want[0]) <= 1e-4 and rel_err(dk, want[1]) <= 1e-4
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_split_kernels_rows_with_a_tail_tile(dtype, monkeypatch):
-    """Register rows split into a power of two and a tail tile (``chunk_widths``; on the GPU from
-    256-block rows, here from 32 so that the interpreter sees them): 1280 causal tokens of 16-token
-    blocks in chunks of 128 rows take rows of 16, 16, 32, 32, 32 + 16, 32 + 16, 64, 64, 64 + 16 and
-    64 + 16 blocks.
-    Forward (p̄, the prior, the flags) and backward (both output gradients) against the definition,
-    and the blocks past each row's reach zero / False."""
-    from custom_ops.coarse_selection import split_kernels
-
-    monkeypatch.setattr(split_kernels, "TAIL_MIN_MAIN", 16)
-    monkeypatch.setattr(split_kernels, "TAIL_MIN", 16)
-    S, bs = 1280, 16
-    case = (1, 4, 2, S, S, 16, bs, True, 1.5)
-    q, _, _, k_bar, args = problem(case, dtype)
-    nb = k_bar.shape[2]
-    rows = 128
-    widths = [split_kernels.chunk_widths(nb, 128, True, r0, rows, S, 0, bs) for r0 in range(0, S, rows)]
-    assert widths[4:6] == [(32, 16)] * 2 and widths[8:] == [(64, 16)] * 2, widths
-    budget = rows * 4 * nb * 4
-    expected = coarse_selection_torch(q, k_bar, *args)
-    got = coarse_selection_split_launch(q, k_bar, *args, z_budget=budget)
-    assert rel_err(got[0], expected[0]) <= (1e-5 if dtype == torch.float32 else 2e-3)
-    assert ((got[2] == expected[2]).float().mean()) > (0.9999 if dtype == torch.float32 else 0.995)
-    sel = got[2] & expected[2]
-    assert rel_err(got[1][sel], expected[1][sel]) <= (1e-4 if dtype == torch.float32 else 2e-2)
-    grad_probs, grad_prior, total = gradients_of_both_outputs(expected[0], expected[1].shape, "both")
-    eligible, _ = block_classes(S, S, bs, True, q.device)
-    want = coarse_selection_backward_torch(total, q, k_bar, 1.5, 1.3, eligible)
-    dq, dk = coarse_selection_backward_split(
-        grad_probs, grad_prior, expected[0], q, k_bar, 1.5, 1.3, 0.5, True, S, bs, z_budget=budget
-    )
-    tol = 1e-4 if dtype == torch.float32 else 3e-2
-    assert rel_err(dq, want[0]) <= tol and rel_err(dk, want[1]) <= tol
 
 
 @pytest.mark.parametrize("rows,warps", [(4, 2), (16, 4)])
@@ -608,35 +559,6 @@ def test_cuda_backward_wide_rows_match_definition(kv_len, dtype):
     want = coarse_selection_backward_torch(grad, q, k_bar, 1.5, 1.0, eligible)
     tol = 1e-4 if dtype == torch.float32 else 3e-2
     assert rel_err(got[0], want[0]) <= tol and rel_err(got[1], want[1]) <= tol
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_rows_with_a_tail_tile_match_definition(dtype):
-    """The benchmark's chunk structure at 20K causal tokens (chunks of 4096 rows, 64-token blocks):
-    register rows of 64, 128, 128 + 64, 256 and 256 + 64 blocks at one warp a row, forward and
-    VJP against the torch definition."""
-    from custom_ops.coarse_selection.split_kernels import chunk_widths
-
-    B, Hq, Hkv, S, D, bs = 1, 8, 2, 20480, 64, 64
-    q, k_bar, g = cuda_problem(S, B, Hq, Hkv, S, S, D, bs, dtype)
-    sq_pad, nb_pad = padded(S, S, bs)
-    nb = k_bar.shape[2]
-    budget = 4096 * B * Hq * nb * 4
-    widths = [chunk_widths(nb, 512, True, r0, 4096, S, 0, bs) for r0 in range(0, S, 4096)]
-    assert widths == [(64, 0), (128, 0), (128, 64), (256, 0), (256, 64)]
-    args = (1.5, 1.0, 1.0, True, S, bs, sq_pad, nb_pad)
-    probs, prior, active = coarse_selection_torch(q, k_bar, *args)
-    got = coarse_selection_split_launch(q, k_bar, *args, z_budget=budget)
-    assert rel_err(got[0], probs) <= (1e-5 if dtype == torch.float32 else 3e-3)
-    assert (got[2] == active).float().mean() > 0.999
-    eligible, _ = block_classes(S, S, bs, True, q.device)
-    grad = torch.randn(probs.shape, device="cuda", generator=g)
-    dq, dk = coarse_selection_backward_split(grad, None, probs, q, k_bar, 1.5, 1.0, 1.0, True, S, bs, z_budget=budget)
-    want = coarse_selection_backward_torch(grad, q, k_bar, 1.5, 1.0, eligible)
-    tol = 1e-4 if dtype == torch.float32 else 3e-2
-    assert rel_err(dq, want[0]) <= tol and rel_err(dk, want[1]) <= tol
 
 
 @pytest.mark.gpu

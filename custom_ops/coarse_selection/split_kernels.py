@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from ..entmax.torch_impl import solver_schedule
-from ..entmax.triton_kernels import _rows_sum, entmax_rows_split_tail
+from ..entmax.triton_kernels import _row_sum, entmax_rows_split
 
 BM = 64  # query rows per chunk are a multiple of this
 # score GEMM: query rows × blocks per program, num_warps. H200, 128K (32K): (128, 128, 8) 9.50 ms
@@ -131,13 +131,11 @@ def _group_entmax(
     am1, d, one_minus_alpha,
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
-    N_NEWTON: tl.constexpr, TAIL: tl.constexpr, TAIL_PIECES: tl.constexpr,
+    N_NEWTON: tl.constexpr,
 ):  # fmt: skip
     """``p̄`` (row-major, as ``probs``) and each row's mean of ``log p̄`` over its selected blocks;
-    :func:`_block_major_prior` turns both into the prior and the flags. The register row is blocks
-    ``[0, NB)`` and, with ``TAIL > 0``, ``[NB, NB + TAIL)`` in a second tile (:func:`chunk_widths`)."""
+    :func:`_block_major_prior` turns both into the prior and the flags."""
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
-    HAS_TAIL: tl.constexpr = TAIL > 0
     bh = tl.program_id(1).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_kv_heads
     h_kv = bh % num_kv_heads
@@ -145,43 +143,34 @@ def _group_entmax(
     t_ok = t < q_len
     # block c of row r sits at [c // SUB, r, c % SUB]: up to 512 blocks a row stays inside one warp
     cols = tl.arange(0, NB // SUB)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
-    cols_t = NB + tl.arange(0, TAIL_PIECES)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
     own = (t + causal_offset) // BLOCK_SIZE
     if CAUSAL:
         eligible = (cols < own) & t_ok
-        eligible_t = (cols_t < own) & t_ok
     else:
         eligible = (cols < num_blocks) & t_ok
-        eligible_t = (cols_t < num_blocks) & t_ok
     p_bar = tl.zeros([NB // SUB, ROWS, SUB], tl.float32)
-    p_bar_t = tl.zeros([TAIL_PIECES, ROWS, SUB], tl.float32)
-    z_row = Z + b * stride_zb + (t - row0) * stride_zt
     for g in range(GROUP):
-        head = (h_kv * GROUP + g) * stride_zh
-        z = tl.load(z_row + head + cols * stride_zc, mask=eligible, other=-float("inf"))
-        z_t = z
-        if HAS_TAIL:
-            z_t = tl.load(z_row + head + cols_t * stride_zc, mask=eligible_t, other=-float("inf"))
-        p, p_t = entmax_rows_split_tail(z, z_t, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, HAS_TAIL)
-        p_bar += p
-        if HAS_TAIL:
-            p_bar_t += p_t
+        z = tl.load(
+            Z + b * stride_zb + (h_kv * GROUP + g) * stride_zh + (t - row0) * stride_zt + cols * stride_zc,
+            mask=eligible,
+            other=-float("inf"),
+        )
+        p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
     p_bar = p_bar / GROUP
-    p_bar_t = p_bar_t / GROUP
-    out_row = PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt
-    tl.store(out_row + cols * stride_pc, p_bar, mask=t_ok & (cols < num_blocks))
-    if HAS_TAIL:
-        tl.store(out_row + cols_t * stride_pc, p_bar_t, mask=t_ok & (cols_t < num_blocks))
-    selected, selected_t = p_bar > 0, p_bar_t > 0
-    log_p = tl.where(selected, tl.log(tl.where(selected, p_bar, 1.0)), 0.0)
-    log_p_t = tl.where(selected_t, tl.log(tl.where(selected_t, p_bar_t, 1.0)), 0.0)
-    n_sel = tl.maximum(_rows_sum(selected.to(tl.float32), selected_t.to(tl.float32), HAS_TAIL), 1.0)
+    tl.store(
+        PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt + cols * stride_pc,
+        p_bar,
+        mask=t_ok & (cols < num_blocks),
+    )
+    selected = p_bar > 0
+    log_p = tl.log(tl.where(selected, p_bar, 1.0))
+    n_sel = tl.maximum(_row_sum(selected.to(tl.float32)), 1.0)
     rows = row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    mean = _rows_sum(log_p, log_p_t, HAS_TAIL) / n_sel
+    mean = _row_sum(tl.where(selected, log_p, 0.0)) / n_sel
     tl.store(MEAN_LOG + b * stride_mb + h_kv * stride_mh + rows, mean, mask=rows < q_len)
-    # blocks past this launch's register row (NB + TAIL, cut to the chunk's causal reach): zeros
+    # blocks past this launch's register row (NB, cut to the chunk's causal reach): zeros
     t2 = tl.reshape(t, [ROWS, 1])
-    for k0 in tl.static_range(NB + TAIL, NB_OUT, SUB):
+    for k0 in tl.static_range(NB, NB_OUT, SUB):
         c2 = k0 + tl.arange(0, SUB)[None, :]
         tl.store(PROBS + b * stride_pb + h_kv * stride_ph + t2 * stride_pt + c2 * stride_pc,
                  tl.zeros([ROWS, SUB], tl.float32), mask=(t2 < q_len) & (c2 < num_blocks))  # fmt: skip
@@ -247,7 +236,6 @@ def _group_entmax_vjp(
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
     N_NEWTON: tl.constexpr, HAS_GRAD_PROBS: tl.constexpr, HAS_GRAD_PRIOR: tl.constexpr, SPLIT: tl.constexpr,
-    TAIL: tl.constexpr, TAIL_PIECES: tl.constexpr,
 ):  # fmt: skip
     """The backward's middle: ``g = ∂L/∂p̄`` from the two outputs' gradients — ``GRAD`` (of
     ``probs``, row-major) plus the log-prior's chain rule on ``DPRIOR`` (of the prior, block-major)
@@ -259,52 +247,59 @@ def _group_entmax_vjp(
     ``[0, nb)`` of the row, the rounding error from column ``lo_offset`` on) for the GEMMs' tensor
     cores. Each program owns its rows; the parts depend on the whole row's reductions, so they are
     stored after every thread's load, and a barrier orders the constant tail stores, whose bytes
-    (high-part columns ``[NB, nb)`` = fp32 columns ``[NB/2, nb/2)``) other threads may have loaded.
-    The register row is split as in :func:`_group_entmax` (``TAIL``), with the same launch, so each
-    head's ``p`` is the forward's bit for bit."""
+    (high-part columns ``[NB, nb)`` = fp32 columns ``[NB/2, nb/2)``) other threads may have loaded."""
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
-    HAS_TAIL: tl.constexpr = TAIL > 0
     bh = tl.program_id(1).to(tl.int64)
     b = bh // num_kv_heads
     h_kv = bh % num_kv_heads
     t = (row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS))[None, :, None]
     t_ok = t < q_len
     cols = tl.arange(0, NB // SUB)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
-    cols_t = NB + tl.arange(0, TAIL_PIECES)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
     if CAUSAL:
         eligible = (cols < (t + causal_offset) // BLOCK_SIZE) & t_ok
-        eligible_t = (cols_t < (t + causal_offset) // BLOCK_SIZE) & t_ok
     else:
         eligible = (cols < num_blocks) & t_ok
-        eligible_t = (cols_t < num_blocks) & t_ok
-    g, g_t = _vjp_grad_of_mean(GRAD, DPRIOR, PROBS, b, h_kv, t, cols, eligible, cols_t, eligible_t,
-                               stride_gb, stride_gh, stride_gt, stride_gc, stride_rb, stride_rh, stride_rc, stride_rt,
-                               stride_pb, stride_ph, stride_pt, stride_pc, inv_sigma, GROUP, HAS_GRAD_PROBS,
-                               HAS_GRAD_PRIOR, HAS_TAIL)  # fmt: skip
-    t2 = tl.reshape(t, [ROWS, 1])
+    g = tl.zeros([NB // SUB, ROWS, SUB], tl.float32)
+    if HAS_GRAD_PROBS:
+        grad_ptr = GRAD + b * stride_gb + h_kv * stride_gh + t * stride_gt + cols * stride_gc
+        g += tl.load(grad_ptr, mask=eligible, other=0.0)
+    if HAS_GRAD_PRIOR:  # the prior is (log p̄ − its mean over the support) / σ
+        p_bar = tl.load(PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt + cols * stride_pc, mask=eligible,
+                        other=0.0)  # fmt: skip
+        selected = p_bar > 0
+        delta = tl.load(DPRIOR + b * stride_rb + h_kv * stride_rh + cols * stride_rc + t * stride_rt,
+                        mask=selected, other=0.0)  # fmt: skip
+        n_sel = tl.maximum(_row_sum(selected.to(tl.float32)), 1.0)
+        centred = delta - (_row_sum(delta) / n_sel)[None, :, None]
+        g += tl.where(selected, centred * tl.cast(inv_sigma, tl.float32) / tl.where(selected, p_bar, 1.0), 0.0)
+    g = g * (1.0 / GROUP)
     for head in range(GROUP):
-        z_row = Z + b * stride_zb + (h_kv * GROUP + head) * stride_zh + (t - row0) * stride_zt
-        z = tl.load(z_row + cols * stride_zc, mask=eligible, other=-float("inf"))
-        z_t = z
-        if HAS_TAIL:
-            z_t = tl.load(z_row + cols_t * stride_zc, mask=eligible_t, other=-float("inf"))
-        p, p_t = entmax_rows_split_tail(z, z_t, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, HAS_TAIL)
-        s = _entmax_slope_weight(p, one_minus_alpha, MODE)
-        s_t = _entmax_slope_weight(p_t, one_minus_alpha, MODE)
-        s_sum = _rows_sum(s, s_t, HAS_TAIL)
-        mean_g = _rows_sum(s * g, s_t * g_t, HAS_TAIL) / tl.where(s_sum > 0, s_sum, 1.0)
+        z_ptr = Z + b * stride_zb + (h_kv * GROUP + head) * stride_zh + (t - row0) * stride_zt + cols * stride_zc
+        z = tl.load(z_ptr, mask=eligible, other=-float("inf"))
+        p = entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
+        if MODE == 0:
+            s = (p > 0).to(tl.float32)
+        elif MODE == 1:
+            s = tl.sqrt(p)
+        else:
+            s = tl.where(p > 0, tl.exp2((1.0 + one_minus_alpha) * tl.log2(tl.where(p > 0, p, 1.0))), 0.0)
+        s_sum = _row_sum(s)
+        mean_g = _row_sum(s * g) / tl.where(s_sum > 0, s_sum, 1.0)
         dz = tl.where(p > 0, s * (g - mean_g[None, :, None]), 0.0)
-        dz_t = tl.where(p_t > 0, s_t * (g_t - mean_g[None, :, None]), 0.0)
         row_base = (h_kv * GROUP + head) * stride_zh + (t - row0) * stride_zt
+        t2 = tl.reshape(t, [ROWS, 1])
         tail_base = (h_kv * GROUP + head) * stride_zh + (t2 - row0) * stride_zt
-        _store_dz(Z, DZ_SPLIT, b * stride_zb + row_base, cols, dz, t_ok & (cols < num_blocks), stride_zc, lo_offset,
-                  SPLIT)  # fmt: skip
-        if HAS_TAIL:
-            _store_dz(Z, DZ_SPLIT, b * stride_zb + row_base, cols_t, dz_t, t_ok & (cols_t < num_blocks), stride_zc,
-                      lo_offset, SPLIT)  # fmt: skip
-        if SPLIT and NB + TAIL < NB_OUT:
+        if SPLIT:  # bf16 view: twice the fp32 strides
+            hi = dz.to(tl.bfloat16)
+            lo = (dz - hi.to(tl.float32)).to(tl.bfloat16)
+            split_ptr = DZ_SPLIT + 2 * (b * stride_zb + row_base) + cols * stride_zc
+            tl.store(split_ptr, hi, mask=t_ok & (cols < num_blocks))
+            tl.store(split_ptr + lo_offset, lo, mask=t_ok & (cols < num_blocks))
+        else:
+            tl.store(z_ptr, dz, mask=t_ok & (cols < num_blocks))
+        if SPLIT and NB < NB_OUT:
             tl.debug_barrier()
-        for k0 in tl.static_range(NB + TAIL, NB_OUT, SUB):  # blocks past the chunk's causal reach: dz = 0
+        for k0 in tl.static_range(NB, NB_OUT, SUB):  # blocks past the chunk's causal reach: dz = 0
             c2 = k0 + tl.arange(0, SUB)[None, :]
             tail_mask = (t2 < q_len) & (c2 < num_blocks)
             if SPLIT:
@@ -314,75 +309,6 @@ def _group_entmax_vjp(
             else:
                 tail_ptr = Z + b * stride_zb + tail_base + c2 * stride_zc
                 tl.store(tail_ptr, tl.zeros([ROWS, SUB], tl.float32), mask=tail_mask)
-
-
-@triton.jit
-def _vjp_grad_of_mean(GRAD, DPRIOR, PROBS, b, h_kv, t, cols, eligible, cols_t, eligible_t,
-                      stride_gb, stride_gh, stride_gt, stride_gc, stride_rb, stride_rh, stride_rc, stride_rt,
-                      stride_pb, stride_ph, stride_pt, stride_pc, inv_sigma, GROUP: tl.constexpr,
-                      HAS_GRAD_PROBS: tl.constexpr, HAS_GRAD_PRIOR: tl.constexpr, HAS_TAIL: tl.constexpr):  # fmt: skip
-    """``∂L/∂p̄ / G`` on the register row's two tiles (the second is zeros without ``HAS_TAIL``):
-    ``GRAD`` plus the log-prior's chain rule ``(δ_c − mean_S δ) / (σ p̄_c)`` on the support S."""
-    g = _grad_probs(GRAD, b, h_kv, t, cols, eligible, stride_gb, stride_gh, stride_gt, stride_gc, HAS_GRAD_PROBS)
-    g_t = tl.zeros([cols_t.shape[0], t.shape[1], cols_t.shape[2]], tl.float32)
-    if HAS_TAIL:
-        g_t = _grad_probs(GRAD, b, h_kv, t, cols_t, eligible_t, stride_gb, stride_gh, stride_gt, stride_gc,
-                          HAS_GRAD_PROBS)  # fmt: skip
-    if HAS_GRAD_PRIOR:  # the prior is (log p̄ − its mean over the support) / σ
-        p_row = PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt
-        d_row = DPRIOR + b * stride_rb + h_kv * stride_rh + t * stride_rt
-        p_bar = tl.load(p_row + cols * stride_pc, mask=eligible, other=0.0)
-        selected = p_bar > 0
-        delta = tl.load(d_row + cols * stride_rc, mask=selected, other=0.0)
-        p_bar_t, delta_t = g_t, g_t  # zeros
-        if HAS_TAIL:
-            p_bar_t = tl.load(p_row + cols_t * stride_pc, mask=eligible_t, other=0.0)
-            delta_t = tl.load(d_row + cols_t * stride_rc, mask=p_bar_t > 0, other=0.0)
-        selected_t = p_bar_t > 0
-        n_sel = tl.maximum(_rows_sum(selected.to(tl.float32), selected_t.to(tl.float32), HAS_TAIL), 1.0)
-        mean_delta = (_rows_sum(delta, delta_t, HAS_TAIL) / n_sel)[None, :, None]
-        sigma_inv = tl.cast(inv_sigma, tl.float32)
-        g += tl.where(selected, (delta - mean_delta) * sigma_inv / tl.where(selected, p_bar, 1.0), 0.0)
-        if HAS_TAIL:
-            g_t += tl.where(selected_t, (delta_t - mean_delta) * sigma_inv / tl.where(selected_t, p_bar_t, 1.0), 0.0)
-    return g * (1.0 / GROUP), g_t * (1.0 / GROUP)
-
-
-@triton.jit
-def _grad_probs(GRAD, b, h_kv, t, cols, eligible, stride_gb, stride_gh, stride_gt, stride_gc,
-                HAS_GRAD_PROBS: tl.constexpr):  # fmt: skip
-    """``GRAD`` (∂L/∂p̄, row-major) on one tile of the register row; zeros without it."""
-    g = tl.zeros([cols.shape[0], t.shape[1], cols.shape[2]], tl.float32)
-    if HAS_GRAD_PROBS:
-        g += tl.load(GRAD + b * stride_gb + h_kv * stride_gh + t * stride_gt + cols * stride_gc, mask=eligible,
-                     other=0.0)  # fmt: skip
-    return g
-
-
-@triton.jit
-def _entmax_slope_weight(p, one_minus_alpha, MODE: tl.constexpr):
-    """``p^(2−α)`` on the support (0 off it): the entmax Jacobian's weight."""
-    if MODE == 0:
-        s = (p > 0).to(tl.float32)
-    elif MODE == 1:
-        s = tl.sqrt(p)
-    else:
-        s = tl.where(p > 0, tl.exp2((1.0 + one_minus_alpha) * tl.log2(tl.where(p > 0, p, 1.0))), 0.0)
-    return s
-
-
-@triton.jit
-def _store_dz(Z, DZ_SPLIT, row_offset, cols, dz, mask, stride_zc, lo_offset, SPLIT: tl.constexpr):
-    """``dz`` of one tile of the register row: fp32 in place of ``z``, or with ``SPLIT`` its bf16 high
-    part and rounding error in the same bytes (a bf16 view: twice the fp32 strides)."""
-    if SPLIT:
-        hi = dz.to(tl.bfloat16)
-        lo = (dz - hi.to(tl.float32)).to(tl.bfloat16)
-        split_ptr = DZ_SPLIT + 2 * row_offset + cols * stride_zc
-        tl.store(split_ptr, hi, mask=mask)
-        tl.store(split_ptr + lo_offset, lo, mask=mask)
-    else:
-        tl.store(Z + row_offset + cols * stride_zc, dz, mask=mask)
 
 
 @triton.jit
@@ -531,39 +457,15 @@ def entmax_config(nb_padded: int, interpreted: bool = False) -> tuple[int, int]:
     return (INTERPRETER_ROWS, warps) if interpreted else (rows, warps)
 
 
-# A chunk's register row of W blocks (a power of two) is solved as W/2 blocks plus a tail tile when
-# its causal reach leaves at least a quarter of W unused: the tail is the smallest power of two
-# (≥ TAIL_MIN) covering the rest. At 32K (8 chunks) the rows take 2368 lanes instead of 2752.
-TAIL_MIN_MAIN, TAIL_MIN = 128, 64
-
-
-def chunk_widths(
-    num_blocks: int, nb_padded: int, causal: bool, row0: int, n_rows: int, q_len: int, offset: int, block_size: int
-) -> tuple[int, int]:
-    """``(main, tail)`` register row of the chunk of query rows ``[row0, row0 + n_rows)``: blocks
-    ``[0, main)`` in one tile and ``[main, main + tail)`` in a second (``tail = 0``: none). Under
-    causal masking no row of the chunk reaches past its last row's own block, so early chunks solve
-    narrower rows (at 32K: 2368 lanes in all instead of 4096 for whole rows); a row whose length
-    is not a power of two is split rather than rounded up (:data:`TAIL_MIN_MAIN`)."""
-    if causal:
-        last = min(row0 + n_rows, q_len) - 1
-        reach = (last + offset) // block_size + 1  # blocks 0 .. own(last)
-    else:
-        reach = num_blocks
-    width = min(nb_padded, max(16, triton.next_power_of_2(max(reach, 1))))
-    main = width // 2
-    if main >= TAIL_MIN_MAIN and reach > main:
-        tail = max(TAIL_MIN, triton.next_power_of_2(reach - main))
-        if tail < main:
-            return main, tail
-    return width, 0
-
-
-def register_tiles(main: int, tail: int) -> tuple[int, int]:
-    """``(SUB, TAIL_PIECES)``: the entmax kernels' piece width (both tiles share it) and the tail
-    tile's piece count (1 when there is no tail; that tile is then not read)."""
-    sub = min(tail, 128) if tail else min(main, 128)
-    return sub, max(tail // sub, 1)
+def chunk_width(nb_padded: int, causal: bool, row0: int, n_rows: int, q_len: int, offset: int, block_size: int) -> int:
+    """Register row length for the chunk of query rows ``[row0, row0 + n_rows)``: under causal
+    masking no row of it reaches past its last row's own block, so early chunks solve narrower
+    rows (at 32K, 8 chunks: 2752 instead of 4096 lanes in all, a third less solver work)."""
+    if not causal:
+        return nb_padded
+    last = min(row0 + n_rows, q_len) - 1
+    reach = (last + offset) // block_size + 1  # blocks 0 .. own(last)
+    return min(nb_padded, max(16, triton.next_power_of_2(max(reach, 1))))
 
 
 def chunk_rows(batch: int, q_heads: int, num_blocks: int, sq_pad: int, budget: int | None = None) -> int:
@@ -631,23 +533,21 @@ def launch_group_entmax(
     schedule: tuple[int, int, int],
     rows: int,
     warps: int,
-    tail: int = 0,
 ) -> None:
     """``_group_entmax`` on the query chunk ``[row0, row0 + n_rows)`` whose scores ``z`` hold:
-    ``p̄`` into ``probs [B, Hkv, Sq, nb]`` and the mean ``log p̄`` into ``mean_log``; ``(width, tail)`` is
-    the chunk's register row (:func:`chunk_widths`), ``nb_out`` the padded row zero-filled past it,
+    ``p̄`` into ``probs [B, Hkv, Sq, nb]`` and the mean ``log p̄`` into ``mean_log``; ``width`` is the
+    chunk's register row (:func:`chunk_width`), ``nb_out`` the padded row zero-filled past it,
     ``schedule = (mode, n_bisect, n_newton)`` (:func:`solver_schedule`), ``(rows, warps)`` the
     launch (:func:`entmax_config`)."""
     B, Hq = z.shape[:2]
     Hkv, Sq, nb = probs.shape[1:]
     mode, n_bisect, n_newton = schedule
-    sub, tail_pieces = register_tiles(width, tail)
     _group_entmax[(triton.cdiv(n_rows, rows), B * Hkv)](
         z, probs, mean_log, Sq, row0, nb, Hkv, offset,
         *z.stride(), *probs.stride(), *mean_log.stride()[:2],
         alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
-        GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=sub, BLOCK_SIZE=block_size,
-        CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, TAIL=tail, TAIL_PIECES=tail_pieces,
+        GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=min(width, 128), BLOCK_SIZE=block_size,
+        CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton,
         num_warps=warps,
     )  # fmt: skip
 
@@ -695,15 +595,13 @@ def coarse_selection_split_launch(
     offset = kv_len - Sq
     for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
-        width, tail = chunk_widths(nb, NB, causal, row0, n_rows, Sq, offset, block_size)
+        width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
         launch_scores(
             query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
         )
-        interpreted = dev.type != "cuda"
-        config_rows, config_warps = entmax_config(triton.next_power_of_2(width + tail), interpreted)
-        schedule = (mode, n_bisect, n_newton)
-        launch_group_entmax(z, probs, mean_log, row0, n_rows, width, NB, alpha, causal, offset, block_size, schedule,
-                            rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
+        config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
+        launch_group_entmax(z, probs, mean_log, row0, n_rows, width, NB, alpha, causal, offset, block_size,
+                            (mode, n_bisect, n_newton), rows or config_rows, num_warps or config_warps)  # fmt: skip
     tile = PRIOR_TILE
     _block_major_prior[(triton.cdiv(sq_pad, tile), triton.cdiv(nb_pad, tile), B * Hkv)](
         probs, mean_log, prior, active_i8, Sq, nb, nb_pad, sq_pad, Hkv, offset,
@@ -777,17 +675,15 @@ def coarse_selection_backward_split(
         zc = z[:, :, :n_rows]
         dz = z_split[:, :, :n_rows] if split else zc
         launch_scores(query, kb_parts, zc, row0, n_rows, selection_scale, causal, offset, block_size)
-        width, tail = chunk_widths(nb, NB, causal, row0, n_rows, Sq, offset, block_size)
-        rows, num_warps = entmax_config(triton.next_power_of_2(width + tail), interpreted)
-        sub, tail_pieces = register_tiles(width, tail)
+        width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
+        rows, num_warps = entmax_config(width, interpreted)
         _group_entmax_vjp[(triton.cdiv(n_rows, rows), B * Hkv)](
             zc, z_split, grad, d_prior, probs, Sq, row0, nb, Hkv, offset, nb_row,
             *zc.stride(), *grad.stride(), *d_prior.stride(), *probs.stride(),
             alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha, inv_sigma,
-            GROUP=G, ROWS=rows, NB=width, NB_OUT=NB, SUB=sub, BLOCK_SIZE=block_size, CAUSAL=causal,
+            GROUP=G, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=block_size, CAUSAL=causal,
             MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=grad_probs is not None,
-            HAS_GRAD_PRIOR=grad_prior is not None, SPLIT=split, TAIL=tail, TAIL_PIECES=tail_pieces,
-            num_warps=num_warps,
+            HAS_GRAD_PRIOR=grad_prior is not None, SPLIT=split, num_warps=num_warps,
         )  # fmt: skip
         _coarse_dq[(triton.cdiv(n_rows, dq_rows), B * Hq)](
             dz, *kb_grad, dq, row0 + n_rows, row0, nb, Hq, offset, nb_row, *dz.stride(), *kb.stride(), *dq.stride(),
