@@ -98,16 +98,17 @@ def report(name: str, compiled) -> None:
 def main() -> None:
     fwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
                     OUT="*bf16", OUT_RES="*bf16", LSE="*fp32")  # fmt: skip
-    # (rows, pack, causal, warps, residual stored)
-    fwd_launches = ((32, 4, True, 4, True), (128, 1, True, 4, True), (32, 4, False, 4, True), (32, 4, True, 4, False))
-    for rows, pack, causal, warps, residual in fwd_launches:
+    # (rows, pack, causal, warps, residual stored, row max on raw products: scale > 0)
+    fwd_launches = ((32, 4, True, 4, True, True), (128, 1, True, 4, True, True), (32, 4, False, 4, True, True),
+                    (32, 4, True, 4, False, True), (32, 4, True, 4, True, False))  # fmt: skip
+    for rows, pack, causal, warps, residual, fold in fwd_launches:
         consts = dict(BLOCK_M=rows, BLOCK_SIZE=64, HEAD_DIM=128, BLOCK_D=128, VALUE_DIM=128, BLOCK_DV=128,
-                      CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack, FOLD_MAX=True,
+                      CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack, FOLD_MAX=fold,
                       STORE_RESIDUAL=residual)  # fmt: skip
         k = compile_kernel(fine._sparse_attention_fwd, fwd_ptrs, consts, unit=FINE_UNIT_STRIDES,
                            divisible=FINE_DIVISIBLE, num_warps=warps, num_stages=2)  # fmt: skip
         report(f"fine forward rows={rows} pack={pack} causal={causal} warps={warps} "
-               f"residual={residual}", k)  # fmt: skip
+               f"residual={residual} fold={fold}", k)  # fmt: skip
     bwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
                     TLIST="*i32", TCOUNT="*i32", DO="*bf16", OUT="*bf16", OUT_RES="*bf16", LSE="*fp32",
                     DELTA="*fp32", DQ="*bf16", DPRIOR="*fp32", DK="*bf16", DV="*bf16")  # fmt: skip

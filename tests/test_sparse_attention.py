@@ -199,6 +199,30 @@ def test_forward_without_residual(device):
             out.sum().backward()
 
 
+def test_fused_path_stores_the_residual_only_when_a_gradient_is_wanted(monkeypatch):
+    """dash_attention's fused path asks the op for the output's residual exactly when autograd may
+    need it: not under no_grad nor for frozen inputs, and yes when only pool_query requires grad
+    (through the prior), whose backward then runs."""
+    import dash_flex.attention as attention_module
+
+    stored = []
+    real_op = attention_module.sparse_attention_forward
+
+    def spy(*args):
+        stored.append(args[-1])
+        return real_op(*args)
+
+    monkeypatch.setattr(attention_module, "sparse_attention_forward", spy)
+    q, k, v, u, kw, _, _ = problem(CASES[0])
+    with torch.no_grad():
+        dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
+    dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
+    u_grad = u.clone().requires_grad_()
+    dash_attention(q, k, v, pool_query=u_grad, fine_stage="fused", **kw).square().sum().backward()
+    assert stored == [False, False, True]
+    assert torch.isfinite(u_grad.grad).all() and u_grad.grad.abs().sum() > 0
+
+
 def test_triton_kernel_with_a_negative_scale():
     """A non-positive scale flips which product is a row's largest score: the kernel then forms
     every score before its max (the raw-product max is only taken for ``scale > 0``). The scores

@@ -17,6 +17,8 @@ BACKWARD_ROWS = 64  # backward: query rows per program, over the packed heads (a
 # Session 5's kernel (log2 units, masks only on diagonal blocks): 4 heads × 32 rows 5.81 ms, × 16
 # rows 6.55, × 64 rows (8 warps) 6.13. Session 4's: × 16 rows 7.2 ms, × 32 rows 7.5, one head ×
 # 128 rows 9.2, × 64 rows 10.0. Two pipeline stages and 4 warps (three stages: 6.78 ms).
+# Session 11's kernel (row max on the raw products; scripts/probe_fine_variants.py): 4 heads × 32
+# rows 5.41 ms; at 8 warps 7.48; three stages 8.28; block pairs (branch wip/key-pairs) 7.48–9.52.
 FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE, FORWARD_WARPS, FORWARD_STAGES = 32, 128, 4, 2
 
 

@@ -5,8 +5,8 @@ compact list of key blocks — the union of the blocks its rows keep — and for
 the log-prior as a *row vector* (one value per query row, read contiguously from the
 query-major layout) and masks rows that do not keep the block with the active flags, also a
 row vector. No per-element gather, unlike a FlexAttention score_mod (FIELD_NOTES: that gather
-was the 2–4× cost). Online softmax in fp32 and log2 units: on an unmasked block the row max is
-taken on the raw products and a score costs one FMA before its exp2; only the tile's diagonal
+was the 2–4× cost). Online softmax in fp32 and log2 units: on an unmasked block (and scale > 0) the
+row max is taken on the raw products and a score costs one FMA before its exp2; only the tile's diagonal
 blocks (and a partial last block) pay a per-element mask. Writes the output, its rounding
 residual (for the backward; not at inference) and the row LSE (natural log). ``_row_bias`` and
 ``_load_keys`` are shared with the backward kernels (triton_backward.py), so all three mask the
@@ -125,7 +125,7 @@ def _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, j0, j1, rows, row_ok, k_base, 
                 BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
                 IEEE: tl.constexpr, FOLD_MAX: tl.constexpr):  # fmt: skip
     """:func:`_fwd_block` over the list entries ``[j0, j1)``. (Loading the next entry's block index
-    and bias row a step ahead did not pay: H200 run 51, 32K, 5.48–5.58 ms against 5.41.)"""
+    and bias row a step ahead was slower: H200 run 55, 32K, same process, 5.41 ms against 5.04.)"""
     for j in range(j0, j1):
         c = tl.load(LIST + list_row * stride_lh + j * stride_lt)
         bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
