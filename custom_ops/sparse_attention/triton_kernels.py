@@ -5,12 +5,12 @@ compact list of key blocks — the union of the blocks its rows keep — and for
 the log-prior as a *row vector* (one value per query row, read contiguously from the
 query-major layout) and masks rows that do not keep the block with the active flags, also a
 row vector. No per-element gather, unlike a FlexAttention score_mod (FIELD_NOTES: that gather
-was the 2–4× cost). Online softmax in fp32 and log2 units: on an unmasked block (and scale > 0) the
-row max is taken on the raw products and a score costs one FMA before its exp2; only the tile's diagonal
-blocks (and a partial last block) pay a per-element mask. Writes the output, its rounding
-residual (for the backward; not at inference) and the row LSE (natural log). ``_row_bias`` and
-``_load_keys`` are shared with the backward kernels (triton_backward.py), so all three mask the
-same pairs.
+was the 2–4× cost). Online softmax in fp32 and log2 units: on an unmasked block (and scale > 0)
+the row max is taken on the raw products and a score costs one FMA before its exp2; only the
+tile's diagonal blocks (and a partial last block) pay a per-element mask. Writes the output, its
+rounding residual (for the backward; not at inference) and the row LSE (natural log).
+``_row_bias`` and ``_load_keys`` are shared with the backward kernels (triton_backward.py), so
+all three mask the same pairs.
 """
 
 from __future__ import annotations
