@@ -4,11 +4,20 @@
 
 Times (median, `triton.testing.do_bench`) SDPA cuDNN causal, SDPA flash causal, dense causal
 FlexAttention and dash_attention end to end (plus the coarse stage alone and the fine stage
-alone; ``dash_coarse_only`` builds FlexAttention's block tables too, ``dash_select_only`` does not,
-as on the fused path), with FlexAttention (``dash``) and with the fused kernels (``dash_fused``,
-``fine_stage="fused"``; ``fused_fine_only`` = its forward on a fixed selection), forward and
-forward+backward (forward only above 32K, or ``--backward-up-to``), bf16, B=1, Hq=32, Hkv=8,
-D=128, block 64, α=1.5, sigma=1. Ratios are against cuDNN in the same run.
+alone), with FlexAttention (``dash``) and with the fused kernels (``dash_fused``,
+``fine_stage="fused"``), forward and forward+backward (forward only above 32K, or
+``--backward-up-to``), bf16, B=1, Hq=32, Hkv=8, D=128, block 64, α=1.5, sigma=1. Ratios are
+against cuDNN in the same run. The stages alone:
+
+* ``fused_select_only`` / ``fused_fine_only``: the coarse and fine stages as ``dash_fused`` runs
+  them at inference (the selection as p̄ rows: ``coarse_selection_rows``, then
+  ``sparse_attention_rows`` on a fixed selection);
+* ``dash_select_only`` / ``fused_fine_block_major``: the same with the block-major prior and
+  flags (``dash_select`` without FlexAttention's block tables, then ``sparse_attention_forward``),
+  the layout training and ``return_selection`` use; ``dash_fused_block_major`` is ``dash_fused``
+  end to end that way (``return_selection=True``);
+* ``dash_coarse_only`` / ``dash_fine_only``: ``dash_select`` with FlexAttention's block tables,
+  and FlexAttention on that selection.
 
 Inputs: keys carry one of four "topics" per 64-token block (plus noise) and each query asks
 for one topic, so entmax keeps the same-topic blocks, about a quarter of the causal tokens.
@@ -30,7 +39,10 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-from custom_ops.sparse_attention import sparse_attention_forward
+from custom_ops.block_summary import block_summaries
+from custom_ops.coarse_selection import coarse_selection_rows
+from custom_ops.coarse_selection.torch_impl import mean_log_support
+from custom_ops.sparse_attention import sparse_attention_forward, sparse_attention_rows
 from dash_flex import dash_attention, dash_select
 
 B, HQ, HKV, D, BS = 1, 32, 8, 128, 64
@@ -93,7 +105,10 @@ METHODS = [
     "dash_select_only",
     "dash_fine_only",
     "dash_fused",
+    "fused_select_only",
     "fused_fine_only",
+    "dash_fused_block_major",
+    "fused_fine_block_major",
 ]
 
 
@@ -132,8 +147,11 @@ def run(S: int, with_backward: bool, methods=METHODS):
     def coarse():
         return dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0).block_mask.kv_indices
 
-    def select_only():  # the coarse stage as the fused path uses it: no FlexAttention block tables
+    def select_only():  # the block-major selection without FlexAttention's block tables
         return dash_select(q, k, alpha=1.5, block_size=BS, sigma=1.0).log_prior
+
+    def fused_select():  # the coarse stage as dash_fused runs it at inference: p̄ rows and their mean log
+        return coarse_selection_rows(q, block_summaries(k, None, BS), 1.5, 1.0, True, S, BS)[0]
 
     def fine():
         return compiled_flex(
@@ -149,13 +167,22 @@ def run(S: int, with_backward: bool, methods=METHODS):
     prior_t, active_t = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
     fused_scale = 1.0 / math.sqrt(q.shape[-1])
 
-    def fused_fine():  # dash_flex::sparse_attention_forward on the same selection (forward only, no residual)
+    def fused_fine_block_major():  # dash_flex::sparse_attention_forward on the selection (no residual)
         return sparse_attention_forward(q, k, v, prior_t, active_t, True, fused_scale, BS, True, False)[0]
+
+    mean_log = mean_log_support(sel.probs)
+
+    def fused_fine():  # dash_flex::sparse_attention_rows on the same selection, as p̄ rows
+        return sparse_attention_rows(q, k, v, sel.probs, mean_log, True, fused_scale, BS, 1.0)[0]
 
     def dash_fused():
         return dash_attention(q, k, v, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused")
 
-    coarse_only = ("dash_coarse_only", "dash_select_only")
+    def dash_fused_block_major():
+        kw = dict(alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused", return_selection=True)
+        return dash_attention(q, k, v, **kw)[0]
+
+    coarse_only = ("dash_coarse_only", "dash_select_only", "fused_select_only")
     base_bytes = sum(t.numel() * t.element_size() for t in (q, k, v))
     fns = dict(
         sdpa_cudnn=cudnn,
@@ -166,7 +193,10 @@ def run(S: int, with_backward: bool, methods=METHODS):
         dash_select_only=select_only,
         dash_fine_only=fine,
         dash_fused=dash_fused,
+        fused_select_only=fused_select,
         fused_fine_only=fused_fine,
+        dash_fused_block_major=dash_fused_block_major,
+        fused_fine_block_major=fused_fine_block_major,
     )
     for name in methods:
         fn = fns[name]
@@ -182,7 +212,7 @@ def run(S: int, with_backward: bool, methods=METHODS):
             row["fwd_ms"] = None
             row["error"] = "OOM"
         torch.cuda.empty_cache()
-        forward_only = (*coarse_only, "fused_fine_only")
+        forward_only = (*coarse_only, "fused_fine_only", "dash_fused_block_major", "fused_fine_block_major")
         if with_backward and name not in forward_only and row.get("fwd_ms") is not None:
             progress(f"S={S}: {name} forward+backward")
             leaves = [t.detach().requires_grad_() for t in (q, k, v)]

@@ -13,11 +13,12 @@ import torch.utils.checkpoint
 from torch.nn.attention.flex_attention import flex_attention
 
 from custom_ops.block_summary import block_summaries
-from custom_ops.sparse_attention import sparse_attention_forward
+from custom_ops.coarse_selection import coarse_selection_rows
+from custom_ops.sparse_attention import sparse_attention_forward, sparse_attention_rows
 
 from ._validation import AttentionShapes, check_attention_inputs
 from .mods import apply_score_mod, evaluate_mask_mod
-from .selection import TILE, DashSelection, _select
+from .selection import TILE, DashSelection, _fused_coarse_applies, _select
 
 __all__ = ["dash_attention", "dense_flex_attention", "flex_fine_stage"]
 
@@ -136,7 +137,10 @@ def dash_attention(
         fine_stage: ``"flex"`` (FlexAttention; composes with user mods) or ``"fused"``
             (``dash_flex::sparse_attention_forward``: our block-sparse kernel over the kept-block
             lists, prior as a row vector, backward with an exact Δ; no user ``score_mod`` /
-            ``mask_mod``). It runs the queries in chunks when the selection state would exceed
+            ``mask_mod``). Without gradients (and with GQA sharing), the selection stays as p̄
+            rows (``dash_flex::coarse_selection_rows``) that the kernel reads directly
+            (``dash_flex::sparse_attention_rows``): the same result without the block-major
+            prior and flags. It runs the queries in chunks when the selection state would exceed
             ``INFERENCE_CHUNK_BYTES`` (1.25 GiB) without gradients, or ``TRAINING_CHUNK_BYTES``
             (4 GiB, the prior's gradient counted) with them, each chunk then recomputed in the
             backward (activation checkpointing): same result, peak memory of one chunk
@@ -168,9 +172,12 @@ def dash_attention(
     select_args = (alpha, causal, selection_scale, sigma, pool_query, score_mod, mask_mod, share_kv_groups)
     if fine_stage == "fused" and not return_selection:
         training = _needs_grad(query, key, value, pool_query)
-        rows = fused_chunk_rows(shapes, share_kv_groups, training)
+        from_rows = not training and _fused_coarse_applies(shapes, None, share_kv_groups)
+        rows = fused_chunk_rows(shapes, share_kv_groups, training, from_rows)
         if rows < shapes.q_len:
-            return _fused_in_query_chunks(query, key, value, shapes, rows, scale, select_args, training)
+            return _fused_in_query_chunks(query, key, value, shapes, rows, scale, select_args, training, from_rows)
+        if from_rows:
+            return _attend_from_rows(query, key, value, None, shapes, scale, select_args)
     sel = _select(query, key, shapes, *select_args)
     if fine_stage == "fused":
         out = _fused_fine_stage(query, key, value, sel, scale, causal, math.isfinite(sigma))
@@ -191,9 +198,23 @@ def _fused_fine_stage(query, key, value, sel: DashSelection, scale: float, causa
     return sparse_attention_forward(query, key, value, prior, active, causal, scale, bs, has_prior, residual)[0]
 
 
+def _attend_from_rows(query, key, value, k_bar, shapes: AttentionShapes, scale: float, select_args):
+    """The fused path for inference: the selection as p̄ rows and their mean log p̄, read directly by
+    the fine kernel (no block-major prior or flags, no DashSelection). ``k_bar``: the block
+    summaries when the caller has them (``[B, Hkv, ≥ nb, D]``), else computed from ``key``."""
+    alpha, causal, selection_scale, sigma, pool_query = select_args[:5]
+    bs = shapes.block_size
+    k_bar = block_summaries(key, pool_query, bs) if k_bar is None else k_bar[:, :, : shapes.num_blocks]
+    probs, mean_log = coarse_selection_rows(query, k_bar, alpha, selection_scale, causal, shapes.kv_len, bs)
+    inv_sigma = 1.0 / sigma if math.isfinite(sigma) else 0.0
+    return sparse_attention_rows(query, key, value, probs, mean_log, causal, scale, bs, inv_sigma)[0]
+
+
 # Bytes of selection state per (batch, selection head, key block, query row) on the fused path:
 # p̄ and the prior (fp32), the flags (bool) and the fine stage's tile lists (int32 per 16–32 rows).
 SELECTION_BYTES_PER_ENTRY = 4 + 4 + 1 + 0.25
+# Inference from the rows (``_attend_from_rows``): p̄ and the tile lists only.
+ROWS_BYTES_PER_ENTRY = 4 + 0.25
 # With gradients the backward also holds the prior's gradient (fp32) per entry.
 TRAINING_BYTES_PER_ENTRY = SELECTION_BYTES_PER_ENTRY + 4
 # Inference on the fused path runs the queries in chunks whose selection state fits this budget:
@@ -207,22 +228,23 @@ INFERENCE_CHUNK_BYTES = 5 * 2**28
 TRAINING_CHUNK_BYTES = 4 * 2**30
 
 
-def fused_chunk_rows(shapes: AttentionShapes, share_kv_groups: bool, training: bool) -> int:
+def fused_chunk_rows(shapes: AttentionShapes, share_kv_groups: bool, training: bool, from_rows: bool = False) -> int:
     """Query rows per chunk for a fused-path call: ``q_len`` (no chunking) when the state fits its
-    budget (``INFERENCE_CHUNK_BYTES``, or ``TRAINING_CHUNK_BYTES`` at ``TRAINING_BYTES_PER_ENTRY``
-    when a gradient is wanted); else the most rows that fit, in whole 1024-row units (128 when
-    fewer fit; at least 128).
+    budget (``INFERENCE_CHUNK_BYTES`` at ``SELECTION_BYTES_PER_ENTRY``, or ``ROWS_BYTES_PER_ENTRY``
+    ``from_rows``; ``TRAINING_CHUNK_BYTES`` at ``TRAINING_BYTES_PER_ENTRY`` when a gradient is
+    wanted); else the most rows that fit, in whole 1024-row units (128 when fewer fit; at least
+    128).
 
     Exact: every query row's selection and attention depend only on that row and the keys it can
     see (SPEC §2), so a chunk of rows with the keys up to its last row's position gives the same
     rows (up to the order of fp32 sums) as the whole call; its gradients add up to the whole
     call's."""
     heads = shapes.kv_heads if share_kv_groups else shapes.q_heads
-    per_entry, budget = (
-        (TRAINING_BYTES_PER_ENTRY, TRAINING_CHUNK_BYTES)
-        if training
-        else (SELECTION_BYTES_PER_ENTRY, INFERENCE_CHUNK_BYTES)
-    )
+    if training:
+        per_entry, budget = TRAINING_BYTES_PER_ENTRY, TRAINING_CHUNK_BYTES
+    else:
+        per_entry = ROWS_BYTES_PER_ENTRY if from_rows else SELECTION_BYTES_PER_ENTRY
+        budget = INFERENCE_CHUNK_BYTES
     fit = int(budget // (shapes.batch * heads * shapes.num_blocks * per_entry))
     if fit >= shapes.q_len:
         return shapes.q_len
@@ -240,13 +262,15 @@ def _select_and_attend(query, key, value, k_bar, shapes: AttentionShapes, scale:
 
 
 def _fused_in_query_chunks(
-    query, key, value, shapes: AttentionShapes, rows: int, scale: float, select_args, checkpointed: bool
-):
+    query, key, value, shapes: AttentionShapes, rows: int, scale: float, select_args, checkpointed: bool,
+    from_rows: bool = False,
+):  # fmt: skip
     """The fused path over chunks of ``rows`` query rows: each chunk selects and attends with the
     keys up to its last row's position (causal) or all keys; the block summaries are computed once.
     Peak memory holds one chunk's selection, not the whole ``[Sq, nb]`` state. ``checkpointed``
     (gradients wanted): each chunk keeps only its inputs and is recomputed in the backward
-    (``torch.utils.checkpoint``), so the backward too holds one chunk's selection at a time."""
+    (``torch.utils.checkpoint``), so the backward too holds one chunk's selection at a time.
+    ``from_rows``: each chunk runs :func:`_attend_from_rows` (inference)."""
     causal, pool_query = select_args[1], select_args[4]
     k_bar = block_summaries(key, pool_query, shapes.block_size)
     out = query.new_empty(*query.shape[:3], shapes.value_dim)
@@ -255,7 +279,7 @@ def _fused_in_query_chunks(
         r1 = min(r0 + rows, shapes.q_len)
         kv_end = r1 + offset if causal else shapes.kv_len  # causal needs q_len ≤ kv_len: kv_end ≥ 1
         chunk = functools.partial(
-            _select_and_attend,
+            _attend_from_rows if from_rows else _select_and_attend,
             shapes=dataclasses.replace(shapes, q_len=r1 - r0, kv_len=kv_end),
             scale=scale,
             select_args=select_args,

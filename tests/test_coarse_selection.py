@@ -191,6 +191,47 @@ def test_triton_kernels_write_every_output_element(case, launcher, monkeypatch):
     assert rel_err(got[1], expected[1]) <= 1e-3
 
 
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_rows_definition_gives_the_block_major_outputs(case):
+    """``coarse_selection_rows`` (p̄ and its rows' mean log p̄) defines the same selection: its p̄
+    is the block-major op's, and ``block_major_from_rows`` turns it into that op's prior and flags."""
+    from custom_ops.coarse_selection.torch_impl import block_major_from_rows, coarse_selection_rows_torch
+
+    q, _, _, k_bar, args = problem(case)
+    alpha, scale_c, inv_sigma, causal, Skv, bs, _, _ = args
+    probs, prior, active = coarse_selection_torch(q, k_bar, *args)
+    rows_probs, mean_log = coarse_selection_rows_torch(q, k_bar, alpha, scale_c, causal, Skv, bs)
+    assert torch.equal(rows_probs, probs)
+    got_prior, got_active = block_major_from_rows(rows_probs, mean_log, inv_sigma, causal, Skv, bs)
+    Sq, nb = probs.shape[2:]
+    assert torch.equal(got_active, active[:, :, :nb, :Sq])
+    torch.testing.assert_close(got_prior, prior[:, :, :nb, :Sq], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("chunks", [False, True], ids=["one-chunk", "chunks"])
+def test_rows_launch_matches_definition(case, dtype, chunks):
+    """The rows launch (score GEMM + ``_group_entmax``, no block-major pass; the interpreter here)
+    equals its torch definition, in one score chunk and in 64-row chunks, every element written
+    (buffers pre-filled with NaN)."""
+    from custom_ops.coarse_selection.split_kernels import coarse_selection_rows_launch
+    from custom_ops.coarse_selection.torch_impl import coarse_selection_rows_torch
+
+    q, _, _, k_bar, args = problem(case, dtype)
+    alpha, scale_c, _, causal, Skv, bs, _, _ = args
+    want_probs, want_mean = coarse_selection_rows_torch(q, k_bar, alpha, scale_c, causal, Skv, bs)
+    budget = 64 * q.shape[0] * q.shape[1] * k_bar.shape[2] * 4 if chunks else None
+    real_empty = torch.empty
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch, "empty", lambda *a, **kw: real_empty(*a, **kw).fill_(float("nan")))
+        probs, mean_log = coarse_selection_rows_launch(q, k_bar, alpha, scale_c, causal, Skv, bs, z_budget=budget)
+    assert torch.isfinite(probs).all() and torch.isfinite(mean_log).all()
+    assert rel_err(probs, want_probs) <= (1e-5 if dtype == torch.float32 else 2e-3)
+    both = (probs > 0).any(-1) & (want_probs > 0).any(-1)
+    assert rel_err(mean_log[both], want_mean[both]) <= (1e-5 if dtype == torch.float32 else 2e-3)
+
+
 def test_split_kernels_narrow_rows_in_early_causal_chunks():
     """Chunks of 64 rows over 640 causal tokens: the early chunks solve 16-block rows, the late
     ones 64 (``chunk_width``); the blocks past a chunk's reach must come out zero / False, forward
@@ -492,6 +533,28 @@ def test_cuda_kernel_matches_definition(shape, dtype):
     assert ((got[2] == exp[2]).float().mean()) > 0.999
     sel = got[2] & exp[2]
     assert rel_err(got[1][sel], exp[1][sel]) <= (1e-4 if dtype == torch.float32 else 2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("shape", [(1, 32, 8, 4096, 4096, 128, 64), (2, 8, 2, 1000, 3000, 64, 64)])
+def test_cuda_rows_op_equals_the_block_major_op(shape):
+    """On CUDA, bf16: ``coarse_selection_rows`` runs the same kernels as ``coarse_selection`` minus
+    the block-major pass, so its p̄ is bitwise the same; its mean log p̄ gives the same prior
+    (``block_major_from_rows``) up to the two kernels' fp32 logs."""
+    from custom_ops.coarse_selection import coarse_selection_rows
+    from custom_ops.coarse_selection.torch_impl import block_major_from_rows
+
+    B, Hq, Hkv, Sq, Skv, D, bs = shape
+    q, k_bar, _ = cuda_problem(Sq + 1, *shape, torch.bfloat16)
+    sq_pad, nb_pad = padded(Sq, Skv, bs)
+    probs, prior, active = coarse_selection(q, k_bar, 1.5, 1.0, 1.0, True, Skv, bs, sq_pad, nb_pad)
+    rows_probs, mean_log = coarse_selection_rows(q, k_bar, 1.5, 1.0, True, Skv, bs)
+    assert torch.equal(rows_probs, probs)
+    got_prior, got_active = block_major_from_rows(rows_probs, mean_log, 1.0, True, Skv, bs)
+    nb = probs.shape[-1]
+    assert torch.equal(got_active, active[:, :, :nb, :Sq])
+    torch.testing.assert_close(got_prior, prior[:, :, :nb, :Sq], atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.gpu

@@ -200,27 +200,144 @@ def test_forward_without_residual(device):
 
 
 def test_fused_path_stores_the_residual_only_when_a_gradient_is_wanted(monkeypatch):
-    """dash_attention's fused path asks the op for the output's residual exactly when autograd may
-    need it: not under no_grad nor for frozen inputs, and yes when only pool_query requires grad
-    (through the prior), whose backward then runs."""
+    """dash_attention's fused path asks the block-major op for the output's residual exactly when
+    autograd may need it: yes when only pool_query requires grad (through the prior), whose
+    backward then runs; not under no_grad without GQA sharing. With sharing and no gradient
+    wanted (no_grad, or frozen inputs) it runs the rows ops instead, which keep no residual."""
     import dash_flex.attention as attention_module
 
-    stored = []
-    real_op = attention_module.sparse_attention_forward
+    calls = []
+    real_op, real_rows = attention_module.sparse_attention_forward, attention_module.sparse_attention_rows
 
     def spy(*args):
-        stored.append(args[-1])
+        calls.append(("block-major", args[-1]))
         return real_op(*args)
 
+    def rows_spy(*args):
+        calls.append(("rows", None))
+        return real_rows(*args)
+
     monkeypatch.setattr(attention_module, "sparse_attention_forward", spy)
+    monkeypatch.setattr(attention_module, "sparse_attention_rows", rows_spy)
     q, k, v, u, kw, _, _ = problem(CASES[0])
     with torch.no_grad():
         dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
+        dash_attention(q, k, v, pool_query=u, fine_stage="fused", **dict(kw, share_kv_groups=False))
     dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
     u_grad = u.clone().requires_grad_()
     dash_attention(q, k, v, pool_query=u_grad, fine_stage="fused", **kw).square().sum().backward()
-    assert stored == [False, False, True]
+    assert calls == [("rows", None), ("block-major", False), ("rows", None), ("block-major", True)]
     assert torch.isfinite(u_grad.grad).all() and u_grad.grad.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------- from the rows
+def rows_problem(case, dtype=torch.float32):
+    """The selection as rows (p̄ of dash_select and its rows' mean log p̄) beside the block-major
+    prior and flags dash_select built from the same p̄."""
+    from custom_ops.coarse_selection.torch_impl import mean_log_support
+
+    q, k, v, u, kw, (prior, active), has_prior = problem(case, dtype)
+    B, Hq, Hkv, Sq, Skv, D, bs, _ = case
+    with torch.no_grad():
+        sel = dash_select(q.float(), k.float(), pool_query=u, **kw)
+    inv_sigma = 1 / kw["sigma"] if has_prior else 0.0
+    return q, k, v, kw, sel.probs, mean_log_support(sel.probs), inv_sigma, (prior, active, has_prior)
+
+
+@pytest.mark.parametrize("case", CASES, ids=["gqa", "per-head-inf", "chunked", "noncausal"])
+def test_rows_definition_equals_block_major_forward(case):
+    """``sparse_attention_rows`` (CPU: its torch definition) on p̄ rows gives the block-major
+    forward's output and LSE on the prior and flags dash_select built from the same p̄."""
+    from custom_ops.sparse_attention import sparse_attention_rows
+
+    q, k, v, kw, probs, mean_log, inv_sigma, (prior, active, has_prior) = rows_problem(case)
+    causal, bs, scale = kw.get("causal", True), kw["block_size"], 1 / math.sqrt(q.shape[-1])
+    out, lse = sparse_attention_rows(q, k, v, probs, mean_log, causal, scale, bs, inv_sigma)
+    want, _, want_lse = sparse_attention_forward(q, k, v, prior, active, causal, scale, bs, has_prior)
+    assert rel_err(out, want) < 1e-6
+    torch.testing.assert_close(lse, want_lse, atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("case", CASES, ids=["gqa", "per-head-inf", "chunked", "noncausal"])
+@pytest.mark.parametrize("block_m,packed", [(16, False), (32, True)])
+def test_rows_triton_kernel_matches_definition(case, dtype, block_m, packed):
+    """The fine kernel reading p̄ rows (``FROM_ROWS``; the interpreter here), with the tile lists
+    built from the rows, equals the rows definition: output and LSE."""
+    from custom_ops.sparse_attention.list_kernels import tile_block_lists_from_rows_launch
+    from custom_ops.sparse_attention.torch_impl import sparse_attention_rows_torch
+    from custom_ops.sparse_attention.triton_kernels import sparse_attention_rows_launch
+
+    q, k, v, kw, probs, mean_log, inv_sigma, _ = rows_problem(case, dtype)
+    causal, bs, scale = kw.get("causal", True), kw["block_size"], 1 / math.sqrt(q.shape[-1])
+    expected, expected_lse = sparse_attention_rows_torch(q, k, v, probs, mean_log, causal, scale, bs, inv_sigma)
+    H_sel = probs.shape[1]
+    pack = forward_tiling(q.shape[1], k.shape[1], H_sel, H_sel)[1] if packed else 1
+    lists = tile_block_lists_from_rows_launch(probs, causal, k.shape[2], bs, block_m)
+    out, lse = sparse_attention_rows_launch(q, k, v, probs, mean_log, *lists, causal, scale, bs, inv_sigma, block_m,
+                                            pack=pack)  # fmt: skip
+    assert rel_err(out, expected) < (1e-5 if dtype == torch.float32 else 5e-3)
+    torch.testing.assert_close(lse, expected_lse, atol=1e-3 if dtype == torch.float16 else 1e-5, rtol=1e-5)
+
+
+ROWS_LIST_CASES = [
+    # (B, H, Sq, Skv, block_size, block_m, causal, density)
+    (2, 3, 300, 300, 16, 16, True, 0.05),  # 19 blocks
+    (1, 2, 200, 9000, 32, 32, True, 0.02),  # an offset; 282 blocks: three steps of 128
+    (1, 1, 100, 130, 16, 64, False, 0.1),  # partial last tile and block
+    (1, 2, 64, 64, 16, 16, True, 0.0),  # nothing selected: the own blocks alone
+]
+
+
+@pytest.mark.parametrize("case", ROWS_LIST_CASES)
+def test_rows_list_kernel_equals_the_torch_lists(case):
+    """The tile lists built from p̄ rows (kept: ``p̄ > 0`` or the row's own block) equal the torch
+    lists of the block-major flags those rows define, on a view of padded rows."""
+    from custom_ops.coarse_selection.torch_impl import block_major_from_rows
+    from custom_ops.sparse_attention.list_kernels import tile_block_lists_from_rows_launch
+
+    B, H, Sq, Skv, bs, block_m, causal, density = case
+    nb = -(-Skv // bs)
+    g = torch.Generator().manual_seed(Sq + nb)
+    probs = torch.rand(B, H, Sq + 5, nb + 3, generator=g)
+    probs = torch.where(torch.rand(probs.shape, generator=g) < density, probs, 0.0)[:, :, :Sq, :nb]
+    _, active = block_major_from_rows(probs, torch.zeros(B, H, Sq), 1.0, causal, Skv, bs)
+    want_list, want_count = tile_block_lists(active, block_m)
+    got_list, got_count = tile_block_lists_from_rows_launch(probs, causal, Skv, bs, block_m)
+    assert torch.equal(got_count, want_count) and torch.equal(got_list, want_list)
+    assert (want_count > 0).any()
+
+
+def test_rows_opcheck_cpu_and_no_backward():
+    """The rows ops pass opcheck (schema, fake kernel, no autograd registered beyond a clear
+    error), and a backward through either raises instead of returning a wrong gradient."""
+    from custom_ops.coarse_selection import coarse_selection_rows
+    from custom_ops.sparse_attention import sparse_attention_rows
+
+    q, k, v, kw, probs, mean_log, inv_sigma, _ = rows_problem(CASES[0])
+    torch.library.opcheck(
+        torch.ops.dash_flex.sparse_attention_rows.default, (q, k, v, probs, mean_log, True, 0.2, 16, inv_sigma)
+    )
+    k_bar = torch.randn(1, 2, 13, q.shape[-1])
+    torch.library.opcheck(torch.ops.dash_flex.coarse_selection_rows.default, (q, k_bar, 1.5, 1.0, True, 200, 16))
+    q_ = q.clone().requires_grad_()
+    with pytest.raises(RuntimeError, match="inference-only"):
+        sparse_attention_rows(q_, k, v, probs, mean_log, True, 0.2, 16, inv_sigma)[0].sum().backward()
+    with pytest.raises(RuntimeError, match="inference-only"):
+        coarse_selection_rows(q_, k_bar, 1.5, 1.0, True, 200, 16)[0].sum().backward()
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3]], ids=["gqa", "chunked", "noncausal"])
+def test_fused_inference_from_rows_equals_block_major_path(case):
+    """dash_attention's fused inference (rows) equals the block-major fused path on the same
+    inputs (``return_selection=True`` keeps the block-major path) and the float64 reference."""
+    q, k, v, u, kw, _, _ = problem(case)
+    with torch.no_grad():
+        from_rows = dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
+        block_major, _ = dash_attention(q, k, v, pool_query=u, fine_stage="fused", return_selection=True, **kw)
+    ref = dash_attention_reference(q.double(), k.double(), v.double(), pool_query=u.double(), **kw)
+    assert rel_err(from_rows, block_major) < 1e-6
+    assert rel_err(from_rows, ref) < 1e-4
 
 
 def test_triton_kernel_with_a_negative_scale():
@@ -452,20 +569,22 @@ def test_fused_inference_in_query_chunks_equals_whole_call(case, monkeypatch):
         whole = dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
     calls = []
     chunked = attention._fused_in_query_chunks
-    monkeypatch.setattr(attention, "_fused_in_query_chunks", lambda *a: calls.append(a[4]) or chunked(*a))
+    monkeypatch.setattr(attention, "_fused_in_query_chunks", lambda *a: calls.append((a[4], a[-1])) or chunked(*a))
     B, Hq, Hkv, Sq, Skv, D, bs, _ = case
-    heads = Hkv if kw.get("share_kv_groups", True) else Hq
-    per_row = B * heads * -(-Skv // bs) * attention.SELECTION_BYTES_PER_ENTRY
+    shared = kw.get("share_kv_groups", True)  # shared: the selection stays as p̄ rows (from_rows)
+    heads = Hkv if shared else Hq
+    per_entry = attention.ROWS_BYTES_PER_ENTRY if shared else attention.SELECTION_BYTES_PER_ENTRY
+    per_row = B * heads * -(-Skv // bs) * per_entry
     monkeypatch.setattr(attention, "INFERENCE_CHUNK_BYTES", int(per_row * 128))  # 128 rows per chunk
     with torch.no_grad():
         out = dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
-    assert calls == [128], "the chunked path did not run"
+    assert calls == [(128, shared)], "the chunked path did not run"
     ref = dash_attention_reference(q.double(), k.double(), v.double(), pool_query=u.double(), **kw)
     assert rel_err(out, whole) < 1e-6
     assert rel_err(out, ref) < 1e-4
     leaves = [t.clone().requires_grad_() for t in (q, k, v)]
     with_grad = dash_attention(*leaves, pool_query=u, fine_stage="fused", **kw)
-    assert calls == [128] and with_grad.grad_fn is not None  # no chunking when a gradient is wanted
+    assert len(calls) == 1 and with_grad.grad_fn is not None  # no chunking when a gradient is wanted
     assert rel_err(with_grad, whole) < 1e-6
 
 
@@ -507,10 +626,12 @@ def test_fused_training_in_query_chunks_equals_whole_call(case, monkeypatch):
 def test_fused_chunk_rows_fit_the_budget():
     """At 128K tokens (B=1, Hkv=8, block 64) the ~19 GiB selection splits into chunks of whole
     1024-row units, each within the 1.25 GiB inference budget, or the 4 GiB training budget with
-    the prior's gradient counted; 8K and 32K run whole in both."""
+    the prior's gradient counted; 8K and 32K run whole in both. As p̄ rows (inference, GQA-shared)
+    the state is under half as large, so the chunks are over twice as tall."""
     from dash_flex._validation import AttentionShapes
     from dash_flex.attention import (
         INFERENCE_CHUNK_BYTES,
+        ROWS_BYTES_PER_ENTRY,
         SELECTION_BYTES_PER_ENTRY,
         TRAINING_BYTES_PER_ENTRY,
         TRAINING_CHUNK_BYTES,
@@ -528,6 +649,10 @@ def test_fused_chunk_rows_fit_the_budget():
     assert train_rows % 1024 == 0 and rows < train_rows < 131072
     assert 8 * 2048 * train_rows * TRAINING_BYTES_PER_ENTRY <= TRAINING_CHUNK_BYTES
     assert fused_chunk_rows(AttentionShapes(1, 32, 8, 32768, 32768, 128, 128, 64), True, True) == 32768
+    rows_from_rows = fused_chunk_rows(long, True, False, True)
+    assert rows_from_rows % 1024 == 0 and 2 * rows < rows_from_rows < 131072
+    assert 8 * 2048 * rows_from_rows * ROWS_BYTES_PER_ENTRY <= INFERENCE_CHUNK_BYTES
+    assert 8 * 2048 * (rows_from_rows + 1024) * ROWS_BYTES_PER_ENTRY > INFERENCE_CHUNK_BYTES
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["whole", "training-chunks"])
@@ -588,6 +713,62 @@ def test_cuda_kernel_matches_flex_and_reference(shape, dtype):
     assert torch.isfinite(out).all() and torch.isfinite(lse).all()
     assert rel_err(out, flex) <= tol
     assert rel_err(out, ref) <= tol
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "shape,causal",
+    [((1, 8, 2, 4096, 4096, 128, 64), True), ((2, 8, 8, 1000, 3000, 64, 64), True),
+     ((1, 8, 2, 2000, 2000, 128, 64), False)],
+    ids=["gqa", "mha-offset", "noncausal"],
+)  # fmt: skip
+def test_cuda_rows_path_matches_block_major_and_reference(shape, causal, dtype):
+    """On CUDA: the rows op (the kernel reading p̄ rows, lists from the rows) equals the block-major
+    op on the same selection (5e-3 bf16 / 1e-5 fp32: the two paths take the log of p̄ in different
+    kernels) with the same LSE, and dash_attention's fused inference, which takes it, equals the
+    float64 reference (2e-2 bf16 / 1e-3 fp32)."""
+    from custom_ops.coarse_selection.torch_impl import mean_log_support
+    from custom_ops.sparse_attention import sparse_attention_rows
+
+    B, Hq, Hkv, Sq, Skv, D, bs = shape
+    g = torch.Generator(device="cuda").manual_seed(Sq + 7)
+    q = (2 * torch.randn(B, Hq, Sq, D, device="cuda", generator=g)).to(dtype)
+    k = (2 * torch.randn(B, Hkv, Skv, D, device="cuda", generator=g)).to(dtype)
+    v = torch.randn(B, Hkv, Skv, D, device="cuda", generator=g).to(dtype)
+    u = torch.randn(Hkv, D, device="cuda", generator=g)
+    scale = 1 / math.sqrt(D)
+    with torch.no_grad():
+        sel = dash_select(q, k, pool_query=u, block_size=bs, causal=causal)
+        prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
+        want, _, want_lse = sparse_attention_forward(q, k, v, prior, active, causal, scale, bs, True, False)
+        out, lse = sparse_attention_rows(q, k, v, sel.probs, mean_log_support(sel.probs), causal, scale, bs, 1.0)
+        fused = dash_attention(q, k, v, pool_query=u, block_size=bs, causal=causal, fine_stage="fused")
+    assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+    assert rel_err(out, want) <= (1e-5 if dtype == torch.float32 else 5e-3)
+    torch.testing.assert_close(lse, want_lse, atol=1e-4, rtol=1e-5)
+    ref = dash_attention_reference(q.double(), k.double(), v.double(), pool_query=u.double(), block_size=bs,
+                                   causal=causal)  # fmt: skip
+    assert rel_err(fused, ref) <= (1e-3 if dtype == torch.float32 else 2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rows_list_kernel_equals_the_torch_lists():
+    """On the GPU, at the benchmark's shape (32K rows, 512 blocks, 8 heads, a view of padded
+    rows), the tile lists from p̄ rows equal the torch lists of the flags they define."""
+    from custom_ops.coarse_selection.torch_impl import block_major_from_rows
+    from custom_ops.sparse_attention.list_kernels import tile_block_lists_from_rows_launch
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    probs = torch.rand(1, 8, 32768 + 100, 520, generator=g, device="cuda")[:, :, :32700, :512]
+    probs = torch.where(probs < 0.002, probs, 0.0)
+    _, active = block_major_from_rows(probs, torch.zeros(probs.shape[:3], device="cuda"), 1.0, True, 32768, 64)
+    for block_m in (16, 32, 64):
+        want = tile_block_lists(active, block_m)
+        got = tile_block_lists_from_rows_launch(probs, True, 32768, 64, block_m)
+        assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0]), block_m
 
 
 def _cuda_gradient_problem(dtype):
@@ -683,11 +864,11 @@ def test_cuda_inference_in_query_chunks_equals_whole_call(causal, monkeypatch):
     kw = dict(block_size=bs, causal=causal, fine_stage="fused")
     with torch.no_grad():
         whole = dash_attention(q, k, v, **kw)
-        per_row = B * Hkv * (S // bs) * attention.SELECTION_BYTES_PER_ENTRY
+        per_row = B * Hkv * (S // bs) * attention.ROWS_BYTES_PER_ENTRY
         monkeypatch.setattr(attention, "INFERENCE_CHUNK_BYTES", int(per_row * S / 3) + 1)
         assert attention.fused_chunk_rows(attention.check_attention_inputs(
             q, k, v, alpha=1.5, block_size=bs, causal=causal, scale=None, selection_scale=1.0, sigma=1.0,
-            pool_query=None), True, False) == S // 3  # fmt: skip
+            pool_query=None), True, False, True) == S // 3  # fmt: skip
         chunked = dash_attention(q, k, v, **kw)
     ref = dash_attention_reference(q.double(), k.double(), v.double(), block_size=bs, causal=causal)
     assert torch.isfinite(chunked).all()

@@ -1,6 +1,7 @@
 """``dash_flex::coarse_selection`` (+ ``_backward``): schema, fake kernel, autograd; torch on CPU /
 float64, two Triton kernels on CUDA (split_kernels.py). Opaque, like the other selection ops: FlexAttention
-reads its outputs as captured buffers in the same graph.
+reads its outputs as captured buffers in the same graph. ``dash_flex::coarse_selection_rows``: the
+same stage for inference, as rows only (no block-major prior or flags; no autograd).
 """
 
 from __future__ import annotations
@@ -8,7 +9,12 @@ from __future__ import annotations
 import torch
 
 from ..selection.torch_impl import log_prior_backward_torch
-from .torch_impl import block_classes, coarse_selection_backward_torch, coarse_selection_torch
+from .torch_impl import (
+    block_classes,
+    coarse_selection_backward_torch,
+    coarse_selection_rows_torch,
+    coarse_selection_torch,
+)
 
 
 def _use_triton(query: torch.Tensor) -> bool:
@@ -102,3 +108,44 @@ def _backward(ctx, grad_probs, grad_prior, _grad_active):
 
 
 coarse_selection.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("dash_flex::coarse_selection_rows", mutates_args=())
+def coarse_selection_rows(
+    query: torch.Tensor,
+    k_bar: torch.Tensor,
+    alpha: float,
+    selection_scale: float,
+    causal: bool,
+    kv_len: int,
+    block_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coarse stage for inference (see torch_impl): ``(probs [B, Hkv, Sq, nb], mean_log [B,
+    Hkv, Sq])``, p̄ row-major and each row's mean ``log p̄`` over its support, which
+    ``dash_flex::sparse_attention_rows`` reads directly. Skips :func:`coarse_selection`'s
+    block-major prior and flags (a bandwidth-bound pass, ~0.29 ms at 32K on the H200). No
+    autograd: with gradients, use :func:`coarse_selection`."""
+    args = (query, k_bar, alpha, selection_scale, causal, kv_len, block_size)
+    if not _use_triton(query):
+        return coarse_selection_rows_torch(*args)
+    from .split_kernels import coarse_selection_rows_launch
+
+    return coarse_selection_rows_launch(*args)
+
+
+@coarse_selection_rows.register_fake
+def _(query, k_bar, alpha, selection_scale, causal, kv_len, block_size):
+    B, _, Sq, _ = query.shape
+    Hkv, nb = k_bar.shape[1], k_bar.shape[2]
+    acc = torch.float64 if query.dtype == torch.float64 else torch.float32
+    return query.new_empty(B, Hkv, Sq, nb, dtype=acc), query.new_empty(B, Hkv, Sq, dtype=acc)
+
+
+def _rows_backward(ctx, grad_probs, grad_mean_log):
+    raise RuntimeError(
+        "dash_flex::coarse_selection_rows is inference-only (no backward): use dash_flex::coarse_selection "
+        "when gradients are needed (dash_attention does so by itself)"
+    )
+
+
+coarse_selection_rows.register_autograd(_rows_backward)

@@ -552,40 +552,35 @@ def launch_group_entmax(
     )  # fmt: skip
 
 
-def coarse_selection_split_launch(
+def coarse_selection_rows_launch(
     query: torch.Tensor,
     k_bar: torch.Tensor,
     alpha: float,
     selection_scale: float,
-    inv_sigma: float,
     causal: bool,
     kv_len: int,
     block_size: int,
-    sq_pad: int,
-    nb_pad: int,
     z_budget: int | None = None,
     rows: int | None = None,
     num_warps: int | None = None,
     score_tile: tuple[int, int, int] | None = None,
     score_loop: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(probs, prior, active)`` as :func:`.torch_impl.coarse_selection_torch`. Launches directly
-    (CUDA, or the Triton interpreter on CPU tensors in tests); ``z_budget`` (bytes of the score
-    chunk), ``rows`` and ``num_warps`` (of the entmax kernel) override :func:`entmax_config`,
-    ``score_tile`` and ``score_loop`` the GEMM's tile and ``SCORE_LOOP``."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
+    ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
+    interpreter on CPU tensors in tests); ``z_budget`` (bytes of the score chunk), ``rows`` and
+    ``num_warps`` (of the entmax kernel) override :func:`entmax_config`, ``score_tile`` and
+    ``score_loop`` the GEMM's tile and ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
-    NB = max(16, triton.next_power_of_2(nb_pad))
+    NB = max(16, triton.next_power_of_2(nb))
     if NB > MAX_BLOCKS:
-        raise ValueError(f"coarse_selection: {nb_pad} blocks exceed the register row limit {MAX_BLOCKS}")
+        raise ValueError(f"coarse_selection: {nb} blocks exceed the register row limit {MAX_BLOCKS}")
     if rows is not None and BM % rows:
         raise ValueError(f"rows must divide {BM}, got {rows}")
     dev = query.device
     probs = torch.empty(B, Hkv, Sq, nb, device=dev, dtype=torch.float32)
     mean_log = torch.empty(B, Hkv, Sq, device=dev, dtype=torch.float32)
-    prior = torch.empty(B, Hkv, nb_pad, sq_pad, device=dev, dtype=torch.float32)
-    active = torch.empty(B, Hkv, nb_pad, sq_pad, device=dev, dtype=torch.bool)
-    active_i8 = active.view(torch.int8)
     chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
     # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
     # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
@@ -602,9 +597,37 @@ def coarse_selection_split_launch(
         config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
         launch_group_entmax(z, probs, mean_log, row0, n_rows, width, NB, alpha, causal, offset, block_size,
                             (mode, n_bisect, n_newton), rows or config_rows, num_warps or config_warps)  # fmt: skip
+    return probs, mean_log
+
+
+def coarse_selection_split_launch(
+    query: torch.Tensor,
+    k_bar: torch.Tensor,
+    alpha: float,
+    selection_scale: float,
+    inv_sigma: float,
+    causal: bool,
+    kv_len: int,
+    block_size: int,
+    sq_pad: int,
+    nb_pad: int,
+    **overrides,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(probs, prior, active)`` as :func:`.torch_impl.coarse_selection_torch`: the rows
+    (:func:`coarse_selection_rows_launch`, which takes the ``overrides``), then
+    ``_block_major_prior``."""
+    if max(16, triton.next_power_of_2(nb_pad)) > MAX_BLOCKS:
+        raise ValueError(f"coarse_selection: {nb_pad} blocks exceed the register row limit {MAX_BLOCKS}")
+    probs, mean_log = coarse_selection_rows_launch(
+        query, k_bar, alpha, selection_scale, causal, kv_len, block_size, **overrides
+    )
+    B, Hkv, Sq, nb = probs.shape
+    prior = torch.empty(B, Hkv, nb_pad, sq_pad, device=query.device, dtype=torch.float32)
+    active = torch.empty(B, Hkv, nb_pad, sq_pad, device=query.device, dtype=torch.bool)
+    active_i8 = active.view(torch.int8)
     tile = PRIOR_TILE
     _block_major_prior[(triton.cdiv(sq_pad, tile), triton.cdiv(nb_pad, tile), B * Hkv)](
-        probs, mean_log, prior, active_i8, Sq, nb, nb_pad, sq_pad, Hkv, offset,
+        probs, mean_log, prior, active_i8, Sq, nb, nb_pad, sq_pad, Hkv, kv_len - Sq,
         *probs.stride()[:3], *mean_log.stride()[:2], *prior.stride()[:3], *active_i8.stride()[:3], inv_sigma,
         TM=tile, TN=tile, BLOCK_SIZE=block_size, CAUSAL=causal, num_warps=4,
     )  # fmt: skip

@@ -13,6 +13,10 @@ For query ``t`` (absolute position ``a_t = t + Skv − Sq``), query head ``h`` i
 Outputs: ``probs [B, Hkv, Sq, nb]`` (float32), ``prior [B, Hkv, nb_pad, Sq_pad]`` (float32) and
 ``active [B, Hkv, nb_pad, Sq_pad]`` (bool), the last two block-major, query index contiguous,
 zero-padded: exactly what ``dash_select`` builds from these pieces unfused.
+
+The row-major form (``dash_flex::coarse_selection_rows``, inference): ``probs`` and each row's
+``mean_log_t = mean_{c∈S_t} log p̄_{t,c}`` (0 when ``S_t`` is empty), from which
+:func:`block_major_from_rows` gives ``b`` and ``active`` above.
 """
 
 from __future__ import annotations
@@ -64,6 +68,42 @@ def coarse_selection_torch(
     prior = log_prior_torch(probs, inv_sigma, sq_pad, nb_pad)
     active = torch.nn.functional.pad((probs > 0) | forced, (0, nb_pad - nb, 0, sq_pad - Sq))
     return probs, prior, active.transpose(2, 3).contiguous()
+
+
+def mean_log_support(probs: torch.Tensor) -> torch.Tensor:
+    """``[B, H, Sq]``: each row's mean of ``log p̄`` over its support ``p̄ > 0`` (0 for an empty row)."""
+    selected = probs > 0
+    log_p = torch.log(torch.where(selected, probs, torch.ones_like(probs)))
+    return log_p.sum(-1) / selected.sum(-1).clamp(min=1)
+
+
+def coarse_selection_rows_torch(
+    query: torch.Tensor,
+    k_bar: torch.Tensor,
+    alpha: float,
+    selection_scale: float,
+    causal: bool,
+    kv_len: int,
+    block_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(probs [B, Hkv, Sq, nb], mean_log [B, Hkv, Sq])``: the coarse stage as rows, nothing
+    block-major (the inference path's fine stage reads these directly)."""
+    eligible, _ = block_classes(query.shape[2], kv_len, block_size, causal, query.device)
+    probs = entmax_forward(coarse_scores(query, k_bar, selection_scale, eligible), alpha).mean(2)
+    return probs, mean_log_support(probs)
+
+
+def block_major_from_rows(
+    probs: torch.Tensor, mean_log: torch.Tensor, inv_sigma: float, causal: bool, kv_len: int, block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(prior [B, H, nb, Sq], active [B, H, nb, Sq])`` from the rows (module doc: ``b`` with the
+    given row means, and ``active = p̄ > 0 or forced``), block-major and unpadded: what the
+    block-major fine stage reads."""
+    selected = probs > 0
+    log_p = torch.log(torch.where(selected, probs, torch.ones_like(probs)))
+    prior = torch.where(selected, (log_p - mean_log[..., None]) * inv_sigma, torch.zeros_like(probs))
+    _, forced = block_classes(probs.shape[2], kv_len, block_size, causal, probs.device)
+    return prior.transpose(2, 3), (selected | forced).transpose(2, 3)
 
 
 def coarse_selection_backward_torch(

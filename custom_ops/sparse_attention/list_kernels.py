@@ -7,7 +7,10 @@ From the block-major flags ``active [B, H, nb, Sq]`` (query index contiguous):
   each block's flags and writes the kept blocks in ascending order (an in-register prefix sum
   gives each its slot), then their count;
 * ``_block_lists``: one program per (key block, batch·head) does the transpose, the query tiles
-  that keep the block.
+  that keep the block;
+* ``_tile_lists_from_rows``: ``_tile_lists`` from the row-major ``p̄`` (the inference path): a
+  row keeps block ``c`` when ``p̄ > 0`` or ``c`` is its own block (causal); blocks past the tile's
+  causal reach are not read.
 
 Slots past a list's count stay zero, as in the torch definitions. The torch versions make ~10
 passes over flag-sized tensors (an OR of 8-byte words, a pad, a transpose, a cumsum, a where, a
@@ -80,6 +83,40 @@ def _block_lists(
     tl.store(COUNT + row, n)
 
 
+@triton.jit
+def _tile_lists_from_rows(
+    PROBS, LIST, COUNT, q_len, num_blocks, num_heads, num_tiles, causal_offset,
+    stride_pb, stride_ph, stride_pt, stride_pc,
+    BLOCK_M: tl.constexpr, STEP: tl.constexpr, BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr,
+):  # fmt: skip
+    """``LIST [B·H, num_tiles, num_blocks]`` (zeroed), ``COUNT [B·H, num_tiles]`` from ``PROBS [B, H,
+    q_len, num_blocks]``."""
+    tile = tl.program_id(0)
+    bh = tl.program_id(1).to(tl.int64)
+    b = bh // num_heads
+    h = bh % num_heads
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < q_len
+    base = PROBS + b * stride_pb + h * stride_ph
+    row = bh * num_tiles + tile
+    out = LIST + row * num_blocks
+    reach = num_blocks
+    own = (rows + causal_offset) // BLOCK_SIZE
+    if CAUSAL:  # the tile's last row has the largest own block (≥ 0 only when it sees a key)
+        last = tl.minimum(tile * BLOCK_M + BLOCK_M, q_len) - 1
+        reach = tl.minimum(tl.maximum((last + causal_offset) // BLOCK_SIZE + 1, 0), num_blocks)
+    n = tl.full([], 0, tl.int32)
+    for c0 in range(0, reach, STEP):
+        c = c0 + tl.arange(0, STEP)
+        p = tl.load(base + c[:, None] * stride_pc + rows[None, :].to(tl.int64) * stride_pt,
+                    mask=(c < num_blocks)[:, None] & row_ok[None, :], other=0.0)  # fmt: skip
+        keep = p > 0
+        if CAUSAL:
+            keep = keep | ((c[:, None] == own[None, :]) & row_ok[None, :])
+        n = _append_kept(out, n, c, tl.max(keep.to(tl.int32), axis=1) > 0)
+    tl.store(COUNT + row, n)
+
+
 def _launch(kernel, active: torch.Tensor, block_m: int, by_tile: bool) -> tuple[torch.Tensor, torch.Tensor]:
     B, H, nb, Sq = active.shape
     n_tiles = triton.cdiv(Sq, block_m)
@@ -107,3 +144,22 @@ def block_tile_lists_launch(active: torch.Tensor, block_m: int) -> tuple[torch.T
     """As :func:`.ops.block_tile_lists`: each key block's query tiles ``[B, H, nb, n_tiles]`` and
     their count ``[B, H, nb]`` (int32)."""
     return _launch(_block_lists, active, block_m, by_tile=False)
+
+
+def tile_block_lists_from_rows_launch(
+    probs: torch.Tensor, causal: bool, kv_len: int, block_size: int, block_m: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`tile_block_lists_launch` of the flags ``p̄ > 0 or forced`` (causal: a row's own block),
+    read from ``probs [B, H, Sq, nb]`` (row-major) without forming them."""
+    B, H, Sq, nb = probs.shape
+    n_tiles = triton.cdiv(Sq, block_m)
+    lists = torch.zeros(B, H, n_tiles, nb, device=probs.device, dtype=torch.int32)
+    count = torch.zeros(B, H, n_tiles, device=probs.device, dtype=torch.int32)
+    if lists.numel() == 0:
+        return lists, count
+    _tile_lists_from_rows[(n_tiles, B * H)](
+        probs, lists, count, Sq, nb, H, n_tiles, kv_len - Sq, *probs.stride(),
+        BLOCK_M=block_m, STEP=min(BLOCKS_PER_STEP, triton.next_power_of_2(nb)), BLOCK_SIZE=block_size,
+        CAUSAL=causal, num_warps=4,
+    )  # fmt: skip
+    return lists, count

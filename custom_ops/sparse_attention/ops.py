@@ -2,6 +2,7 @@
 on CPU / float64, Triton on CUDA. Opaque ops, like ``dash_flex::sparse_decode``: the CUDA
 branches build the work lists (list_kernels.py; :func:`tile_block_lists` and
 :func:`block_tile_lists` below are their torch definitions) and launch the kernels directly.
+``dash_flex::sparse_attention_rows``: the forward for inference, from the selection as rows.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import torch
 
 from ..selection.torch_impl import any_in_row_groups
 from ..sparse_decode.ops import compact_block_list
-from .torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch
+from .torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch, sparse_attention_rows_torch
 
 BACKWARD_ROWS = 64  # backward: query rows per program, over the packed heads (a smaller union than 128)
 # Forward launch, from sweeps at 32K on the H200 (scripts/profile_stages.py --sweep, docs/benchmarks.md).
@@ -185,3 +186,53 @@ def _backward(ctx, grad_out, _grad_residual, _grad_lse):
 
 
 sparse_attention_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("dash_flex::sparse_attention_rows", mutates_args=())
+def sparse_attention_rows(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    probs: torch.Tensor,
+    mean_log: torch.Tensor,
+    causal: bool,
+    scale: float,
+    block_size: int,
+    inv_sigma: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out [B, Hq, Sq, Dv], lse [B, Hq, Sq])``: :func:`sparse_attention_forward` for inference, on
+    the selection as rows: ``probs [B, H_sel, Sq, nb]`` (p̄) and ``mean_log [B, H_sel, Sq]`` from
+    ``dash_flex::coarse_selection_rows``. The prior ``(log p̄ − mean_log) · inv_sigma`` (none when
+    ``inv_sigma == 0``) and the kept + forced flags are formed in the kernel (see torch_impl), so
+    nothing block-major is written. No residual and no autograd: with gradients, use
+    :func:`sparse_attention_forward`."""
+    if query.device.type != "cuda" or query.dtype == torch.float64:
+        return sparse_attention_rows_torch(query, key, value, probs, mean_log, causal, scale, block_size, inv_sigma)
+    from .list_kernels import tile_block_lists_from_rows_launch
+    from .triton_kernels import sparse_attention_rows_launch
+
+    check_in_slice_offsets(query=query, key=key, value=value, probs=probs)
+    H_sel = probs.shape[1]
+    rows, pack = forward_tiling(query.shape[1], key.shape[1], H_sel, H_sel)
+    block_list, count = tile_block_lists_from_rows_launch(probs, causal, key.shape[2], block_size, rows)
+    return sparse_attention_rows_launch(
+        query, key, value, probs, mean_log, block_list, count, causal, scale, block_size, inv_sigma, rows,
+        FORWARD_WARPS, FORWARD_STAGES, pack=pack,
+    )  # fmt: skip
+
+
+@sparse_attention_rows.register_fake
+def _(query, key, value, probs, mean_log, causal, scale, block_size, inv_sigma):
+    B, Hq, Sq, _ = query.shape
+    lse_dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
+    return query.new_empty(B, Hq, Sq, value.shape[-1]), query.new_empty(B, Hq, Sq, dtype=lse_dtype)
+
+
+def _rows_backward(ctx, grad_out, grad_lse):
+    raise RuntimeError(
+        "dash_flex::sparse_attention_rows is inference-only (no backward): use dash_flex::sparse_attention_forward "
+        "when gradients are needed (dash_attention does so by itself)"
+    )
+
+
+sparse_attention_rows.register_autograd(_rows_backward)

@@ -12,11 +12,17 @@ A row with no allowed key gives ``out = 0`` and ``lse = −inf``. Returns ``(out
 lse)``: ``out`` in the input dtype and ``out_residual`` = what that rounding dropped (for the
 backward's exact ``Δ``). This is exactly what
 FlexAttention computes from ``sel.block_mask`` / ``sel.score_mod`` when there are no user mods.
+
+``sparse_attention_rows_torch`` (inference) takes the selection as rows instead, ``p̄`` and each
+row's mean ``log p̄`` (``dash_flex::coarse_selection_rows``), and is defined as the above on the
+prior and flags those give (``coarse_selection.torch_impl.block_major_from_rows``).
 """
 
 from __future__ import annotations
 
 import torch
+
+from ..coarse_selection.torch_impl import block_major_from_rows
 
 
 def sparse_attention_forward_torch(
@@ -49,6 +55,27 @@ def sparse_attention_forward_torch(
     out = weights @ vv
     hi = out.to(query.dtype)
     return hi, (out - hi.to(acc)).to(query.dtype), lse  # lse: float32 (float64 for float64 inputs)
+
+
+def sparse_attention_rows_torch(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    probs: torch.Tensor,
+    mean_log: torch.Tensor,
+    causal: bool,
+    scale: float,
+    block_size: int,
+    inv_sigma: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, lse)`` of :func:`sparse_attention_forward_torch` on the block-major prior and flags of
+    the rows ``probs [B, H_sel, Sq, nb]``, ``mean_log [B, H_sel, Sq]`` (no prior when
+    ``inv_sigma == 0``)."""
+    prior, active = block_major_from_rows(probs, mean_log, inv_sigma, causal, key.shape[2], block_size)
+    out, _, lse = sparse_attention_forward_torch(
+        query, key, value, prior, active, causal, scale, block_size, inv_sigma != 0
+    )
+    return out, lse
 
 
 def sparse_attention_backward_torch(

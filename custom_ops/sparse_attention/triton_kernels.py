@@ -10,7 +10,10 @@ the row max is taken on the raw products and a score costs one FMA before its ex
 tile's diagonal blocks (and a partial last block) pay a per-element mask. Writes the output, its
 rounding residual (for the backward; not at inference) and the row LSE (natural log).
 ``_row_bias`` and ``_load_keys`` are shared with the backward kernels (triton_backward.py), so
-all three mask the same pairs.
+all three mask the same pairs. ``FROM_ROWS`` (inference, ``dash_flex::sparse_attention_rows``):
+the kernel reads ``p̄`` row-major and each row's mean ``log p̄`` instead, and forms the same bias
+in registers (:func:`_row_bias_from_rows`), so the coarse stage writes no block-major prior or
+flags.
 """
 
 from __future__ import annotations
@@ -33,6 +36,25 @@ def _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, st
     if HAS_PRIOR:
         prior = tl.load(prior_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0)
         return tl.where(keep, prior * LOG2E, float("-inf"))
+    return tl.where(keep, 0.0, float("-inf"))
+
+
+@triton.jit
+def _row_bias_from_rows(probs_base, c, rows, own, shift, inv_sigma, row_ok, stride_pc, stride_pt,
+                        HAS_PRIOR: tl.constexpr, CAUSAL: tl.constexpr):  # fmt: skip
+    """:func:`_row_bias` from ``p̄`` rows: a row keeps block ``c`` when ``p̄ > 0`` or ``c`` is its own
+    block (``own``, causal); the prior in log2 units is ``(log₂ p̄ − shift) · inv_sigma`` with
+    ``shift = mean log p̄ · log₂e`` (so ``= (log p̄ − mean) · inv_sigma · log₂e``), 0 on a forced
+    block outside the support. One strided load per row (a row's blocks are contiguous, so a
+    tile's next blocks mostly hit the lines this load brought into L1)."""
+    p = tl.load(probs_base + c * stride_pc + rows * stride_pt, mask=row_ok, other=0.0)
+    selected = p > 0
+    keep = selected
+    if CAUSAL:
+        keep = keep | (own == c)
+    if HAS_PRIOR:
+        prior = tl.where(selected, (tl.log2(tl.where(selected, p, 1.0)) - shift) * inv_sigma, 0.0)
+        return tl.where(keep, prior, float("-inf"))
     return tl.where(keep, 0.0, float("-inf"))
 
 
@@ -119,17 +141,21 @@ def _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_o
 
 @triton.jit
 def _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, j0, j1, rows, row_ok, k_base, v_base, prior_base, active_base,
-                kv_len, causal_offset, qk_scale, stride_lh, stride_lt, stride_kn, stride_kd, stride_vn, stride_vd,
-                stride_pc, stride_pt, stride_ac, stride_at,
+                own, shift, inv_sigma, kv_len, causal_offset, qk_scale, stride_lh, stride_lt, stride_kn, stride_kd,
+                stride_vn, stride_vd, stride_pc, stride_pt, stride_ac, stride_at,
                 BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VALUE_DIM: tl.constexpr,
                 BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
-                IEEE: tl.constexpr, FOLD_MAX: tl.constexpr):  # fmt: skip
+                IEEE: tl.constexpr, FOLD_MAX: tl.constexpr, FROM_ROWS: tl.constexpr):  # fmt: skip
     """:func:`_fwd_block` over the list entries ``[j0, j1)``. (Loading the next entry's block index
     and bias row a step ahead was slower: H200 run 55, 32K, same process, 5.41 ms against 5.04.)"""
     for j in range(j0, j1):
         c = tl.load(LIST + list_row * stride_lh + j * stride_lt)
-        bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
-                         HAS_PRIOR)  # fmt: skip
+        if FROM_ROWS:
+            bias = _row_bias_from_rows(prior_base, c, rows, own, shift, inv_sigma, row_ok, stride_pc, stride_pt,
+                                       HAS_PRIOR, CAUSAL)  # fmt: skip
+        else:
+            bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
+                             HAS_PRIOR)  # fmt: skip
         acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset, qk_scale,
                                    stride_kn, stride_kd, stride_vn, stride_vd, BLOCK_SIZE, HEAD_DIM, BLOCK_D,
                                    VALUE_DIM, BLOCK_DV, MASKED, CAUSAL, IEEE, FOLD_MAX)  # fmt: skip
@@ -138,24 +164,29 @@ def _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, j0, j1, rows, row_ok, k_base, 
 
 @triton.jit
 def _sparse_attention_fwd(
-    Q, K, V, PRIOR, ACTIVE, LIST, COUNT, OUT, OUT_RES, LSE,
+    Q, K, V, PRIOR, ACTIVE, MEAN_LOG, LIST, COUNT, OUT, OUT_RES, LSE,
     q_len, kv_len, causal_offset, num_q_heads, group_kv, group_sel, group_act, num_tiles,
     stride_qb, stride_qh, stride_qt, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_pb, stride_ph, stride_pc, stride_pt,
     stride_ab, stride_ah, stride_ac, stride_at,
+    stride_mb, stride_mh,
     stride_lh, stride_lt,
     stride_ob, stride_oh, stride_ot, stride_od,
-    scale,
+    scale, inv_sigma,
     BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     VALUE_DIM: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
     IEEE: tl.constexpr, PACK: tl.constexpr, FOLD_MAX: tl.constexpr, STORE_RESIDUAL: tl.constexpr,
+    FROM_ROWS: tl.constexpr,
 ):  # fmt: skip
     # A program owns BLOCK_M query rows of each of PACK query heads (consecutive, same KV head and
     # same selection): row r is head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M, so
-    # every K/V block read serves PACK heads.
+    # every K/V block read serves PACK heads. FROM_ROWS: PRIOR is p̄ [B, H_sel, Sq, nb] (its strides
+    # passed as (pb, ph, pc, pt)), MEAN_LOG its rows' mean log p̄ (unit stride along the rows), and
+    # ACTIVE is not read; otherwise MEAN_LOG is not read.
     qk_scale = tl.cast(scale, tl.float32) * LOG2E  # Inductor may pass Python floats as fp64
+    inv_sigma = tl.cast(inv_sigma, tl.float32)
     tile = tl.program_id(0)
     bh0 = tl.program_id(1).to(tl.int64) * PACK  # int64 offsets: the prior passes 2³¹ elements at 128K
     b = bh0 // num_q_heads
@@ -179,21 +210,26 @@ def _sparse_attention_fwd(
                                  BLOCK_SIZE, CAUSAL)  # fmt: skip
     prior_base = PRIOR + b * stride_pb + (h0 // group_sel) * stride_ph
     active_base = ACTIVE + b * stride_ab + h_act * stride_ah
+    own = (rows + causal_offset) // BLOCK_SIZE  # each row's own (forced) block when causal
+    shift = tl.zeros([PACK * BLOCK_M], tl.float32)
+    if FROM_ROWS and HAS_PRIOR:
+        mean_log = tl.load(MEAN_LOG + b * stride_mb + (h0 // group_sel) * stride_mh + rows, mask=row_ok, other=0.0)
+        shift = mean_log * LOG2E
     k_base = K + b * stride_kb + h_kv * stride_kh
     v_base = V + b * stride_vb + h_kv * stride_vh
     m_i = tl.full([PACK * BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([PACK * BLOCK_M], tl.float32)
     acc = tl.zeros([PACK * BLOCK_M, BLOCK_DV], tl.float32)
     acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, 0, n_lead, rows, row_ok, k_base, v_base,
-                                prior_base, active_base, kv_len, causal_offset, qk_scale, stride_lh, stride_lt,
-                                stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac,
-                                stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, False, CAUSAL,
-                                HAS_PRIOR, IEEE, FOLD_MAX)  # fmt: skip
+                                prior_base, active_base, own, shift, inv_sigma, kv_len, causal_offset, qk_scale,
+                                stride_lh, stride_lt, stride_kn, stride_kd, stride_vn, stride_vd, stride_pc,
+                                stride_pt, stride_ac, stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV,
+                                False, CAUSAL, HAS_PRIOR, IEEE, FOLD_MAX, FROM_ROWS)  # fmt: skip
     acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, n_lead, count, rows, row_ok, k_base, v_base,
-                                prior_base, active_base, kv_len, causal_offset, qk_scale, stride_lh, stride_lt,
-                                stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac,
-                                stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, True, CAUSAL,
-                                HAS_PRIOR, IEEE, FOLD_MAX)  # fmt: skip
+                                prior_base, active_base, own, shift, inv_sigma, kv_len, causal_offset, qk_scale,
+                                stride_lh, stride_lt, stride_kn, stride_kd, stride_vn, stride_vd, stride_pc,
+                                stride_pt, stride_ac, stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV,
+                                True, CAUSAL, HAS_PRIOR, IEEE, FOLD_MAX, FROM_ROWS)  # fmt: skip
     has_key = l_i > 0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     out_hi = out.to(OUT.dtype.element_ty)
@@ -230,24 +266,75 @@ def sparse_attention_launch(
     program (they must share the KV head, the prior and the flags). ``store_residual=False``: no
     rounding residual (an empty ``out_res``; inference). Launches directly (eager, or the CPU
     interpreter in tests)."""
+    _check_pack(pack, query.shape[1], key.shape[1], prior.shape[1], active.shape[1])
+    active_i8 = active.view(torch.int8) if active.dtype == torch.bool else active
+    return _launch(
+        query, key, value, prior, prior.stride(), active_i8, active_i8.stride(), None, block_list, count, causal,
+        scale, block_size, has_prior, 0.0, block_m, num_warps, num_stages, pack, store_residual,
+    )  # fmt: skip
+
+
+def sparse_attention_rows_launch(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    probs: torch.Tensor,
+    mean_log: torch.Tensor,
+    block_list: torch.Tensor,
+    count: torch.Tensor,
+    causal: bool,
+    scale: float,
+    block_size: int,
+    inv_sigma: float,
+    block_m: int,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
+    pack: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, lse)`` of the same attention from the rows: ``probs [B, H_sel, Sq, nb]`` (p̄, any
+    strides) and ``mean_log [B, H_sel, Sq]``; the prior is ``(log p̄ − mean_log) · inv_sigma`` on
+    ``p̄ > 0`` (none when ``inv_sigma == 0``), the kept + forced flags ``p̄ > 0`` or a row's own
+    block (causal). ``block_list`` / ``count`` as :func:`list_kernels.tile_block_lists_from_rows_launch`
+    gives them. No residual (inference)."""
+    H_sel = probs.shape[1]
+    _check_pack(pack, query.shape[1], key.shape[1], H_sel, H_sel)
+    mean_log = mean_log.float().contiguous()
+    pb, ph, pt, pc = probs.stride()
+    out, _, lse = _launch(
+        query, key, value, probs, (pb, ph, pc, pt), None, (0, 0, 0, 0), mean_log, block_list, count, causal,
+        scale, block_size, inv_sigma != 0, inv_sigma, block_m, num_warps, num_stages, pack, False,
+    )  # fmt: skip
+    return out, lse
+
+
+def _check_pack(pack: int, q_heads: int, kv_heads: int, sel_heads: int, act_heads: int) -> None:
+    if pack < 1 or pack & (pack - 1):
+        raise ValueError(f"pack={pack} must be a power of two (the packed tile has pack·block_m rows)")
+    if q_heads % pack or (q_heads // kv_heads) % pack or (q_heads // sel_heads) % pack or (q_heads // act_heads) % pack:
+        raise ValueError(f"pack={pack} heads must share their KV head, prior and flags")
+
+
+def _launch(query, key, value, prior, prior_strides, active, active_strides, mean_log, block_list, count, causal,
+            scale, block_size, has_prior, inv_sigma, block_m, num_warps, num_stages, pack, store_residual):  # fmt: skip
+    """Both launches: ``mean_log`` given means ``prior`` is p̄ rows (``FROM_ROWS``) and ``active``
+    is None (its strides zeros; ``prior`` is passed in its place and never read)."""
     B, Hq, Sq, D = query.shape
     Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
     n_tiles = block_list.shape[2]
+    from_rows = mean_log is not None
     out = torch.empty(B, Hq, Sq, Dv, device=query.device, dtype=query.dtype)
     out_res = torch.empty_like(out) if store_residual else out.new_empty(0)
     lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
-    active_i8 = active.view(torch.int8) if active.dtype == torch.bool else active
     list_rows = block_list.view(-1, block_list.shape[-1])
-    if pack < 1 or pack & (pack - 1):
-        raise ValueError(f"pack={pack} must be a power of two (the packed tile has pack·block_m rows)")
-    if Hq % pack or (Hq // Hkv) % pack or (Hq // prior.shape[1]) % pack or (Hq // active.shape[1]) % pack:
-        raise ValueError(f"pack={pack} heads must share their KV head, prior and flags")
+    sel_heads = prior.shape[1]
+    act_heads = sel_heads if from_rows else active.shape[1]
     _sparse_attention_fwd[(n_tiles, B * Hq // pack)](
         query,
         key,
         value,
         prior,
-        active_i8,
+        prior if from_rows else active,
+        mean_log if from_rows else lse,
         list_rows,
         count,
         out,
@@ -258,18 +345,20 @@ def sparse_attention_launch(
         Skv - Sq,
         Hq,
         Hq // Hkv,
-        Hq // prior.shape[1],
-        Hq // active.shape[1],
+        Hq // sel_heads,
+        Hq // act_heads,
         n_tiles,
         *query.stride(),
         *key.stride(),
         *value.stride(),
-        *prior.stride(),
-        *active_i8.stride(),
+        *prior_strides,
+        *active_strides,
+        *(mean_log.stride()[:2] if from_rows else (0, 0)),
         list_rows.stride(0),
         list_rows.stride(1),
         *out.stride(),
         scale,
+        inv_sigma,
         BLOCK_M=block_m,
         BLOCK_SIZE=block_size,
         HEAD_DIM=D,
@@ -282,6 +371,7 @@ def sparse_attention_launch(
         PACK=pack,
         FOLD_MAX=scale > 0,
         STORE_RESIDUAL=store_residual,
+        FROM_ROWS=from_rows,
         num_warps=num_warps or (4 if block_m * pack <= 128 else 8),
         **({} if num_stages is None else {"num_stages": num_stages}),
     )
