@@ -96,9 +96,9 @@ def report(name: str, compiled) -> None:
 
 
 def main() -> None:
-    fwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", MEAN_LOG="*fp32", LIST="*i32",
-                    COUNT="*i32", OUT="*bf16", OUT_RES="*bf16", LSE="*fp32")  # fmt: skip
-    # (rows, pack, causal, warps, residual stored, row max on raw products: scale > 0, from p̄ rows)
+    fwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
+                    OUT="*bf16", OUT_RES="*bf16", LSE="*fp32")  # fmt: skip
+    # (rows, pack, causal, warps, residual stored, row max on raw products: scale > 0, bias by list slot)
     fwd_launches = ((32, 4, True, 4, True, True, False), (128, 1, True, 4, True, True, False),
                     (32, 4, False, 4, True, True, False), (32, 4, True, 4, False, True, False),
                     (32, 4, True, 4, True, False, False), (32, 4, True, 4, False, True, True))  # fmt: skip
@@ -106,14 +106,10 @@ def main() -> None:
         consts = dict(BLOCK_M=rows, BLOCK_SIZE=64, HEAD_DIM=128, BLOCK_D=128, VALUE_DIM=128, BLOCK_DV=128,
                       CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack, FOLD_MAX=fold,
                       STORE_RESIDUAL=residual, FROM_ROWS=from_rows)  # fmt: skip
-        # from the rows, p̄'s block stride is 1 (stride_pc) and its row stride nb (stride_pt) a
-        # multiple of 16 at the benchmark's lengths; the flags' strides are zeros (not read)
-        unit = FINE_UNIT_STRIDES if not from_rows else tuple(n for n in FINE_UNIT_STRIDES if n != "stride_pt")
-        divisible = FINE_DIVISIBLE if not from_rows else tuple(n for n in FINE_DIVISIBLE if n != "stride_pc")
-        unit = unit + (("stride_pc",) if from_rows else ())
-        divisible = divisible + (("stride_pt",) if from_rows else ())
-        k = compile_kernel(fine._sparse_attention_fwd, fwd_ptrs, consts, ("scale", "inv_sigma"), unit=unit,
-                           divisible=divisible, num_warps=warps, num_stages=2)  # fmt: skip
+        # the bias by list slot has the prior's unit row stride and slot / list-row strides that
+        # are multiples of 16, as the block-major prior's; the flags' strides (zeros) are not read
+        k = compile_kernel(fine._sparse_attention_fwd, fwd_ptrs, consts, unit=FINE_UNIT_STRIDES,
+                           divisible=FINE_DIVISIBLE, num_warps=warps, num_stages=2)  # fmt: skip
         report(f"fine forward rows={rows} pack={pack} causal={causal} warps={warps} "
                f"residual={residual} fold={fold} from_rows={from_rows}", k)  # fmt: skip
     bwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
@@ -133,10 +129,11 @@ def main() -> None:
     for name, kernel in (("tile", list_kernels._tile_lists), ("block", list_kernels._block_lists)):
         k = compile_kernel(kernel, list_ptrs, dict(BLOCK_M=16, STEP=128), num_warps=4)
         report(f"fine {name} lists", k)
-    k = compile_kernel(list_kernels._tile_lists_from_rows, dict(PROBS="*fp32", LIST="*i32", COUNT="*i32"),
-                       dict(BLOCK_M=32, STEP=128, BLOCK_SIZE=64, CAUSAL=True), unit=("stride_pc",),
-                       divisible=("stride_pt",), num_warps=4)  # fmt: skip
-    report("fine tile lists from the rows", k)
+    k = compile_kernel(list_kernels._tile_lists_and_bias_from_rows,
+                       dict(PROBS="*fp32", MEAN_LOG="*fp32", LIST="*i32", COUNT="*i32", BIAS="*fp32"),
+                       dict(BLOCK_M=32, STEP=128, BLOCK_SIZE=64, CAUSAL=True, HAS_PRIOR=True), ("inv_sigma",),
+                       unit=("stride_pc",), divisible=("stride_pt",), num_warps=4)  # fmt: skip
+    report("fine tile lists and bias from the rows", k)
     score_ptrs = dict(Q="*bf16", KB_HI="*bf16", KB_LO="*bf16", Z="*fp32")
     for bm, bn, warps, loop, stages in ((64, 64, 4, 0, 3), (128, 128, 8, 0, 3), (128, 64, 8, 1, 3),
                                         (64, 64, 4, 1, 3)):  # fmt: skip

@@ -48,26 +48,22 @@ def main() -> None:
     prior, active = sel.log_prior.transpose(2, 3), sel.active_blocks.transpose(2, 3)
     probs, mean_log = sel.probs, mean_log_support(sel.probs)
     lists = list_kernels.tile_block_lists_launch(active, 32)
-    rows_lists = list_kernels.tile_block_lists_from_rows_launch(probs, True, S, BS, 32)
+    rows_lists = list_kernels.tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, S, BS, 32)
     print(f"S={S}: lists equal: {all(torch.equal(a, b) for a, b in zip(lists, rows_lists))}", flush=True)
     block_major = triton_kernels.sparse_attention_launch(
         q, k, v, prior, active, *lists, True, scale, BS, True, 32, 4, 2, pack=4, store_residual=False
     )
-    from_rows = triton_kernels.sparse_attention_rows_launch(
-        q, k, v, probs, mean_log, *lists, True, scale, BS, 1.0, 32, 4, 2, pack=4
-    )
+    from_rows = triton_kernels.sparse_attention_rows_launch(q, k, v, *rows_lists, True, scale, BS, 32, 4, 2, pack=4)
     err = float((from_rows[0].float() - block_major[0].float()).norm() / block_major[0].float().norm())
     print(f"rows against block-major: out rel {err:.2e}, lse max {(from_rows[1] - block_major[2]).abs().max():.2e}")
     for _ in range(2):
         timed("tile lists from the flags (block_m 32)", lambda: list_kernels.tile_block_lists_launch(active, 32))
-        timed("tile lists from the rows", lambda: list_kernels.tile_block_lists_from_rows_launch(
-            probs, True, S, BS, 32))  # fmt: skip
+        timed("tile lists and bias from the rows", lambda: list_kernels.tile_lists_and_bias_from_rows_launch(
+            probs, mean_log, 1.0, True, S, BS, 32))  # fmt: skip
         timed("fine kernel, block-major (lists given)", lambda: triton_kernels.sparse_attention_launch(
             q, k, v, prior, active, *lists, True, scale, BS, True, 32, 4, 2, pack=4, store_residual=False))  # fmt: skip
-        timed("fine kernel, rows (lists given)", lambda: triton_kernels.sparse_attention_rows_launch(
-            q, k, v, probs, mean_log, *lists, True, scale, BS, 1.0, 32, 4, 2, pack=4))  # fmt: skip
-        timed("fine kernel, rows, inv_sigma 0 (cost probe)", lambda: triton_kernels.sparse_attention_rows_launch(
-            q, k, v, probs, mean_log, *lists, True, scale, BS, 0.0, 32, 4, 2, pack=4))  # fmt: skip
+        timed("fine kernel, bias by list slot (lists given)", lambda: triton_kernels.sparse_attention_rows_launch(
+            q, k, v, *rows_lists, True, scale, BS, 32, 4, 2, pack=4))  # fmt: skip
     k_bar = block_summaries(k, None, BS)
     sq_pad, nb_pad = -(-S // 128) * 128, -(-(-(-S // 128) * 128) // BS)
     for _ in range(2):
@@ -76,7 +72,7 @@ def main() -> None:
             q, k_bar, 1.5, 1.0, 1.0, True, S, BS, sq_pad, nb_pad))  # fmt: skip
         timed("coarse_selection_rows", lambda: coarse_selection_rows(q, k_bar, 1.5, 1.0, True, S, BS))
     print_kernel_resources(triton_kernels._sparse_attention_fwd)
-    print_kernel_resources(list_kernels._tile_lists_from_rows)
+    print_kernel_resources(list_kernels._tile_lists_and_bias_from_rows)
 
 
 if __name__ == "__main__":

@@ -262,9 +262,9 @@ def test_rows_definition_equals_block_major_forward(case):
 @pytest.mark.parametrize("case", CASES, ids=["gqa", "per-head-inf", "chunked", "noncausal"])
 @pytest.mark.parametrize("block_m,packed", [(16, False), (32, True)])
 def test_rows_triton_kernel_matches_definition(case, dtype, block_m, packed):
-    """The fine kernel reading p̄ rows (``FROM_ROWS``; the interpreter here), with the tile lists
-    built from the rows, equals the rows definition: output and LSE."""
-    from custom_ops.sparse_attention.list_kernels import tile_block_lists_from_rows_launch
+    """The fine kernel on lists built from p̄ rows with their bias rows by slot (``FROM_ROWS``; the
+    interpreter here) equals the rows definition: output and LSE."""
+    from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
     from custom_ops.sparse_attention.torch_impl import sparse_attention_rows_torch
     from custom_ops.sparse_attention.triton_kernels import sparse_attention_rows_launch
 
@@ -273,39 +273,58 @@ def test_rows_triton_kernel_matches_definition(case, dtype, block_m, packed):
     expected, expected_lse = sparse_attention_rows_torch(q, k, v, probs, mean_log, causal, scale, bs, inv_sigma)
     H_sel = probs.shape[1]
     pack = forward_tiling(q.shape[1], k.shape[1], H_sel, H_sel)[1] if packed else 1
-    lists = tile_block_lists_from_rows_launch(probs, causal, k.shape[2], bs, block_m)
-    out, lse = sparse_attention_rows_launch(q, k, v, probs, mean_log, *lists, causal, scale, bs, inv_sigma, block_m,
-                                            pack=pack)  # fmt: skip
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, inv_sigma, causal, k.shape[2], bs, block_m)
+    out, lse = sparse_attention_rows_launch(q, k, v, *lists, causal, scale, bs, block_m, pack=pack)
     assert rel_err(out, expected) < (1e-5 if dtype == torch.float32 else 5e-3)
     torch.testing.assert_close(lse, expected_lse, atol=1e-3 if dtype == torch.float16 else 1e-5, rtol=1e-5)
 
 
 ROWS_LIST_CASES = [
     # (B, H, Sq, Skv, block_size, block_m, causal, density)
-    (2, 3, 300, 300, 16, 16, True, 0.05),  # 19 blocks
-    (1, 2, 200, 9000, 32, 32, True, 0.02),  # an offset; 282 blocks: three steps of 128
-    (1, 1, 100, 130, 16, 64, False, 0.1),  # partial last tile and block
+    (2, 3, 300, 300, 16, 16, True, 0.3),  # 19 blocks
+    (1, 2, 200, 9000, 32, 32, True, 0.1),  # an offset; 282 blocks: three steps of 128
+    (1, 1, 100, 130, 16, 64, False, 0.2),  # partial last tile and block
     (1, 2, 64, 64, 16, 16, True, 0.0),  # nothing selected: the own blocks alone
+    (1, 1, 600, 600, 2, 32, True, 0.05),  # 300 blocks: steps cut at the tile's causal reach
 ]
 
 
-@pytest.mark.parametrize("case", ROWS_LIST_CASES)
-def test_rows_list_kernel_equals_the_torch_lists(case):
-    """The tile lists built from p̄ rows (kept: ``p̄ > 0`` or the row's own block) equal the torch
-    lists of the block-major flags those rows define, on a view of padded rows."""
-    from custom_ops.coarse_selection.torch_impl import block_major_from_rows
-    from custom_ops.sparse_attention.list_kernels import tile_block_lists_from_rows_launch
-
-    B, H, Sq, Skv, bs, block_m, causal, density = case
+def causal_rows(B, H, Sq, Skv, bs, causal, density, seed):
+    """Random p̄ rows (zeros past each row's eligible blocks when causal, as the coarse stage gives)
+    and random mean log p̄, on views of padded tensors."""
     nb = -(-Skv // bs)
-    g = torch.Generator().manual_seed(Sq + nb)
+    g = torch.Generator().manual_seed(seed)
     probs = torch.rand(B, H, Sq + 5, nb + 3, generator=g)
     probs = torch.where(torch.rand(probs.shape, generator=g) < density, probs, 0.0)[:, :, :Sq, :nb]
-    _, active = block_major_from_rows(probs, torch.zeros(B, H, Sq), 1.0, causal, Skv, bs)
+    if causal:
+        own = (torch.arange(Sq) + Skv - Sq) // bs
+        probs = probs.masked_fill(torch.arange(nb)[None, :] >= own[:, None], 0.0)
+    return probs, torch.randn(B, H, Sq + 2, generator=g)[:, :, :Sq]
+
+
+@pytest.mark.parametrize("case", ROWS_LIST_CASES)
+def test_rows_list_kernel_equals_the_torch_lists_and_bias(case):
+    """The tile lists built from p̄ rows (kept: ``p̄ > 0`` or the row's own block) equal the torch
+    lists of the block-major flags those rows define, and each listed slot's bias rows are that
+    block's prior in log2 units where a row keeps it, ``−inf`` where it does not."""
+    from custom_ops.coarse_selection.torch_impl import block_major_from_rows
+    from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
+
+    B, H, Sq, Skv, bs, block_m, causal, density = case
+    probs, mean_log = causal_rows(B, H, Sq, Skv, bs, causal, density, Sq + Skv)
+    prior, active = block_major_from_rows(probs, mean_log, 0.7, causal, Skv, bs)
     want_list, want_count = tile_block_lists(active, block_m)
-    got_list, got_count = tile_block_lists_from_rows_launch(probs, causal, Skv, bs, block_m)
+    got_list, got_count, bias = tile_lists_and_bias_from_rows_launch(probs, mean_log, 0.7, causal, Skv, bs, block_m)
     assert torch.equal(got_count, want_count) and torch.equal(got_list, want_list)
     assert (want_count > 0).any()
+    pad = -(-Sq // block_m) * block_m - Sq
+    want_bias = torch.where(active, prior * math.log2(math.e), -math.inf)
+    want_bias = torch.nn.functional.pad(want_bias, (0, pad), value=-math.inf)  # [B, H, nb, n_tiles·block_m]
+    want_bias = want_bias.view(B, H, want_bias.shape[2], -1, block_m).transpose(2, 3)  # [B, H, n_tiles, nb, m]
+    for b, h, t in torch.nonzero(want_count).tolist():
+        n = want_count[b, h, t]
+        expected = want_bias[b, h, t][want_list[b, h, t, :n].long()]
+        torch.testing.assert_close(bias[b, h, t, :n], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_rows_opcheck_cpu_and_no_backward():
@@ -756,18 +775,21 @@ def test_cuda_rows_path_matches_block_major_and_reference(shape, causal, dtype):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_rows_list_kernel_equals_the_torch_lists():
-    """On the GPU, at the benchmark's shape (32K rows, 512 blocks, 8 heads, a view of padded
-    rows), the tile lists from p̄ rows equal the torch lists of the flags they define."""
+    """On the GPU, at the benchmark's shape (32K rows, 512 blocks, 8 heads, a view of padded rows,
+    zeros past each row's eligible blocks), the tile lists from p̄ rows equal the torch lists of
+    the flags they define."""
     from custom_ops.coarse_selection.torch_impl import block_major_from_rows
-    from custom_ops.sparse_attention.list_kernels import tile_block_lists_from_rows_launch
+    from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
 
     g = torch.Generator(device="cuda").manual_seed(0)
     probs = torch.rand(1, 8, 32768 + 100, 520, generator=g, device="cuda")[:, :, :32700, :512]
-    probs = torch.where(probs < 0.002, probs, 0.0)
-    _, active = block_major_from_rows(probs, torch.zeros(probs.shape[:3], device="cuda"), 1.0, True, 32768, 64)
+    own = (torch.arange(32700, device="cuda") + 68) // 64
+    probs = torch.where((probs < 0.01) & (torch.arange(512, device="cuda")[None, :] < own[:, None]), probs, 0.0)
+    mean_log = torch.zeros(probs.shape[:3], device="cuda")
+    _, active = block_major_from_rows(probs, mean_log, 1.0, True, 32768, 64)
     for block_m in (16, 32, 64):
         want = tile_block_lists(active, block_m)
-        got = tile_block_lists_from_rows_launch(probs, True, 32768, 64, block_m)
+        got = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, 32768, 64, block_m)
         assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0]), block_m
 
 

@@ -203,22 +203,21 @@ def sparse_attention_rows(
     """``(out [B, Hq, Sq, Dv], lse [B, Hq, Sq])``: :func:`sparse_attention_forward` for inference, on
     the selection as rows: ``probs [B, H_sel, Sq, nb]`` (p̄) and ``mean_log [B, H_sel, Sq]`` from
     ``dash_flex::coarse_selection_rows``. The prior ``(log p̄ − mean_log) · inv_sigma`` (none when
-    ``inv_sigma == 0``) and the kept + forced flags are formed in the kernel (see torch_impl), so
-    nothing block-major is written. No residual and no autograd: with gradients, use
-    :func:`sparse_attention_forward`."""
+    ``inv_sigma == 0``) and the kept + forced flags (see torch_impl) are formed by the tile list
+    builder, which stores each listed block's bias rows by list slot, so nothing block-major is
+    written. No residual and no autograd: with gradients, use :func:`sparse_attention_forward`."""
     if query.device.type != "cuda" or query.dtype == torch.float64:
         return sparse_attention_rows_torch(query, key, value, probs, mean_log, causal, scale, block_size, inv_sigma)
-    from .list_kernels import tile_block_lists_from_rows_launch
+    from .list_kernels import tile_lists_and_bias_from_rows_launch
     from .triton_kernels import sparse_attention_rows_launch
 
     check_in_slice_offsets(query=query, key=key, value=value, probs=probs)
     H_sel = probs.shape[1]
     rows, pack = forward_tiling(query.shape[1], key.shape[1], H_sel, H_sel)
-    block_list, count = tile_block_lists_from_rows_launch(probs, causal, key.shape[2], block_size, rows)
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, inv_sigma, causal, key.shape[2], block_size, rows)
     return sparse_attention_rows_launch(
-        query, key, value, probs, mean_log, block_list, count, causal, scale, block_size, inv_sigma, rows,
-        FORWARD_WARPS, FORWARD_STAGES, pack=pack,
-    )  # fmt: skip
+        query, key, value, *lists, causal, scale, block_size, rows, FORWARD_WARPS, FORWARD_STAGES, pack=pack
+    )
 
 
 @sparse_attention_rows.register_fake
