@@ -213,8 +213,9 @@ def _attend_from_rows(query, key, value, k_bar, shapes: AttentionShapes, scale: 
 # Bytes of selection state per (batch, selection head, key block, query row) on the fused path:
 # p̄ and the prior (fp32), the flags (bool) and the fine stage's tile lists (int32 per 16–32 rows).
 SELECTION_BYTES_PER_ENTRY = 4 + 4 + 1 + 0.25
-# Inference from the rows (``_attend_from_rows``): p̄ and the tile lists only.
-ROWS_BYTES_PER_ENTRY = 4 + 0.25
+# Inference from the rows (``_attend_from_rows``): p̄, the tile lists and their bias rows by list
+# slot (fp32, allocated for every block of every 32-row tile: 4 bytes per entry).
+ROWS_BYTES_PER_ENTRY = 4 + 4 + 0.25
 # With gradients the backward also holds the prior's gradient (fp32) per entry.
 TRAINING_BYTES_PER_ENTRY = SELECTION_BYTES_PER_ENTRY + 4
 # Inference on the fused path runs the queries in chunks whose selection state fits this budget:

@@ -142,12 +142,13 @@ def main() -> None:
         k = compile_kernel(coarse._coarse_scores, score_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)
         report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages", k)
     ent_ptrs = dict(Z="*fp32", PROBS="*fp32", MEAN_LOG="*fp32")
-    for width in (16, 128, 512, 1024, 2048):  # 16 in a 2048-block output row: 128K's first chunk
-        rows, warps = coarse.entmax_config(width)
-        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=min(width, 128), BLOCK_SIZE=64, CAUSAL=True,
-                      MODE=1, N_BISECT=0, N_NEWTON=7)  # fmt: skip
+    # (main, tail): 16 in a 2048-block output row is 128K's first chunk; 256 + 128 the inference split
+    for width, tail in ((16, 0), (128, 0), (512, 0), (1024, 0), (2048, 0), (256, 128)):
+        rows, warps = coarse.entmax_config(triton.next_power_of_2(width + tail))
+        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=min(width, tail or 128), BLOCK_SIZE=64,
+                      CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail)  # fmt: skip
         k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
-        report(f"group entmax width={width}", k)
+        report(f"group entmax width={width} tail={tail}", k)
     vjp_ptrs = dict(Z="*fp32", DZ_SPLIT="*bf16", GRAD="*fp32", DPRIOR="*fp32", PROBS="*fp32")
     for width in (16, 128, 512, 1024, 2048):
         rows, warps = coarse.entmax_config(width)

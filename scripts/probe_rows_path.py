@@ -2,11 +2,11 @@
 
     PYTHONPATH=. python scripts/probe_rows_path.py [--seq 32768]
 
-On the benchmark's inputs and selection: the tile lists from the flags against those from the p̄
-rows, then the fine kernel on the same (precomputed) lists, block-major against rows, and the rows
-kernel without a prior (``inv_sigma = 0``: a cost probe of the log, not the same output); each
-launch timed twice (identical launches move by ~0.25 ms within a process), then the coarse stage
-with and without its block-major pass. Median ms (`triton.testing.do_bench`).
+On the benchmark's inputs and selection: the tile lists from the flags against those (with their
+bias rows) from the p̄ rows, then the fine kernel on precomputed lists, block-major against the
+bias by list slot; each launch timed twice (identical launches move by ~0.25 ms within a process), then the
+coarse stage with and without its block-major pass, and the inference launch with and without
+its split register rows. Median ms (`triton.testing.do_bench`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from profile_stages import print_kernel_resources  # noqa: E402
 
 from custom_ops.block_summary import block_summaries  # noqa: E402
 from custom_ops.coarse_selection import coarse_selection, coarse_selection_rows  # noqa: E402
+from custom_ops.coarse_selection.split_kernels import coarse_selection_rows_launch  # noqa: E402
 from custom_ops.coarse_selection.torch_impl import mean_log_support  # noqa: E402
 from custom_ops.sparse_attention import list_kernels, triton_kernels  # noqa: E402
 from dash_flex import dash_select  # noqa: E402
@@ -70,7 +71,9 @@ def main() -> None:
         timed("block summaries", lambda: block_summaries(k, None, BS))
         timed("coarse_selection (with the block-major pass)", lambda: coarse_selection(
             q, k_bar, 1.5, 1.0, 1.0, True, S, BS, sq_pad, nb_pad))  # fmt: skip
-        timed("coarse_selection_rows", lambda: coarse_selection_rows(q, k_bar, 1.5, 1.0, True, S, BS))
+        timed("coarse_selection_rows (256 + 128 tails)", lambda: coarse_selection_rows(q, k_bar, 1.5, 1.0, True, S, BS))
+        timed("coarse_selection_rows launch, whole rows", lambda: coarse_selection_rows_launch(
+            q, k_bar, 1.5, 1.0, True, S, BS, tails=False))  # fmt: skip
     print_kernel_resources(triton_kernels._sparse_attention_fwd)
     print_kernel_resources(list_kernels._tile_lists_and_bias_from_rows)
 

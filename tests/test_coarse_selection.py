@@ -232,6 +232,45 @@ def test_rows_launch_matches_definition(case, dtype, chunks):
     assert rel_err(mean_log[both], want_mean[both]) <= (1e-5 if dtype == torch.float32 else 2e-3)
 
 
+def test_inference_row_split_at_32k():
+    """The benchmark's 32K chunks (4096 rows, 64-token blocks): only the 512-wide rows whose reach
+    is at most 384 blocks are split, into 256 + 128."""
+    from custom_ops.coarse_selection.split_kernels import chunk_width, inference_row_split
+
+    widths = [chunk_width(512, True, r0, 4096, 32768, 0, 64) for r0 in range(0, 32768, 4096)]
+    assert widths == [64, 128, 256, 256, 512, 512, 512, 512]
+    splits = [inference_row_split(w, True, r0, 4096, 32768, 0, 64) for w, r0 in zip(widths, range(0, 32768, 4096))]
+    assert splits == [(64, 0), (128, 0), (256, 0), (256, 0), (256, 128), (256, 128), (512, 0), (512, 0)]
+    assert inference_row_split(512, False, 0, 300, 300, 0, 64) == (512, 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_rows_launch_with_tail_tiles(dtype, monkeypatch):
+    """The inference launch's split rows (on the GPU 256 + 128 of a 512-wide row; here forced at
+    widths 64 and 128 so that the interpreter sees them): 1280 causal tokens of 16-token blocks in
+    chunks of 128 rows solve rows of 32 + 16 and 64 + 32 blocks among whole ones. p̄ and its mean
+    log equal the definition and the whole-row launch, and the blocks past each row's reach are 0."""
+    from custom_ops.coarse_selection.split_kernels import chunk_width, inference_row_split
+    from custom_ops.coarse_selection.torch_impl import coarse_selection_rows_torch
+
+    monkeypatch.setattr(split_kernels, "TAIL_SPLIT_WIDTHS", (64, 128))
+    S, bs, rows = 1280, 16, 128
+    q, _, _, k_bar, _ = problem((1, 4, 2, S, S, 16, bs, True, 1.5), dtype)
+    splits = [inference_row_split(chunk_width(128, True, r0, rows, S, 0, bs), True, r0, rows, S, 0, bs)
+              for r0 in range(0, S, rows)]  # fmt: skip
+    assert splits[4:6] == [(32, 16)] * 2 and splits[8:] == [(64, 32)] * 2, splits
+    budget = rows * 4 * k_bar.shape[2] * 4
+    want_probs, want_mean = coarse_selection_rows_torch(q, k_bar, 1.5, 1.3, True, S, bs)
+    args = (q, k_bar, 1.5, 1.3, True, S, bs)
+    probs, mean_log = split_kernels.coarse_selection_rows_launch(*args, z_budget=budget)
+    whole, whole_mean = split_kernels.coarse_selection_rows_launch(*args, z_budget=budget, tails=False)
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    assert rel_err(probs, want_probs) <= tol and rel_err(mean_log, want_mean) <= tol
+    assert rel_err(probs, whole) <= 1e-6 and rel_err(mean_log, whole_mean) <= 1e-6
+    eligible, _ = block_classes(S, S, bs, True, q.device)
+    assert (probs[:, :, ~eligible] == 0).all()
+
+
 def test_split_kernels_narrow_rows_in_early_causal_chunks():
     """Chunks of 64 rows over 640 causal tokens: the early chunks solve 16-block rows, the late
     ones 64 (``chunk_width``); the blocks past a chunk's reach must come out zero / False, forward
@@ -555,6 +594,29 @@ def test_cuda_rows_op_equals_the_block_major_op(shape):
     nb = probs.shape[-1]
     assert torch.equal(got_active, active[:, :, :nb, :Sq])
     torch.testing.assert_close(got_prior, prior[:, :, :nb, :Sq], atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_rows_launch_with_tail_tiles(dtype):
+    """On CUDA, the benchmark's chunk structure at 24K causal tokens (chunks of 4096 rows, 64-token
+    blocks): the inference launch splits the last two chunks' 512-wide rows into 256 + 128 blocks;
+    p̄ and its mean log equal the definition and the whole-row launch."""
+    from custom_ops.coarse_selection.split_kernels import coarse_selection_rows_launch
+    from custom_ops.coarse_selection.torch_impl import coarse_selection_rows_torch
+
+    B, Hq, Hkv, S, D, bs = 1, 8, 2, 24576, 64, 64
+    q, k_bar, _ = cuda_problem(S, B, Hq, Hkv, S, S, D, bs, dtype)
+    budget = 4096 * B * Hq * k_bar.shape[2] * 4
+    args = (q, k_bar, 1.5, 1.0, True, S, bs)
+    probs, mean_log = coarse_selection_rows_launch(*args, z_budget=budget)
+    whole, whole_mean = coarse_selection_rows_launch(*args, z_budget=budget, tails=False)
+    want, want_mean = coarse_selection_rows_torch(*args)
+    tol = 1e-5 if dtype == torch.float32 else 3e-3
+    assert rel_err(probs, want) <= tol and rel_err(mean_log, want_mean) <= tol
+    assert rel_err(probs, whole) <= 1e-6 and rel_err(mean_log, whole_mean) <= 1e-6
+    assert ((probs > 0) == (whole > 0)).float().mean() > 0.9999
 
 
 @pytest.mark.gpu

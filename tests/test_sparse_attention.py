@@ -645,8 +645,9 @@ def test_fused_training_in_query_chunks_equals_whole_call(case, monkeypatch):
 def test_fused_chunk_rows_fit_the_budget():
     """At 128K tokens (B=1, Hkv=8, block 64) the ~19 GiB selection splits into chunks of whole
     1024-row units, each within the 1.25 GiB inference budget, or the 4 GiB training budget with
-    the prior's gradient counted; 8K and 32K run whole in both. As p̄ rows (inference, GQA-shared)
-    the state is under half as large, so the chunks are over twice as tall."""
+    the prior's gradient counted; 8K and 32K run whole in all three. As p̄ rows (inference,
+    GQA-shared: p̄, lists and their bias rows) the state is a little smaller, the chunks as tall
+    or taller."""
     from dash_flex._validation import AttentionShapes
     from dash_flex.attention import (
         INFERENCE_CHUNK_BYTES,
@@ -669,7 +670,8 @@ def test_fused_chunk_rows_fit_the_budget():
     assert 8 * 2048 * train_rows * TRAINING_BYTES_PER_ENTRY <= TRAINING_CHUNK_BYTES
     assert fused_chunk_rows(AttentionShapes(1, 32, 8, 32768, 32768, 128, 128, 64), True, True) == 32768
     rows_from_rows = fused_chunk_rows(long, True, False, True)
-    assert rows_from_rows % 1024 == 0 and 2 * rows < rows_from_rows < 131072
+    assert rows_from_rows % 1024 == 0 and rows <= rows_from_rows < 131072
+    assert fused_chunk_rows(AttentionShapes(1, 32, 8, 32768, 32768, 128, 128, 64), True, False, True) == 32768
     assert 8 * 2048 * rows_from_rows * ROWS_BYTES_PER_ENTRY <= INFERENCE_CHUNK_BYTES
     assert 8 * 2048 * (rows_from_rows + 1024) * ROWS_BYTES_PER_ENTRY > INFERENCE_CHUNK_BYTES
 

@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from ..entmax.torch_impl import solver_schedule
-from ..entmax.triton_kernels import _row_sum, entmax_rows_split
+from ..entmax.triton_kernels import _row_sum, _rows_sum, entmax_rows_split, entmax_rows_split_tail
 
 BM = 64  # query rows per chunk are a multiple of this
 # score GEMM: query rows × blocks per program, num_warps. H200, 128K (32K): (128, 128, 8) 9.50 ms
@@ -131,11 +131,15 @@ def _group_entmax(
     am1, d, one_minus_alpha,
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
-    N_NEWTON: tl.constexpr,
+    N_NEWTON: tl.constexpr, TAIL: tl.constexpr,
 ):  # fmt: skip
     """``p̄`` (row-major, as ``probs``) and each row's mean of ``log p̄`` over its selected blocks;
-    :func:`_block_major_prior` turns both into the prior and the flags."""
+    :func:`_block_major_prior` turns both into the prior and the flags. The register row is blocks
+    ``[0, NB)`` and, with ``TAIL > 0`` (inference only, :func:`inference_row_split`), ``[NB, NB +
+    TAIL)`` in a second tile of ``TAIL // SUB`` pieces."""
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
+    HAS_TAIL: tl.constexpr = TAIL > 0
+    TAIL_PIECES: tl.constexpr = max(TAIL // SUB, 1)
     bh = tl.program_id(1).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_kv_heads
     h_kv = bh % num_kv_heads
@@ -143,34 +147,43 @@ def _group_entmax(
     t_ok = t < q_len
     # block c of row r sits at [c // SUB, r, c % SUB]: up to 512 blocks a row stays inside one warp
     cols = tl.arange(0, NB // SUB)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
+    cols_t = NB + tl.arange(0, TAIL_PIECES)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
     own = (t + causal_offset) // BLOCK_SIZE
     if CAUSAL:
         eligible = (cols < own) & t_ok
+        eligible_t = (cols_t < own) & t_ok
     else:
         eligible = (cols < num_blocks) & t_ok
+        eligible_t = (cols_t < num_blocks) & t_ok
     p_bar = tl.zeros([NB // SUB, ROWS, SUB], tl.float32)
+    p_bar_t = tl.zeros([TAIL_PIECES, ROWS, SUB], tl.float32)
+    z_row = Z + b * stride_zb + (t - row0) * stride_zt
     for g in range(GROUP):
-        z = tl.load(
-            Z + b * stride_zb + (h_kv * GROUP + g) * stride_zh + (t - row0) * stride_zt + cols * stride_zc,
-            mask=eligible,
-            other=-float("inf"),
-        )
-        p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
+        head = (h_kv * GROUP + g) * stride_zh
+        z = tl.load(z_row + head + cols * stride_zc, mask=eligible, other=-float("inf"))
+        if HAS_TAIL:
+            z_t = tl.load(z_row + head + cols_t * stride_zc, mask=eligible_t, other=-float("inf"))
+            p, p_t = entmax_rows_split_tail(z, z_t, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, True)
+            p_bar += p
+            p_bar_t += p_t
+        else:
+            p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
     p_bar = p_bar / GROUP
-    tl.store(
-        PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt + cols * stride_pc,
-        p_bar,
-        mask=t_ok & (cols < num_blocks),
-    )
-    selected = p_bar > 0
-    log_p = tl.log(tl.where(selected, p_bar, 1.0))
-    n_sel = tl.maximum(_row_sum(selected.to(tl.float32)), 1.0)
+    p_bar_t = p_bar_t / GROUP
+    out_row = PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt
+    tl.store(out_row + cols * stride_pc, p_bar, mask=t_ok & (cols < num_blocks))
+    if HAS_TAIL:
+        tl.store(out_row + cols_t * stride_pc, p_bar_t, mask=t_ok & (cols_t < num_blocks))
+    selected, selected_t = p_bar > 0, p_bar_t > 0
+    log_p = tl.where(selected, tl.log(tl.where(selected, p_bar, 1.0)), 0.0)
+    log_p_t = tl.where(selected_t, tl.log(tl.where(selected_t, p_bar_t, 1.0)), 0.0)
+    n_sel = tl.maximum(_rows_sum(selected.to(tl.float32), selected_t.to(tl.float32), HAS_TAIL), 1.0)
     rows = row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    mean = _row_sum(tl.where(selected, log_p, 0.0)) / n_sel
+    mean = _rows_sum(log_p, log_p_t, HAS_TAIL) / n_sel
     tl.store(MEAN_LOG + b * stride_mb + h_kv * stride_mh + rows, mean, mask=rows < q_len)
-    # blocks past this launch's register row (NB, cut to the chunk's causal reach): zeros
+    # blocks past this launch's register row (NB + TAIL, cut to the chunk's causal reach): zeros
     t2 = tl.reshape(t, [ROWS, 1])
-    for k0 in tl.static_range(NB, NB_OUT, SUB):
+    for k0 in tl.static_range(NB + TAIL, NB_OUT, SUB):
         c2 = k0 + tl.arange(0, SUB)[None, :]
         tl.store(PROBS + b * stride_pb + h_kv * stride_ph + t2 * stride_pt + c2 * stride_pc,
                  tl.zeros([ROWS, SUB], tl.float32), mask=(t2 < q_len) & (c2 < num_blocks))  # fmt: skip
@@ -468,6 +481,25 @@ def chunk_width(nb_padded: int, causal: bool, row0: int, n_rows: int, q_len: int
     return min(nb_padded, max(16, triton.next_power_of_2(max(reach, 1))))
 
 
+# Inference only (the VJP recomputes p with the whole-row launch, so training keeps it): a chunk
+# whose register row is a power of two W in TAIL_SPLIT_WIDTHS but whose causal reach is at most
+# 3W/4 solves W/2 blocks plus a W/4 tail tile. H200 run 56 (per 32K chunk, one row and one warp a
+# program): 256 + 128 blocks 0.146 ms against 0.249 for the whole 512; narrower tails (64) force
+# a 64-block piece width, which was slower (256 + 64 0.192 ms, 128 + 64 0.159 against 0.139 for
+# 256 whole), and wider rows (1024 and 2048 with tails, two warps) lost at 128K (44.7 → 62.2 ms).
+TAIL_SPLIT_WIDTHS = (512,)
+
+
+def inference_row_split(width: int, causal: bool, row0: int, n_rows: int, q_len: int, offset: int,
+                        block_size: int) -> tuple[int, int]:  # fmt: skip
+    """``(main, tail)`` blocks of a chunk's register row on the inference path (``tail = 0``: the
+    whole ``width`` of :func:`chunk_width`)."""
+    if not causal or width not in TAIL_SPLIT_WIDTHS:
+        return width, 0
+    reach = (min(row0 + n_rows, q_len) - 1 + offset) // block_size + 1
+    return (width // 2, width // 4) if reach <= 3 * width // 4 else (width, 0)
+
+
 def chunk_rows(batch: int, q_heads: int, num_blocks: int, sq_pad: int, budget: int | None = None) -> int:
     """Query rows per chunk: the ``[B, Hq, rows, nb]`` fp32 scores fit ``budget`` bytes (a multiple
     of ``BM`` and ``ROWS``, at least one tile)."""
@@ -533,12 +565,14 @@ def launch_group_entmax(
     schedule: tuple[int, int, int],
     rows: int,
     warps: int,
+    tail: int = 0,
 ) -> None:
     """``_group_entmax`` on the query chunk ``[row0, row0 + n_rows)`` whose scores ``z`` hold:
     ``p̄`` into ``probs [B, Hkv, Sq, nb]`` and the mean ``log p̄`` into ``mean_log``; ``width`` is the
-    chunk's register row (:func:`chunk_width`), ``nb_out`` the padded row zero-filled past it,
-    ``schedule = (mode, n_bisect, n_newton)`` (:func:`solver_schedule`), ``(rows, warps)`` the
-    launch (:func:`entmax_config`)."""
+    chunk's register row (:func:`chunk_width`; with ``tail``, its first tile, see
+    :func:`inference_row_split`), ``nb_out`` the padded row zero-filled past it, ``schedule =
+    (mode, n_bisect, n_newton)`` (:func:`solver_schedule`), ``(rows, warps)`` the launch
+    (:func:`entmax_config`)."""
     B, Hq = z.shape[:2]
     Hkv, Sq, nb = probs.shape[1:]
     mode, n_bisect, n_newton = schedule
@@ -546,8 +580,8 @@ def launch_group_entmax(
         z, probs, mean_log, Sq, row0, nb, Hkv, offset,
         *z.stride(), *probs.stride(), *mean_log.stride()[:2],
         alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
-        GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=min(width, 128), BLOCK_SIZE=block_size,
-        CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton,
+        GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=min(width, tail or 128), BLOCK_SIZE=block_size,
+        CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, TAIL=tail,
         num_warps=warps,
     )  # fmt: skip
 
@@ -565,12 +599,15 @@ def coarse_selection_rows_launch(
     num_warps: int | None = None,
     score_tile: tuple[int, int, int] | None = None,
     score_loop: int | None = None,
+    tails: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
     interpreter on CPU tensors in tests); ``z_budget`` (bytes of the score chunk), ``rows`` and
     ``num_warps`` (of the entmax kernel) override :func:`entmax_config`, ``score_tile`` and
-    ``score_loop`` the GEMM's tile and ``SCORE_LOOP``."""
+    ``score_loop`` the GEMM's tile and ``SCORE_LOOP``. ``tails``: split register rows as
+    :func:`inference_row_split` says (inference); ``False``: whole rows, the launch the VJP
+    repeats (training)."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
     NB = max(16, triton.next_power_of_2(nb))
@@ -595,8 +632,12 @@ def coarse_selection_rows_launch(
             query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
         )
         config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
-        launch_group_entmax(z, probs, mean_log, row0, n_rows, width, NB, alpha, causal, offset, block_size,
-                            (mode, n_bisect, n_newton), rows or config_rows, num_warps or config_warps)  # fmt: skip
+        main, tail = (width, 0)
+        if tails:
+            main, tail = inference_row_split(width, causal, row0, n_rows, Sq, offset, block_size)
+        schedule = (mode, n_bisect, n_newton)
+        launch_group_entmax(z, probs, mean_log, row0, n_rows, main, NB, alpha, causal, offset, block_size, schedule,
+                            rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
     return probs, mean_log
 
 
@@ -614,12 +655,12 @@ def coarse_selection_split_launch(
     **overrides,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(probs, prior, active)`` as :func:`.torch_impl.coarse_selection_torch`: the rows
-    (:func:`coarse_selection_rows_launch`, which takes the ``overrides``), then
-    ``_block_major_prior``."""
+    (:func:`coarse_selection_rows_launch` with whole register rows, as the VJP recomputes them; it
+    takes the ``overrides``), then ``_block_major_prior``."""
     if max(16, triton.next_power_of_2(nb_pad)) > MAX_BLOCKS:
         raise ValueError(f"coarse_selection: {nb_pad} blocks exceed the register row limit {MAX_BLOCKS}")
     probs, mean_log = coarse_selection_rows_launch(
-        query, k_bar, alpha, selection_scale, causal, kv_len, block_size, **overrides
+        query, k_bar, alpha, selection_scale, causal, kv_len, block_size, **overrides, tails=False
     )
     B, Hkv, Sq, nb = probs.shape
     prior = torch.empty(B, Hkv, nb_pad, sq_pad, device=query.device, dtype=torch.float32)

@@ -88,6 +88,23 @@ def _newton_increment(mass, slope, one_minus_alpha, MODE: tl.constexpr):
 
 
 @triton.jit
+def _rows_sum(x, y, HAS_TAIL: tl.constexpr):
+    """Per-row sum over a ``[K, R, S]`` tile and, with ``HAS_TAIL``, a ``[K2, R, S]`` tail tile (the
+    pieces first, so the two tiles share one reduction over ``S``)."""
+    if HAS_TAIL:
+        return tl.sum(tl.sum(x, axis=0) + tl.sum(y, axis=0), axis=1)
+    return _row_sum(x)
+
+
+@triton.jit
+def _rows_max(x, y, HAS_TAIL: tl.constexpr):
+    """:func:`_rows_sum` with a max."""
+    if HAS_TAIL:
+        return tl.max(tl.maximum(tl.max(x, axis=0), tl.max(y, axis=0)), axis=1)
+    return _row_max(x)
+
+
+@triton.jit
 def entmax_rows_split(
     z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr
 ):  # fmt: skip
@@ -97,18 +114,36 @@ def entmax_rows_split(
     pieces of ``S`` lets a caller keep a row inside one warp (Triton spreads warps over ``R`` when
     one warp covers ``S``), so the solver's row reductions (2 per Newton step, 1 per bisection step,
     and a few more) are warp shuffles, not barriers."""
-    top = _row_max(z)
+    p, _ = entmax_rows_split_tail(z, z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, False)
+    return p
+
+
+@triton.jit
+def entmax_rows_split_tail(
+    z, z_tail, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr,
+    HAS_TAIL: tl.constexpr,
+):  # fmt: skip
+    """:func:`entmax_rows_split` of rows whose blocks are split over two tiles, ``z [K, R, S]`` and,
+    with ``HAS_TAIL``, ``z_tail [K2, R, S]`` (the same ``R`` and ``S``): a row of ``K·S + K2·S``
+    entries without rounding its length up to a power of two. Returns both tiles' ``p``
+    (``z_tail`` is not read without ``HAS_TAIL``, and the second result is then the first)."""
+    top = _rows_max(z, z_tail, HAS_TAIL)
     top = tl.where(top > -float("inf"), top, 0.0)  # all -inf row: s stays -inf, p = 0
     s = (z - top[None, :, None]) * am1
+    s_t = s
+    if HAS_TAIL:
+        s_t = (z_tail - top[None, :, None]) * am1
     lo = tl.full([z.shape[1]], -1.0, tl.float32)
     if N_BISECT > 0:  # the bracket's upper end -n^(1-α) costs a row reduction: only when bisecting
-        n_finite = tl.maximum(_row_sum((s > -float("inf")).to(tl.float32)), 1.0)
-        hi = -tl.exp2(one_minus_alpha * tl.log2(n_finite))
+        finite = _rows_sum((s > -float("inf")).to(tl.float32), (s_t > -float("inf")).to(tl.float32), HAS_TAIL)
+        hi = -tl.exp2(one_minus_alpha * tl.log2(tl.maximum(finite, 1.0)))
         for _ in range(N_BISECT):
             mid = 0.5 * (lo + hi)
-            x = tl.maximum(s - mid[None, :, None], 0.0)
-            p = _entmax_power(x, d, MODE)
-            too_much = _row_sum(p) >= 1.0
+            p = _entmax_power(tl.maximum(s - mid[None, :, None], 0.0), d, MODE)
+            p_t = p
+            if HAS_TAIL:
+                p_t = _entmax_power(tl.maximum(s_t - mid[None, :, None], 0.0), d, MODE)
+            too_much = _rows_sum(p, p_t, HAS_TAIL) >= 1.0
             lo = tl.where(too_much, mid, lo)
             hi = tl.where(too_much, hi, mid)
 
@@ -119,13 +154,24 @@ def entmax_rows_split(
     # (docs/entmax.md, "Early exit"). No loop here depends on the data.
     for _ in range(N_NEWTON):
         p, dp = _power_and_slope(tl.maximum(s - tau[None, :, None], 0.0), d, MODE)
-        tau += _newton_increment(_row_sum(p), _row_sum(dp), one_minus_alpha, MODE)
+        p_t, dp_t = p, dp
+        if HAS_TAIL:
+            p_t, dp_t = _power_and_slope(tl.maximum(s_t - tau[None, :, None], 0.0), d, MODE)
+        mass = _rows_sum(p, p_t, HAS_TAIL)
+        tau += _newton_increment(mass, _rows_sum(dp, dp_t, HAS_TAIL), one_minus_alpha, MODE)
 
-    x = tl.maximum(s - tau[None, :, None], 0.0)
-    p = _entmax_power(x, d, MODE)
-    total = _row_sum(p)
-    p = p * tl.where(total > 0, 1.0 / tl.where(total > 0, total, 1.0), 0.0)[None, :, None]
-    return p
+    p = _entmax_power(tl.maximum(s - tau[None, :, None], 0.0), d, MODE)
+    p_t = p
+    if HAS_TAIL:
+        p_t = _entmax_power(tl.maximum(s_t - tau[None, :, None], 0.0), d, MODE)
+    total = _rows_sum(p, p_t, HAS_TAIL)
+    scale = tl.where(total > 0, 1.0 / tl.where(total > 0, total, 1.0), 0.0)[None, :, None]
+    p = p * scale
+    if HAS_TAIL:
+        p_t = p_t * scale
+    else:
+        p_t = p
+    return p, p_t
 
 
 @triton.jit
