@@ -14,6 +14,10 @@
 3. ``_block_major_prior``: 64 × 64 tiles of ``p̄`` → the log-prior and the kept + forced flags,
    written block-major (query index contiguous), the layout the fine stage reads.
 
+``coarse_selection_rows_launch`` (inference, ``dash_flex::coarse_selection_rows``) runs the first
+two only, and solves a chunk's 512-block register rows that reach at most 384 blocks as 256 + 128
+(:func:`inference_row_split`); the block-major op keeps whole rows, which its VJP repeats.
+
 The backward (``coarse_selection_backward_split``) reuses the score GEMM to recompute ``z``;
 ``_group_entmax_vjp`` forms ``∂L/∂p̄`` from the gradients of both outputs (the log-prior's chain
 rule included) and turns ``z`` into ``dz`` in place (entmax recomputed per head, then its VJP);
