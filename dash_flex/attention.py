@@ -137,10 +137,11 @@ def dash_attention(
         fine_stage: ``"flex"`` (FlexAttention; composes with user mods) or ``"fused"``
             (``dash_flex::sparse_attention_forward``: our block-sparse kernel over the kept-block
             lists, prior as a row vector, backward with an exact Δ; no user ``score_mod`` /
-            ``mask_mod``). Without gradients (and with GQA sharing), the selection stays as p̄
-            rows (``dash_flex::coarse_selection_rows``) that the kernel reads directly
-            (``dash_flex::sparse_attention_rows``): the same result without the block-major
-            prior and flags. It runs the queries in chunks when the selection state would exceed
+            ``mask_mod``). Without gradients (with GQA sharing, without ``return_selection``,
+            and rows of blocks that fit the coarse kernels' register tile), the selection stays
+            as p̄ rows (``dash_flex::coarse_selection_rows``) from which the fine stage's lists
+            carry the bias (``dash_flex::sparse_attention_rows``): no block-major prior or flags,
+            the same result up to fp32 rounding. It runs the queries in chunks when the selection state would exceed
             ``INFERENCE_CHUNK_BYTES`` (1.25 GiB) without gradients, or ``TRAINING_CHUNK_BYTES``
             (4 GiB, the prior's gradient counted) with them, each chunk then recomputed in the
             backward (activation checkpointing): same result, peak memory of one chunk
@@ -214,7 +215,7 @@ def _attend_from_rows(query, key, value, k_bar, shapes: AttentionShapes, scale: 
 # p̄ and the prior (fp32), the flags (bool) and the fine stage's tile lists (int32 per 16–32 rows).
 SELECTION_BYTES_PER_ENTRY = 4 + 4 + 1 + 0.25
 # Inference from the rows (``_attend_from_rows``): p̄, the tile lists and their bias rows by list
-# slot (fp32, allocated for every block of every 32-row tile: 4 bytes per entry).
+# slot (fp32, allocated for every block of every query tile: 4 bytes per entry).
 ROWS_BYTES_PER_ENTRY = 4 + 4 + 0.25
 # With gradients the backward also holds the prior's gradient (fp32) per entry.
 TRAINING_BYTES_PER_ENTRY = SELECTION_BYTES_PER_ENTRY + 4
@@ -231,10 +232,10 @@ TRAINING_CHUNK_BYTES = 4 * 2**30
 
 def fused_chunk_rows(shapes: AttentionShapes, share_kv_groups: bool, training: bool, from_rows: bool = False) -> int:
     """Query rows per chunk for a fused-path call: ``q_len`` (no chunking) when the state fits its
-    budget (``INFERENCE_CHUNK_BYTES`` at ``SELECTION_BYTES_PER_ENTRY``, or ``ROWS_BYTES_PER_ENTRY``
-    ``from_rows``; ``TRAINING_CHUNK_BYTES`` at ``TRAINING_BYTES_PER_ENTRY`` when a gradient is
-    wanted); else the most rows that fit, in whole 1024-row units (128 when fewer fit; at least
-    128).
+    budget (``INFERENCE_CHUNK_BYTES`` at ``SELECTION_BYTES_PER_ENTRY``, or at
+    ``ROWS_BYTES_PER_ENTRY`` when ``from_rows``; ``TRAINING_CHUNK_BYTES`` at
+    ``TRAINING_BYTES_PER_ENTRY`` when a gradient is wanted); else the most rows that fit, in whole
+    1024-row units (128 when fewer fit; at least 128).
 
     Exact: every query row's selection and attention depend only on that row and the keys it can
     see (SPEC §2), so a chunk of rows with the keys up to its last row's position gives the same

@@ -194,7 +194,8 @@ def test_triton_kernels_write_every_output_element(case, launcher, monkeypatch):
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_rows_definition_gives_the_block_major_outputs(case):
     """``coarse_selection_rows`` (p̄ and its rows' mean log p̄) defines the same selection: its p̄
-    is the block-major op's, and ``block_major_from_rows`` turns it into that op's prior and flags."""
+    is the block-major op's (the same torch expression: a definitional check), and
+    ``block_major_from_rows`` turns it and its mean log into that op's prior and flags."""
     from custom_ops.coarse_selection.torch_impl import block_major_from_rows, coarse_selection_rows_torch
 
     q, _, _, k_bar, args = problem(case)
@@ -579,7 +580,8 @@ def test_cuda_kernel_matches_definition(shape, dtype):
 @pytest.mark.parametrize("shape", [(1, 32, 8, 4096, 4096, 128, 64), (2, 8, 2, 1000, 3000, 64, 64)])
 def test_cuda_rows_op_equals_the_block_major_op(shape):
     """On CUDA, bf16: ``coarse_selection_rows`` runs the same kernels as ``coarse_selection`` minus
-    the block-major pass, so its p̄ is bitwise the same; its mean log p̄ gives the same prior
+    the block-major pass; at these lengths (≤ 64 blocks) no register row is split
+    (``inference_row_split``), so its p̄ is bitwise the same; its mean log p̄ gives the same prior
     (``block_major_from_rows``) up to the two kernels' fp32 logs."""
     from custom_ops.coarse_selection import coarse_selection_rows
     from custom_ops.coarse_selection.torch_impl import block_major_from_rows

@@ -102,6 +102,10 @@ def _check(q, k, v, u, dtype, captured=(), **kw):
             continue
         assert torch.isfinite(g).all(), name
         tol = v_tol if name in ("v", "captured") else qk_tol
+        if name == "pool_query" and dtype == torch.float32:
+            # through FlexAttention's atomic adds into the prior's gradient, then 1/p̄ (issue #4): the
+            # 8x1 per-head case moved 4.3e-4 – 1.2e-2 over identical runs (H200, runs 60–61)
+            tol = 2e-2
         errors[name] = rel_err(g, r)
         if tol is None:
             errors[name + "_flash_model"] = model = rel_err(flash_grads[i], r)

@@ -260,7 +260,7 @@ def test_rows_definition_equals_block_major_forward(case):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("case", CASES, ids=["gqa", "per-head-inf", "chunked", "noncausal"])
-@pytest.mark.parametrize("block_m,packed", [(16, False), (32, True)])
+@pytest.mark.parametrize("block_m,packed", [(16, False), (32, True), (128, False)])
 def test_rows_triton_kernel_matches_definition(case, dtype, block_m, packed):
     """The fine kernel on lists built from p̄ rows with their bias rows by slot (``FROM_ROWS``; the
     interpreter here) equals the rows definition: output and LSE."""
@@ -286,6 +286,7 @@ ROWS_LIST_CASES = [
     (1, 1, 100, 130, 16, 64, False, 0.2),  # partial last tile and block
     (1, 2, 64, 64, 16, 16, True, 0.0),  # nothing selected: the own blocks alone
     (1, 1, 600, 600, 2, 32, True, 0.05),  # 300 blocks: steps cut at the tile's causal reach
+    (1, 2, 300, 400, 4, 128, True, 0.1),  # 100 blocks, unpacked 128-row tiles: 32-block steps
 ]
 
 
@@ -329,11 +330,16 @@ def test_rows_list_kernel_equals_the_torch_lists_and_bias(case):
 
 def test_rows_opcheck_cpu_and_no_backward():
     """The rows ops pass opcheck (schema, fake kernel, no autograd registered beyond a clear
-    error), and a backward through either raises instead of returning a wrong gradient."""
+    error), rows of the wrong shape raise, and a backward through either op raises instead of
+    returning a wrong gradient."""
     from custom_ops.coarse_selection import coarse_selection_rows
     from custom_ops.sparse_attention import sparse_attention_rows
 
     q, k, v, kw, probs, mean_log, inv_sigma, _ = rows_problem(CASES[0])
+    with pytest.raises(ValueError, match="probs .* must be"):
+        sparse_attention_rows(q, k, v, probs[..., :-1], mean_log[..., :-1], True, 0.2, 16, inv_sigma)
+    with pytest.raises(ValueError, match="mean_log .* must be"):
+        sparse_attention_rows(q, k, v, probs, mean_log[..., :-1], True, 0.2, 16, inv_sigma)
     torch.library.opcheck(
         torch.ops.dash_flex.sparse_attention_rows.default, (q, k, v, probs, mean_log, True, 0.2, 16, inv_sigma)
     )
@@ -346,10 +352,16 @@ def test_rows_opcheck_cpu_and_no_backward():
         coarse_selection_rows(q_, k_bar, 1.5, 1.0, True, 200, 16)[0].sum().backward()
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[3]], ids=["gqa", "chunked", "noncausal"])
+@pytest.mark.parametrize(
+    "case",
+    [CASES[0], CASES[2], CASES[3], (1, 4, 2, 200, 200, 32, 16, dict(sigma=math.inf))],
+    ids=["gqa", "chunked", "noncausal", "gqa-no-prior"],
+)
 def test_fused_inference_from_rows_equals_block_major_path(case):
     """dash_attention's fused inference (rows) equals the block-major fused path on the same
-    inputs (``return_selection=True`` keeps the block-major path) and the float64 reference."""
+    inputs (``return_selection=True`` keeps the block-major path) and the float64 reference. On
+    the CPU both run torch definitions that agree by construction, so this checks the wiring (which
+    ops, which arguments, sigma = inf as no prior); the kernels are compared above and on CUDA."""
     q, k, v, u, kw, _, _ = problem(case)
     with torch.no_grad():
         from_rows = dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
@@ -676,6 +688,29 @@ def test_fused_chunk_rows_fit_the_budget():
     assert 8 * 2048 * (rows_from_rows + 1024) * ROWS_BYTES_PER_ENTRY > INFERENCE_CHUNK_BYTES
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "inference-chunks"])
+def test_dash_attention_fused_inference_compiles_without_graph_breaks(chunked, monkeypatch):
+    """The fused inference path (the rows ops) under torch.compile (fullgraph, no_grad), whole and
+    in query chunks (a budget that forces 2): no graph break, compiled = eager."""
+    import dash_flex.attention as attention
+
+    q, k, v, u, kw, _, _ = problem(CASES[0])
+    if chunked:
+        B, _, Hkv, _, Skv, _, bs, _ = CASES[0]
+        per_row = B * Hkv * -(-Skv // bs) * attention.ROWS_BYTES_PER_ENTRY
+        monkeypatch.setattr(attention, "INFERENCE_CHUNK_BYTES", int(per_row * 128))
+
+    def layer(q_, k_, v_):
+        return dash_attention(q_, k_, v_, pool_query=u, fine_stage="fused", **kw)
+
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(layer)(q, k, v)
+        assert explanation.graph_break_count == 0
+        compiled = torch.compile(layer, fullgraph=True, dynamic=False)(q, k, v)
+        eager = layer(q, k, v)
+    assert rel_err(compiled, eager) < 1e-5
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["whole", "training-chunks"])
 def test_dash_attention_fused_compiles_without_graph_breaks(chunked, monkeypatch):
     """The fused path under torch.compile (fullgraph), whole and in checkpointed training chunks
@@ -789,7 +824,7 @@ def test_cuda_rows_list_kernel_equals_the_torch_lists():
     probs = torch.where((probs < 0.01) & (torch.arange(512, device="cuda")[None, :] < own[:, None]), probs, 0.0)
     mean_log = torch.zeros(probs.shape[:3], device="cuda")
     _, active = block_major_from_rows(probs, mean_log, 1.0, True, 32768, 64)
-    for block_m in (16, 32, 64):
+    for block_m in (16, 32, 64, 128):
         want = tile_block_lists(active, block_m)
         got = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, 32768, 64, block_m)
         assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0]), block_m

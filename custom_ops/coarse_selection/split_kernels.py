@@ -138,7 +138,8 @@ def _group_entmax(
     N_NEWTON: tl.constexpr, TAIL: tl.constexpr,
 ):  # fmt: skip
     """``p̄`` (row-major, as ``probs``) and each row's mean of ``log p̄`` over its selected blocks;
-    :func:`_block_major_prior` turns both into the prior and the flags. The register row is blocks
+    in training :func:`_block_major_prior` turns both into the prior and the flags, at inference
+    the fine stage's list builder reads them. The register row is blocks
     ``[0, NB)`` and, with ``TAIL > 0`` (inference only, :func:`inference_row_split`), ``[NB, NB +
     TAIL)`` in a second tile of ``TAIL // SUB`` pieces."""
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
@@ -603,15 +604,15 @@ def coarse_selection_rows_launch(
     num_warps: int | None = None,
     score_tile: tuple[int, int, int] | None = None,
     score_loop: int | None = None,
-    tails: bool = True,
+    tails: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
     interpreter on CPU tensors in tests); ``z_budget`` (bytes of the score chunk), ``rows`` and
     ``num_warps`` (of the entmax kernel) override :func:`entmax_config`, ``score_tile`` and
     ``score_loop`` the GEMM's tile and ``SCORE_LOOP``. ``tails``: split register rows as
-    :func:`inference_row_split` says (inference); ``False``: whole rows, the launch the VJP
-    repeats (training)."""
+    :func:`inference_row_split` says (the inference op asks for it); by default whole rows, the
+    launch the VJP repeats (training)."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
     NB = max(16, triton.next_power_of_2(nb))
@@ -664,7 +665,7 @@ def coarse_selection_split_launch(
     if max(16, triton.next_power_of_2(nb_pad)) > MAX_BLOCKS:
         raise ValueError(f"coarse_selection: {nb_pad} blocks exceed the register row limit {MAX_BLOCKS}")
     probs, mean_log = coarse_selection_rows_launch(
-        query, k_bar, alpha, selection_scale, causal, kv_len, block_size, **overrides, tails=False
+        query, k_bar, alpha, selection_scale, causal, kv_len, block_size, **overrides
     )
     B, Hkv, Sq, nb = probs.shape
     prior = torch.empty(B, Hkv, nb_pad, sq_pad, device=query.device, dtype=torch.float32)

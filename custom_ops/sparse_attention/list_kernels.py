@@ -29,6 +29,9 @@ import triton.language as tl
 from .triton_kernels import LOG2E
 
 BLOCKS_PER_STEP = 128  # key blocks per step of _tile_lists
+# (blocks × rows) per step of _tile_lists_and_bias_from_rows: its p̄, keep and bias tiles stay at
+# 32 fp32 values a thread (4 warps) for any tile height (128 blocks × 32 rows, 32 × 128)
+BIAS_STEP_ENTRIES = 4096
 TILES_PER_STEP = 128  # query tiles per step of _block_lists
 
 
@@ -194,7 +197,7 @@ def tile_lists_and_bias_from_rows_launch(
     _tile_lists_and_bias_from_rows[(n_tiles, B * H)](
         probs, mean_log, lists, count, bias, Sq, nb, H, n_tiles, kv_len - Sq, *probs.stride(),
         *mean_log.stride()[:2], inv_sigma,
-        BLOCK_M=block_m, STEP=min(BLOCKS_PER_STEP, triton.next_power_of_2(nb)), BLOCK_SIZE=block_size,
-        CAUSAL=causal, HAS_PRIOR=inv_sigma != 0, num_warps=4,
+        BLOCK_M=block_m, STEP=min(BLOCKS_PER_STEP, BIAS_STEP_ENTRIES // block_m, triton.next_power_of_2(nb)),
+        BLOCK_SIZE=block_size, CAUSAL=causal, HAS_PRIOR=inv_sigma != 0, num_warps=4,
     )  # fmt: skip
     return lists, count, bias

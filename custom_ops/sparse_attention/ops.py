@@ -206,18 +206,33 @@ def sparse_attention_rows(
     ``inv_sigma == 0``) and the kept + forced flags (see torch_impl) are formed by the tile list
     builder, which stores each listed block's bias rows by list slot, so nothing block-major is
     written. No residual and no autograd: with gradients, use :func:`sparse_attention_forward`."""
+    _check_rows(query, key, probs, mean_log, block_size)
     if query.device.type != "cuda" or query.dtype == torch.float64:
         return sparse_attention_rows_torch(query, key, value, probs, mean_log, causal, scale, block_size, inv_sigma)
     from .list_kernels import tile_lists_and_bias_from_rows_launch
     from .triton_kernels import sparse_attention_rows_launch
 
-    check_in_slice_offsets(query=query, key=key, value=value, probs=probs)
+    check_in_slice_offsets(query=query, key=key, value=value)  # p̄ and the bias rows: int64 offsets
     H_sel = probs.shape[1]
     rows, pack = forward_tiling(query.shape[1], key.shape[1], H_sel, H_sel)
     lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, inv_sigma, causal, key.shape[2], block_size, rows)
     return sparse_attention_rows_launch(
         query, key, value, *lists, causal, scale, block_size, rows, FORWARD_WARPS, FORWARD_STAGES, pack=pack
     )
+
+
+def _check_rows(query, key, probs, mean_log, block_size) -> None:
+    """The rows' shapes against the attention's: ``[B, H_sel, Sq, ⌈Skv / block_size⌉]`` with
+    ``H_sel`` dividing ``Hq``, and one mean per row."""
+    B, Hq, Sq, _ = query.shape
+    nb = -(-key.shape[2] // block_size)
+    if probs.dim() != 4 or probs.shape[0] != B or probs.shape[2:] != (Sq, nb) or Hq % max(probs.shape[1], 1):
+        raise ValueError(
+            f"sparse_attention_rows: probs {tuple(probs.shape)} must be [B={B}, H_sel dividing Hq={Hq}, Sq={Sq}, "
+            f"nb={nb}] (nb = ceil(kv_len / block_size))"
+        )
+    if tuple(mean_log.shape) != tuple(probs.shape[:3]):
+        raise ValueError(f"sparse_attention_rows: mean_log {tuple(mean_log.shape)} must be {tuple(probs.shape[:3])}")
 
 
 @sparse_attention_rows.register_fake

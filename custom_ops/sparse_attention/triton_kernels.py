@@ -80,7 +80,8 @@ def _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_o
                BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr,
                FOLD_MAX: tl.constexpr):  # fmt: skip
     """One online-softmax step over key block ``c`` (scores in log2 units). ``bias`` is the block's
-    row vector from :func:`_row_bias` (``-inf`` where a row does not keep the block). On an
+    row vector (from :func:`_row_bias`, or the list entry's bias rows with ``FROM_ROWS``; ``-inf``
+    where a row does not keep the block). On an
     unmasked block with ``qk_scale > 0`` (``FOLD_MAX``) the bias is constant along each row, so the
     row max of the scores is the row max of the raw products, scaled, plus the bias, and a score
     costs one FMA before its exp2 (H200, 32K: 5.41 against 5.76 ms with the scores formed first).
@@ -272,6 +273,8 @@ def sparse_attention_rows_launch(
     if rows != block_m or not bias.is_contiguous():
         raise ValueError(f"bias {tuple(bias.shape)} must be contiguous with block_m={block_m} rows per slot")
     _check_pack(pack, query.shape[1], key.shape[1], H_sel, H_sel)
+    # the bias rows stand in for the prior (strides: a list row, -, a slot, a row; has_prior is not
+    # read with FROM_ROWS) and for the flags (zero strides, never read)
     out, _, lse = _launch(
         query, key, value, bias, (nb * block_m, 0, block_m, 1), None, (0, 0, 0, 0), H_sel, block_list, count,
         causal, scale, block_size, True, block_m, num_warps, num_stages, pack, False,
