@@ -26,7 +26,17 @@ import math
 import torch
 
 from ..entmax.ops import entmax_backward, entmax_forward
-from ..selection.torch_impl import log_prior_torch
+from ..selection.torch_impl import centred_log_prior, log_prior_torch, mean_log_support
+
+__all__ = [
+    "block_classes",
+    "block_major_from_rows",
+    "coarse_scores",
+    "coarse_selection_backward_torch",
+    "coarse_selection_rows_torch",
+    "coarse_selection_torch",
+    "mean_log_support",
+]
 
 
 def block_classes(q_len: int, kv_len: int, block_size: int, causal: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,13 +80,6 @@ def coarse_selection_torch(
     return probs, prior, active.transpose(2, 3).contiguous()
 
 
-def mean_log_support(probs: torch.Tensor) -> torch.Tensor:
-    """``[B, H, Sq]``: each row's mean of ``log p̄`` over its support ``p̄ > 0`` (0 for an empty row)."""
-    selected = probs > 0
-    log_p = torch.log(torch.where(selected, probs, torch.ones_like(probs)))
-    return log_p.sum(-1) / selected.sum(-1).clamp(min=1)
-
-
 def coarse_selection_rows_torch(
     query: torch.Tensor,
     k_bar: torch.Tensor,
@@ -99,11 +102,9 @@ def block_major_from_rows(
     """``(prior [B, H, nb, Sq], active [B, H, nb, Sq])`` from the rows (module doc: ``b`` with the
     given row means, and ``active = p̄ > 0 or forced``), block-major and unpadded: what the
     block-major fine stage reads."""
-    selected = probs > 0
-    log_p = torch.log(torch.where(selected, probs, torch.ones_like(probs)))
-    prior = torch.where(selected, (log_p - mean_log[..., None]) * inv_sigma, torch.zeros_like(probs))
+    prior = centred_log_prior(probs, mean_log, inv_sigma)
     _, forced = block_classes(probs.shape[2], kv_len, block_size, causal, probs.device)
-    return prior.transpose(2, 3), (selected | forced).transpose(2, 3)
+    return prior.transpose(2, 3), ((probs > 0) | forced).transpose(2, 3)
 
 
 def coarse_selection_backward_torch(

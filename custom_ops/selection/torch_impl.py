@@ -16,14 +16,29 @@ import torch
 TILE = 128  # BlockMask tile, queries × keys
 
 
+def _log_support(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(p̄ > 0, log p̄ there and 0 elsewhere)``."""
+    selected = probs > 0
+    return selected, torch.log(torch.where(selected, probs, torch.ones_like(probs)))
+
+
+def mean_log_support(probs: torch.Tensor) -> torch.Tensor:
+    """``[B, H, Sq]``: each row's mean of ``log p̄`` over its support ``S_t`` (0 for an empty row)."""
+    selected, log_p = _log_support(probs)
+    return log_p.sum(-1) / selected.sum(-1).clamp(min=1)
+
+
+def centred_log_prior(probs: torch.Tensor, mean_log: torch.Tensor, inv_sigma: float) -> torch.Tensor:
+    """``b [B, H, Sq, nb]`` (row-major) of ``probs`` given its rows' ``mean_log`` (see above)."""
+    selected, log_p = _log_support(probs)
+    return torch.where(selected, (log_p - mean_log[..., None]) * inv_sigma, torch.zeros_like(probs))
+
+
 def log_prior_torch(probs: torch.Tensor, inv_sigma: float, sq_pad: int, nb_pad: int) -> torch.Tensor:
     B, H, Sq, nb = probs.shape
     p = probs.double() if probs.dtype == torch.float64 else probs.float()  # float64 kept for gradcheck
-    selected = p > 0
-    log_p = torch.log(torch.where(selected, p, torch.ones_like(p)))
-    n_sel = selected.sum(-1, keepdim=True).clamp(min=1)
-    centred = torch.where(selected, log_p - log_p.sum(-1, keepdim=True) / n_sel, torch.zeros_like(p))
-    return torch.nn.functional.pad((centred * inv_sigma).transpose(2, 3), (0, sq_pad - Sq, 0, nb_pad - nb)).contiguous()
+    prior = centred_log_prior(p, mean_log_support(p), inv_sigma)
+    return torch.nn.functional.pad(prior.transpose(2, 3), (0, sq_pad - Sq, 0, nb_pad - nb)).contiguous()
 
 
 def log_prior_backward_torch(grad_t: torch.Tensor, probs: torch.Tensor, inv_sigma: float) -> torch.Tensor:
