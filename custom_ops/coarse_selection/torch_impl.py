@@ -60,6 +60,12 @@ def coarse_scores(query: torch.Tensor, k_bar: torch.Tensor, selection_scale: flo
     return z.masked_fill(~eligible, -math.inf)
 
 
+def _group_probs(query, k_bar, alpha: float, selection_scale: float, causal: bool, kv_len: int, block_size: int):
+    """``p̄ [B, Hkv, Sq, nb]``: each head's α-entmax over its eligible blocks, averaged over the group."""
+    eligible, _ = block_classes(query.shape[2], kv_len, block_size, causal, query.device)
+    return entmax_forward(coarse_scores(query, k_bar, selection_scale, eligible), alpha).mean(2)
+
+
 def coarse_selection_torch(
     query: torch.Tensor,
     k_bar: torch.Tensor,
@@ -73,8 +79,8 @@ def coarse_selection_torch(
     nb_pad: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     Sq, nb = query.shape[2], k_bar.shape[2]
-    eligible, forced = block_classes(Sq, kv_len, block_size, causal, query.device)
-    probs = entmax_forward(coarse_scores(query, k_bar, selection_scale, eligible), alpha).mean(2)
+    _, forced = block_classes(Sq, kv_len, block_size, causal, query.device)
+    probs = _group_probs(query, k_bar, alpha, selection_scale, causal, kv_len, block_size)
     prior = log_prior_torch(probs, inv_sigma, sq_pad, nb_pad)
     active = torch.nn.functional.pad((probs > 0) | forced, (0, nb_pad - nb, 0, sq_pad - Sq))
     return probs, prior, active.transpose(2, 3).contiguous()
@@ -91,8 +97,7 @@ def coarse_selection_rows_torch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs [B, Hkv, Sq, nb], mean_log [B, Hkv, Sq])``: the coarse stage as rows, nothing
     block-major (the inference path's fine stage reads these directly)."""
-    eligible, _ = block_classes(query.shape[2], kv_len, block_size, causal, query.device)
-    probs = entmax_forward(coarse_scores(query, k_bar, selection_scale, eligible), alpha).mean(2)
+    probs = _group_probs(query, k_bar, alpha, selection_scale, causal, kv_len, block_size)
     return probs, mean_log_support(probs)
 
 

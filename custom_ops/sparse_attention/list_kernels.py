@@ -36,12 +36,19 @@ TILES_PER_STEP = 128  # query tiles per step of _block_lists
 
 
 @triton.jit
+def _kept_slots(n, keep):
+    """``(slots, new count)``: the kept entries' list slots ``n, n + 1, ...`` in order (an in-register
+    prefix sum; other entries' slots are not meaningful)."""
+    kept = keep.to(tl.int32)
+    return n + tl.cumsum(kept, axis=0) - 1, n + tl.sum(kept, axis=0)
+
+
+@triton.jit
 def _append_kept(OUT, n, index, keep):
     """Store ``index[keep]`` at ``OUT[n], OUT[n + 1], ...`` in order; return the new count."""
-    kept = keep.to(tl.int32)
-    slot = n + tl.cumsum(kept, axis=0) - 1
+    slot, n = _kept_slots(n, keep)
     tl.store(OUT + slot, index, mask=keep)
-    return n + tl.sum(kept, axis=0)
+    return n
 
 
 @triton.jit
@@ -133,14 +140,14 @@ def _tile_lists_and_bias_from_rows(
         if CAUSAL:
             keep = keep | ((c[:, None] == own[None, :]) & row_ok[None, :])
         listed = tl.max(keep.to(tl.int32), axis=1) > 0
-        slot = n + tl.cumsum(listed.to(tl.int32), axis=0) - 1
+        slot, n_next = _kept_slots(n, listed)
         tl.store(out + slot, c, mask=listed)
         bias = tl.zeros([STEP, BLOCK_M], tl.float32)
         if HAS_PRIOR:
             bias = tl.where(selected, (tl.log2(tl.where(selected, p, 1.0)) - shift[None, :]) * inv_sigma, 0.0)
         bias = tl.where(keep, bias, float("-inf"))
         tl.store(bias_out + slot[:, None].to(tl.int64) * BLOCK_M + offs_r[None, :], bias, mask=listed[:, None])
-        n += tl.sum(listed.to(tl.int32), axis=0)
+        n = n_next
     tl.store(COUNT + row, n)
 
 
