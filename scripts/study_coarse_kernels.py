@@ -23,6 +23,7 @@ from bench_attention import BS, topic_inputs  # noqa: E402
 from custom_ops.block_summary import block_summaries  # noqa: E402
 from custom_ops.coarse_selection import split_kernels as sk  # noqa: E402
 from custom_ops.entmax.torch_impl import solver_schedule  # noqa: E402
+from custom_ops.entmax.triton_kernels import piece_width  # noqa: E402
 
 GEMM_LOOP_TILES = [(128, 64, 8), (64, 64, 4)]
 
@@ -48,6 +49,13 @@ def main() -> None:
     parser.add_argument("--gemm-only", action="store_true", help="time only the score GEMMs")
     parser.add_argument("--configs", nargs="*", help="(rows, warps) candidates as ROWSxWARPS, e.g. 1x1 2x4")
     parser.add_argument(
+        "--tail-widths",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also time the inference launch's split rows (main + tail) for chunks of these widths",
+    )
+    parser.add_argument(
         "--newton", type=int, default=None, help="Newton steps of the timed forward (default: the schedule's)"
     )
     args = parser.parse_args()
@@ -70,9 +78,9 @@ def main() -> None:
     mode, n_bisect, n_newton = solver_schedule(1.5, nb, torch.float32)
     fwd_newton = n_newton if args.newton is None else args.newton
 
-    def entmax(row0, n_rows, width, rows, warps, newton):
+    def entmax(row0, n_rows, width, rows, warps, newton, tail=0):
         sk.launch_group_entmax(
-            z, probs, mean_log, row0, n_rows, width, NB, 1.5, True, 0, BS, (mode, n_bisect, newton), rows, warps
+            z, probs, mean_log, row0, n_rows, width, NB, 1.5, True, 0, BS, (mode, n_bisect, newton), rows, warps, tail
         )
 
     # (rows, warps) candidates; a thread holds width·rows / (32·warps) scores per tile (≤ 32: no spills)
@@ -89,7 +97,8 @@ def main() -> None:
         sk._group_entmax_vjp[(triton.cdiv(n_rows, rows), B * Hkv)](
             z, z_split, probs, grad_prior, probs, Sq, row0, nb, Hkv, 0, z.shape[-1],
             *z.stride(), *probs.stride(), *grad_prior.stride(), *probs.stride(), 0.5, 2.0, -0.5, 1.0,
-            GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=BS, CAUSAL=True,
+            GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=piece_width(width, rows, warps), BLOCK_SIZE=BS,
+            CAUSAL=True,
             MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=False, HAS_GRAD_PRIOR=True,
             SPLIT=split, num_warps=warps,
         )  # fmt: skip
@@ -133,19 +142,34 @@ def main() -> None:
             print(f"| {width} (rows {row0}+{n_rows}) | scores {score_ms:.3f} | " + " | ".join(chunk_times) + " |")
             continue
         fwd, bwd = {}, {}
-        fits = [(r, w) for r, w in candidates if width * r <= 32 * 32 * w]
+        fits = [(r, w) for r, w in candidates if width * r <= 64 * 32 * w]
         for rows, warps in fits:  # every forward first: the VJP below overwrites z with dz
             fwd[rows, warps] = triton.testing.do_bench(
                 lambda: entmax(row0, n_rows, width, rows, warps, fwd_newton), warmup=5, rep=40
             )
+        main, tail = sk.inference_row_split(width, True, row0, n_rows, Sq, 0, BS, tuple(args.tail_widths))
+        split_times = {}
+        if tail:  # the inference launch's split rows, timed under the same configs
+            for rows, warps in fits:
+                split_times[rows, warps] = triton.testing.do_bench(
+                    lambda: entmax(row0, n_rows, main, rows, warps, fwd_newton, tail), warmup=5, rep=40
+                )
         for rows, warps in fits:  # the VJP with a fresh score GEMM before each call, less its time
             both = triton.testing.do_bench(lambda: (score(), vjp(row0, n_rows, width, rows, warps)), warmup=5, rep=40)
             bwd[rows, warps] = both - score_ms
         score()
         current = sk.entmax_config(width)
-        for name, times in (("entmax", fwd), ("vjp", bwd)):
+        for name, times in (("entmax", fwd), (f"entmax {main} + {tail}", split_times), ("vjp", bwd)):
+            if not times:
+                continue
             cells = " | ".join(f"{times[c]:.3f}" if c in times else "—" for c in candidates)
             print(f"| {width} | {name} | {cells} |")
+            if name.startswith("entmax ") and tail:  # the split row replaces the whole one
+                totals["entmax split (current)"] = totals.get("entmax split (current)", 0.0) + times.get(
+                    current, float("nan")) - fwd.get(current, float("nan"))  # fmt: skip
+                totals["entmax split (best)"] = totals.get("entmax split (best)", 0.0) + min(times.values()) - min(
+                    fwd.values())  # fmt: skip
+                continue
             totals[f"{name} (current)"] += times.get(current, float("nan"))
             totals[f"{name} (best)"] += min(times.values())
     print("\n| kernel | ms (sum over chunks) |\n|---|---|")

@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from ..entmax.torch_impl import solver_schedule
-from ..entmax.triton_kernels import _row_sum, _rows_sum, entmax_rows_split, entmax_rows_split_tail
+from ..entmax.triton_kernels import _row_sum, _rows_sum, entmax_rows_split, entmax_rows_split_tail, piece_width
 
 BM = 64  # query rows per chunk are a multiple of this
 # score GEMM: query rows × blocks per program, num_warps. H200, 128K (32K): (128, 128, 8) 9.50 ms
@@ -150,7 +150,7 @@ def _group_entmax(
     h_kv = bh % num_kv_heads
     t = (row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS))[None, :, None]  # [1, ROWS, 1]
     t_ok = t < q_len
-    # block c of row r sits at [c // SUB, r, c % SUB]: up to 512 blocks a row stays inside one warp
+    # block c of row r sits at [c // SUB, r, c % SUB]; the launch's SUB (piece_width) puts warps on SUB, not on K
     cols = tl.arange(0, NB // SUB)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
     cols_t = NB + tl.arange(0, TAIL_PIECES)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
     own = (t + causal_offset) // BLOCK_SIZE
@@ -495,11 +495,11 @@ def chunk_width(nb_padded: int, causal: bool, row0: int, n_rows: int, q_len: int
 TAIL_SPLIT_WIDTHS = (512,)
 
 
-def inference_row_split(width: int, causal: bool, row0: int, n_rows: int, q_len: int, offset: int,
-                        block_size: int) -> tuple[int, int]:  # fmt: skip
+def inference_row_split(width: int, causal: bool, row0: int, n_rows: int, q_len: int, offset: int, block_size: int,
+                        split_widths: tuple[int, ...] = TAIL_SPLIT_WIDTHS) -> tuple[int, int]:  # fmt: skip
     """``(main, tail)`` blocks of a chunk's register row on the inference path (``tail = 0``: the
-    whole ``width`` of :func:`chunk_width`)."""
-    if not causal or width not in TAIL_SPLIT_WIDTHS:
+    whole ``width`` of :func:`chunk_width`); ``split_widths``: the widths that may split."""
+    if not causal or width not in split_widths:
         return width, 0
     reach = (min(row0 + n_rows, q_len) - 1 + offset) // block_size + 1
     return (width // 2, width // 4) if reach <= 3 * width // 4 else (width, 0)
@@ -585,8 +585,8 @@ def launch_group_entmax(
         z, probs, mean_log, Sq, row0, nb, Hkv, offset,
         *z.stride(), *probs.stride(), *mean_log.stride()[:2],
         alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
-        GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=min(width, tail or 128), BLOCK_SIZE=block_size,
-        CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, TAIL=tail,
+        GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=tail or piece_width(width, rows, warps),
+        BLOCK_SIZE=block_size, CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, TAIL=tail,
         num_warps=warps,
     )  # fmt: skip
 
@@ -750,7 +750,8 @@ def coarse_selection_backward_split(
             zc, z_split, grad, d_prior, probs, Sq, row0, nb, Hkv, offset, nb_row,
             *zc.stride(), *grad.stride(), *d_prior.stride(), *probs.stride(),
             alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha, inv_sigma,
-            GROUP=G, ROWS=rows, NB=width, NB_OUT=NB, SUB=min(width, 128), BLOCK_SIZE=block_size, CAUSAL=causal,
+            GROUP=G, ROWS=rows, NB=width, NB_OUT=NB, SUB=piece_width(width, rows, num_warps), BLOCK_SIZE=block_size,
+            CAUSAL=causal,
             MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=grad_probs is not None,
             HAS_GRAD_PRIOR=grad_prior is not None, SPLIT=split, num_warps=num_warps,
         )  # fmt: skip

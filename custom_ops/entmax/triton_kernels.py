@@ -26,9 +26,19 @@ from triton.runtime.jit import JITFunction
 
 from .torch_impl import MODE_ENTMAX15, MODE_GENERIC, MODE_SPARSEMAX, solver_schedule
 
-__all__ = ["LaunchConfig", "forward_config", "backward_config", "entmax_forward", "entmax_backward"]
+__all__ = ["LaunchConfig", "forward_config", "backward_config", "entmax_forward", "entmax_backward", "piece_width"]
 
 MAX_REGISTER_BLOCK = 8192  # longest row (rounded up to a power of two) kept in registers
+
+
+def piece_width(width: int, rows: int, warps: int) -> int:
+    """``S`` of the ``[K, R, S]`` register tile that :func:`entmax_rows_split` solves, for ``R = rows``
+    rows of ``width`` entries over ``warps`` warps: wide enough that the warps a program has beyond
+    its rows split ``S``, not ``K``. Triton spreads a tile's lanes and then its warps over ``S``
+    first, then ``R``, then ``K``; the row reductions sum ``K`` first (in a thread's registers), and
+    warps spread over ``K`` turned that into shared-memory round trips of whole ``[R, S]`` vectors
+    (H200, run 63: 256-block rows over 2 warps took 1.55 ms against 0.12 over 1)."""
+    return min(width, 128 * max(1, warps // rows))
 
 
 # ----------------------------------------------------------------------------- kernels
