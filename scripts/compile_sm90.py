@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from custom_ops.block_summary import triton_kernels as summary  # noqa: E402
 from custom_ops.coarse_selection import split_kernels as coarse  # noqa: E402
+from custom_ops.entmax.triton_kernels import piece_width  # noqa: E402
 from custom_ops.selection import triton_kernels as selection  # noqa: E402
 from custom_ops.sparse_attention import list_kernels  # noqa: E402
 from custom_ops.sparse_attention import triton_backward as fine_bwd  # noqa: E402
@@ -143,16 +144,18 @@ def main() -> None:
         report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages", k)
     ent_ptrs = dict(Z="*fp32", PROBS="*fp32", MEAN_LOG="*fp32")
     # (main, tail): 16 in a 2048-block output row is 128K's first chunk; 256 + 128 the inference split
-    for width, tail in ((16, 0), (128, 0), (512, 0), (1024, 0), (2048, 0), (256, 128)):
+    for width, tail in ((16, 0), (128, 0), (512, 0), (1024, 0), (2048, 0), (4096, 0), (256, 128), (512, 256),
+                        (1024, 512)):  # fmt: skip
         rows, warps = coarse.entmax_config(triton.next_power_of_2(width + tail))
-        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=min(width, tail or 128), BLOCK_SIZE=64,
-                      CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail)  # fmt: skip
+        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=4096, SUB=tail or piece_width(width, rows, warps),
+                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail)  # fmt: skip
         k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
         report(f"group entmax width={width} tail={tail}", k)
     vjp_ptrs = dict(Z="*fp32", DZ_SPLIT="*bf16", GRAD="*fp32", DPRIOR="*fp32", PROBS="*fp32")
-    for width in (16, 128, 512, 1024, 2048):
+    for width in (16, 128, 512, 1024, 2048, 4096):
         rows, warps = coarse.entmax_config(width)
-        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=2048, SUB=min(width, 128), BLOCK_SIZE=64, CAUSAL=True,
+        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=4096, SUB=piece_width(width, rows, warps), BLOCK_SIZE=64,
+                      CAUSAL=True,
                       MODE=1, N_BISECT=0, N_NEWTON=7, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True)  # fmt: skip
         k = compile_kernel(coarse._group_entmax_vjp, vjp_ptrs, consts, ("am1", "d", "one_minus_alpha", "inv_sigma"),
                            num_warps=warps)  # fmt: skip
@@ -183,8 +186,8 @@ def main() -> None:
     report("log prior", k)
     select_ptrs = dict(Z="*fp32", LENGTHS="*i64", NUM_NEW="*i64", ACTIVE="*i8", PRIOR="*fp32", LIST="*i32",
                        COUNT="*i32", POS="*i64")  # fmt: skip
-    consts = dict(GROUP=4, GROUP_P2=4, NB=2048, SUB=128, BLOCK_SIZE=64, HAS_NUM_NEW=False, MODE=1, N_BISECT=0,
-                  N_NEWTON=7)  # fmt: skip
+    consts = dict(GROUP=4, GROUP_P2=4, NB=2048, SUB=piece_width(2048, 4, 8), BLOCK_SIZE=64, HAS_NUM_NEW=False, MODE=1,
+                  N_BISECT=0, N_NEWTON=7)  # fmt: skip
     k = compile_kernel(decode_select._decode_select, select_ptrs, consts,
                        ("inv_sigma", "am1", "d", "one_minus_alpha"), num_warps=8)  # fmt: skip
     report("decode select nb=2048", k)

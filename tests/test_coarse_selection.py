@@ -235,7 +235,7 @@ def test_rows_launch_matches_definition(case, dtype, chunks):
 
 def test_inference_row_split_at_32k():
     """The benchmark's 32K chunks (4096 rows, 64-token blocks): only the 512-wide rows whose reach
-    is at most 384 blocks are split, into 256 + 128."""
+    is at most 384 blocks are split, into 256 + 128; at 128K the wide rows likewise."""
     from custom_ops.coarse_selection.split_kernels import chunk_width, inference_row_split
 
     widths = [chunk_width(512, True, r0, 4096, 32768, 0, 64) for r0 in range(0, 32768, 4096)]
@@ -243,6 +243,11 @@ def test_inference_row_split_at_32k():
     splits = [inference_row_split(w, True, r0, 4096, 32768, 0, 64) for w, r0 in zip(widths, range(0, 32768, 4096))]
     assert splits == [(64, 0), (128, 0), (256, 0), (256, 0), (256, 128), (256, 128), (512, 0), (512, 0)]
     assert inference_row_split(512, False, 0, 300, 300, 0, 64) == (512, 0)
+    # 128K's wide rows split the same way: 1024 → 512 + 256, 2048 → 1024 + 512, up to 3/4 reach
+    assert inference_row_split(1024, True, 32768, 1024, 131072, 0, 64) == (512, 256)
+    assert inference_row_split(1024, True, 49152, 1024, 131072, 0, 64) == (1024, 0)
+    assert inference_row_split(2048, True, 65536, 1024, 131072, 0, 64) == (1024, 512)
+    assert inference_row_split(2048, True, 130048, 1024, 131072, 0, 64) == (2048, 0)
 
 
 def test_rows_launch_with_tail_tiles(monkeypatch):
@@ -644,6 +649,36 @@ def test_cuda_rows_launch_with_tail_tiles(dtype):
     # smallest p̄'s relative error (H200, run 60: 2.0e-6 fp32, 3.8e-6 bf16)
     assert rel_err(probs, whole) <= 1e-6 and rel_err(mean_log, whole_mean) <= 2e-5
     assert ((probs > 0) == (whole > 0)).float().mean() > 0.9999
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_wide_rows_one_warp_and_split():
+    """On CUDA, bf16, the 128K benchmark's wide register rows at a smaller head count (80K causal
+    tokens, 64-token blocks, chunks of 4096 rows): one-warp programs solve 1024- and 2048-block rows
+    (``ENTMAX_CONFIGS``), and the inference launch splits those that reach at most three quarters
+    of them into 512 + 256 and 1024 + 512. Both launches equal the definition; the split equals
+    the whole rows up to the order of fp32 sums; blocks past each row's reach stay 0."""
+    from custom_ops.coarse_selection.split_kernels import chunk_width, coarse_selection_rows_launch
+    from custom_ops.coarse_selection.torch_impl import coarse_selection_rows_torch
+
+    B, Hq, Hkv, S, D, bs = 1, 4, 1, 81920, 64, 64
+    starts = range(0, S, 4096)
+    widths = {chunk_width(2048, True, r0, 4096, S, 0, bs) for r0 in starts}
+    splits = {split_kernels.inference_row_split(chunk_width(2048, True, r0, 4096, S, 0, bs), True, r0, 4096, S, 0, bs)
+              for r0 in starts}  # fmt: skip
+    assert {1024, 2048} <= widths and {(512, 256), (1024, 512)} <= splits, (widths, splits)
+    q, k_bar, _ = cuda_problem(S + 2, B, Hq, Hkv, S, S, D, bs, torch.bfloat16)
+    budget = 4096 * B * Hq * k_bar.shape[2] * 4
+    args = (q, k_bar, 1.5, 1.0, True, S, bs)
+    probs, mean_log = coarse_selection_rows_launch(*args, z_budget=budget, tails=True)
+    whole, whole_mean = coarse_selection_rows_launch(*args, z_budget=budget)
+    want, want_mean = coarse_selection_rows_torch(*args)
+    assert rel_err(probs, want) <= 3e-3 and rel_err(mean_log, want_mean) <= 3e-3
+    assert rel_err(whole, want) <= 3e-3 and rel_err(whole_mean, want_mean) <= 3e-3
+    assert rel_err(probs, whole) <= 1e-6 and rel_err(mean_log, whole_mean) <= 2e-5
+    eligible, _ = block_classes(S, S, bs, True, q.device)
+    assert (probs[:, :, ~eligible] == 0).all() and (whole[:, :, ~eligible] == 0).all()
 
 
 @pytest.mark.gpu

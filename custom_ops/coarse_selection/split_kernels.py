@@ -459,7 +459,10 @@ def row_fits(nb_pad: int) -> bool:
 # widths 1024 / 2048 took 32.95 ms over all chunks (run 46, do_bench) and (1, 2) 30.9 ms (run 45,
 # one synchronised launch per chunk); the 128K dash_select_only went 46.44 → 44.70 ms with (1, 2)
 # (runs 47 → 48). (1, 2) was never the cause of the 128K stall (docs/entmax.md, "Early exit").
-ENTMAX_CONFIGS = {64: (2, 1), 128: (2, 1), 256: (1, 1), 512: (1, 1), 1024: (1, 2), 2048: (1, 2), 4096: (1, 4)}
+# (rows, warps) by register row width. H200 runs 63-64 (row reductions summing a thread's pieces
+# first): one warp is fastest at every width up to 2048, forward and VJP (2048: 0.178 ms a 128K chunk
+# against 0.221 over 2 warps, VJP 0.31 against 1.56); 4096 (beyond 128K tokens) is not measured.
+ENTMAX_CONFIGS = {64: (2, 1), 128: (2, 1), 256: (1, 1), 512: (1, 1), 1024: (1, 1), 2048: (1, 1), 4096: (1, 2)}
 
 
 # Under Triton's interpreter (CPU tests) every program is a Python call: 16 rows per program keep
@@ -492,14 +495,18 @@ def chunk_width(nb_padded: int, causal: bool, row0: int, n_rows: int, q_len: int
 # program): 256 + 128 blocks 0.146 ms against 0.249 for the whole 512; narrower tails (64) force
 # a 64-block piece width, which was slower (256 + 64 0.192 ms, 128 + 64 0.159 against 0.139 for
 # 256 whole), and wider rows (1024 and 2048 with tails, two warps) lost at 128K (44.7 → 62.2 ms).
-TAIL_SPLIT_WIDTHS = (512,)
+# Widths whose chunks may split at inference (run 64, one warp: 512 → 256 + 128 0.145 against
+# 0.171 ms at 32K, 1024 → 512 + 256 0.072 against 0.092 and 2048 → 1024 + 512 0.144 against 0.178
+# at 128K)
+TAIL_SPLIT_WIDTHS = (512, 1024, 2048)
 
 
 def inference_row_split(width: int, causal: bool, row0: int, n_rows: int, q_len: int, offset: int, block_size: int,
-                        split_widths: tuple[int, ...] = TAIL_SPLIT_WIDTHS) -> tuple[int, int]:  # fmt: skip
+                        split_widths: tuple[int, ...] | None = None) -> tuple[int, int]:  # fmt: skip
     """``(main, tail)`` blocks of a chunk's register row on the inference path (``tail = 0``: the
-    whole ``width`` of :func:`chunk_width`); ``split_widths``: the widths that may split."""
-    if not causal or width not in split_widths:
+    whole ``width`` of :func:`chunk_width`); ``split_widths``: the widths that may split
+    (``TAIL_SPLIT_WIDTHS``)."""
+    if not causal or width not in (TAIL_SPLIT_WIDTHS if split_widths is None else split_widths):
         return width, 0
     reach = (min(row0 + n_rows, q_len) - 1 + offset) // block_size + 1
     return (width // 2, width // 4) if reach <= 3 * width // 4 else (width, 0)
@@ -539,19 +546,20 @@ def launch_scores(
 ) -> None:
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
     above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
-    ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps)`` overrides the tile,
-    ``looped`` (0 tiled, 1 a program per row tile walking its blocks; see ``_coarse_scores``)
-    ``SCORE_LOOP``."""
+    ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps[, num_stages])``
+    overrides the tile (3 stages by default), ``looped`` (0 tiled, 1 a program per row tile walking
+    its blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     kb_hi, kb_lo = kb_parts
     nb = kb_hi.shape[2]
     looped = SCORE_LOOP if looped is None else looped
-    bm, bn, warps = tile or (SCORE_LOOP_TILE if looped else SCORE_TILE)
+    bm, bn, warps, *stages = tile or (SCORE_LOOP_TILE if looped else SCORE_TILE)
     _coarse_scores[(triton.cdiv(n_rows, bm), 1 if looped else triton.cdiv(nb, bn), B * Hq)](
         query, kb_hi, kb_lo, z, row0 + n_rows, row0, nb, Hq, offset, *query.stride(), *kb_hi.stride(), *z.stride(),
         selection_scale / D**0.5,
         GROUP=Hq // kb_hi.shape[1], BM=bm, BN=bn, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
         BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), num_warps=warps,
+        num_stages=stages[0] if stages else 3,
     )  # fmt: skip
 
 
