@@ -186,10 +186,10 @@ def main() -> None:
     report("log prior", k)
     select_ptrs = dict(Z="*fp32", LENGTHS="*i64", NUM_NEW="*i64", ACTIVE="*i8", PRIOR="*fp32", LIST="*i32",
                        COUNT="*i32", POS="*i64")  # fmt: skip
-    consts = dict(GROUP=4, GROUP_P2=4, NB=2048, SUB=piece_width(2048, 4, 8), BLOCK_SIZE=64, HAS_NUM_NEW=False, MODE=1,
+    consts = dict(GROUP=4, GROUP_P2=4, NB=2048, SUB=512, BLOCK_SIZE=64, HAS_NUM_NEW=False, MODE=1,
                   N_BISECT=0, N_NEWTON=7)  # fmt: skip
     k = compile_kernel(decode_select._decode_select, select_ptrs, consts,
-                       ("inv_sigma", "am1", "d", "one_minus_alpha"), num_warps=8)  # fmt: skip
+                       ("inv_sigma", "am1", "d", "one_minus_alpha"), num_warps=4)  # fmt: skip
     report("decode select nb=2048", k)
     k = compile_kernel(decode_select._merge_splits, dict(ACC="*fp32", M="*fp32", L="*fp32", OUT="*bf16"),
                        dict(GROUP=4, GROUP_P2=4, VALUE_DIM=128, BLOCK_DV=128), num_warps=4)  # fmt: skip

@@ -2,9 +2,10 @@
 
     PYTHONPATH=. python scripts/probe_decode_pieces.py [--blocks 2048]
 
-Session 13 changed the entmax row reductions to sum a thread's pieces first and the launches to
-size the pieces with ``piece_width``; the decode step at 128K then took 0.058 ms for its selection
-against session 4's 0.039 (which still had the Newton early exit). One program per (sequence, KV
+Session 13 changed the entmax row reductions to sum a thread's pieces first; the decode step at
+128K then took 0.058 ms for its selection (scores + this kernel) against session 4's 0.039 (which
+still had the Newton early exit). Run 66 chose the launch: every warp on the pieces (SUB = 128 per
+warp), the group's rows in each thread. One program per (sequence, KV
 head): 64 programs at the benchmark's B = 8, Hkv = 8, so the solve's latency is the time. Times
 each (SUB, warps) on random scores (bench_decode's shape: G = 4) and checks that the prior equals
 the current launch's up to fp32 sum order.
@@ -18,7 +19,6 @@ import torch
 import triton
 
 from custom_ops.entmax.torch_impl import solver_schedule
-from custom_ops.entmax.triton_kernels import piece_width
 from custom_ops.sparse_decode import selection_kernels as sk
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     z = 3 * torch.randn(B * Hkv, G, nb, device="cuda")
     lengths = torch.full((B,), nb * bs, device="cuda", dtype=torch.int64)
     mode, n_bisect, n_newton = solver_schedule(1.5, nb, torch.float32)
-    current_warps = 4 if G * NB <= 4096 else (8 if G * NB <= 16384 else 16)
+    current_warps = 4 if G * NB <= 8192 else (8 if G * NB <= 16384 else 16)
 
     def launch(sub: int, warps: int):
         active = torch.empty(B, Hkv, nb, device="cuda", dtype=torch.int8)
@@ -49,7 +49,7 @@ def main() -> None:
 
         return run, prior
 
-    current = (piece_width(NB, G, current_warps), current_warps)
+    current = (min(NB, 128 * current_warps), current_warps)
     run, want = launch(*current)
     run()
     print(f"nb={nb}: current launch SUB={current[0]} warps={current[1]}")
