@@ -185,6 +185,8 @@ def main() -> None:
             totals[f"{name} (best)"] += min(times.values())
     print("\n| kernel | ms (sum over chunks) |\n|---|---|")
     for name, ms in totals.items():
+        if args.gemm_only and not name.startswith("scores"):
+            continue
         print(f"| {name} | {ms:.3f} |")
     if not args.gemm_only:  # the whole launch is what stalled at 128K (docs/benchmarks.md, session 9)
         whole = triton.testing.do_bench(lambda: sk.coarse_selection_split_launch(*launch), warmup=5, rep=40)
