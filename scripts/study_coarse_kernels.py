@@ -109,8 +109,7 @@ def main() -> None:
             z, z_split, probs, grad_prior, probs, Sq, row0, nb, Hkv, 0, z.shape[-1],
             *z.stride(), *probs.stride(), *grad_prior.stride(), *probs.stride(), 0.5, 2.0, -0.5, 1.0,
             GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=piece_width(width, rows, warps), BLOCK_SIZE=BS,
-            CAUSAL=True,
-            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=False, HAS_GRAD_PRIOR=True,
+            CAUSAL=True, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=False, HAS_GRAD_PRIOR=True,
             SPLIT=split, num_warps=warps,
         )  # fmt: skip
 

@@ -150,7 +150,7 @@ def _group_entmax(
     h_kv = bh % num_kv_heads
     t = (row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS))[None, :, None]  # [1, ROWS, 1]
     t_ok = t < q_len
-    # block c of row r sits at [c // SUB, r, c % SUB]; the launch's SUB (piece_width) puts warps on SUB, not on K
+    # block c of row r sits at [c // SUB, r, c % SUB]; the launch sizes SUB so warps split SUB, not K
     cols = tl.arange(0, NB // SUB)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
     cols_t = NB + tl.arange(0, TAIL_PIECES)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
     own = (t + causal_offset) // BLOCK_SIZE
@@ -448,20 +448,14 @@ def row_fits(nb_pad: int) -> bool:
 # (rows per program, num_warps) of the entmax kernels per register row length, the same for the
 # forward and the VJP: the VJP recomputes each head's p, and the same launch makes it bitwise the
 # forward's (a tiny p̄ cannot drop in or out of the support, where the prior's gradient divides by
-# it). One warp per program up to 512 blocks keeps a row's reductions warp shuffles. H200, 32K
-# (scripts/study_coarse_kernels.py), measured while the solver still had its early exit: forward
-# with every width at (4, 2) 1.90 ms, (2, 1) 1.27, (1, 1) 1.27 (run 38, sum over the 8 query
-# chunks; run 42: the table's configs are the best of 1 × 1, 2 × 1, 4 × 2 at every width); VJP per
-# chunk (runs 39 / 40, ms): width 128 (2, 1) 0.103, (1, 1) 0.106; 512 (1, 1) 0.242–0.273, (2, 1)
-# 0.253–0.286, (4, 2) 0.392–0.457; 1024 (1, 2) 0.189, (4, 4) 0.239; 2048 (1, 2) 0.310–0.343, (2, 4)
-# 0.378–0.443 (those VJP timings still had the early exit). With the fixed Newton count the forward
-# over 32K's chunks takes 1.424 ms (1.251 with the early exit, run 46). At 128K, (4, 4) / (2, 4) at
-# widths 1024 / 2048 took 32.95 ms over all chunks (run 46, do_bench) and (1, 2) 30.9 ms (run 45,
-# one synchronised launch per chunk); the 128K dash_select_only went 46.44 → 44.70 ms with (1, 2)
-# (runs 47 → 48). (1, 2) was never the cause of the 128K stall (docs/entmax.md, "Early exit").
-# (rows, warps) by register row width. H200 runs 63-64 (row reductions summing a thread's pieces
-# first): one warp is fastest at every width up to 2048, forward and VJP (2048: 0.178 ms a 128K chunk
-# against 0.221 over 2 warps, VJP 0.31 against 1.56); 4096 (beyond 128K tokens) is not measured.
+# it). Since session 13 the row reductions sum a thread's pieces first (piece_width), and one warp
+# per program is fastest at every width up to 2048, forward and VJP (H200 runs 63-64,
+# scripts/study_coarse_kernels.py: 1024 blocks 0.092 ms a 128K chunk against 0.125 over 2 warps,
+# VJP 0.19 against 1.47; 2048 0.178 against 0.221, VJP 0.31 against 1.56; 32K's chunks 1.06 ms in
+# all against 1.42 before). 4096 blocks (past 128K tokens) is not measured. Before session 13
+# (reductions per piece) the table had (1, 2) at 1024 and 2048 (128K dash_select_only 46.44 →
+# 44.70 ms against (4, 4) / (2, 4), runs 47-48); (1, 2) was never the cause of the 128K stall
+# (docs/entmax.md, "Early exit").
 ENTMAX_CONFIGS = {64: (2, 1), 128: (2, 1), 256: (1, 1), 512: (1, 1), 1024: (1, 1), 2048: (1, 1), 4096: (1, 2)}
 
 
@@ -491,13 +485,11 @@ def chunk_width(nb_padded: int, causal: bool, row0: int, n_rows: int, q_len: int
 
 # Inference only (the VJP recomputes p with the whole-row launch, so training keeps it): a chunk
 # whose register row is a power of two W in TAIL_SPLIT_WIDTHS but whose causal reach is at most
-# 3W/4 solves W/2 blocks plus a W/4 tail tile. H200 run 56 (per 32K chunk, one row and one warp a
-# program): 256 + 128 blocks 0.146 ms against 0.249 for the whole 512; narrower tails (64) force
-# a 64-block piece width, which was slower (256 + 64 0.192 ms, 128 + 64 0.159 against 0.139 for
-# 256 whole), and wider rows (1024 and 2048 with tails, two warps) lost at 128K (44.7 → 62.2 ms).
-# Widths whose chunks may split at inference (run 64, one warp: 512 → 256 + 128 0.145 against
-# 0.171 ms at 32K, 1024 → 512 + 256 0.072 against 0.092 and 2048 → 1024 + 512 0.144 against 0.178
-# at 128K)
+# 3W/4 solves W/2 blocks plus a W/4 tail tile. H200, one warp a program (run 64): 512 → 256 + 128
+# 0.145 ms against 0.171 a 32K chunk; 1024 → 512 + 256 0.072 against 0.092 and 2048 → 1024 + 512
+# 0.144 against 0.178 a 128K chunk. Narrower tails (64) force a 64-block piece width, which was
+# slower (run 56: 256 + 64 0.192 ms, 128 + 64 0.159 against 0.139 for 256 whole); the wide splits
+# lost at 128K in run 56 (44.7 → 62.2 ms) with two-warp programs and reductions per piece.
 TAIL_SPLIT_WIDTHS = (512, 1024, 2048)
 
 
@@ -759,8 +751,7 @@ def coarse_selection_backward_split(
             *zc.stride(), *grad.stride(), *d_prior.stride(), *probs.stride(),
             alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha, inv_sigma,
             GROUP=G, ROWS=rows, NB=width, NB_OUT=NB, SUB=piece_width(width, rows, num_warps), BLOCK_SIZE=block_size,
-            CAUSAL=causal,
-            MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=grad_probs is not None,
+            CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=grad_probs is not None,
             HAS_GRAD_PRIOR=grad_prior is not None, SPLIT=split, num_warps=num_warps,
         )  # fmt: skip
         _coarse_dq[(triton.cdiv(n_rows, dq_rows), B * Hq)](

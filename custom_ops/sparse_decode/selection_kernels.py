@@ -151,8 +151,7 @@ def decode_selection_launch(
     _decode_select[(B * Hkv,)](
         z, lengths, lengths if num_new is None else num_new, active.view(torch.int8), prior, block_list, count, pos,
         nb, Hkv, inv_sigma, alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
-        GROUP=G, GROUP_P2=triton.next_power_of_2(G), NB=NB, SUB=sub,
-        BLOCK_SIZE=block_size,
+        GROUP=G, GROUP_P2=triton.next_power_of_2(G), NB=NB, SUB=sub, BLOCK_SIZE=block_size,
         HAS_NUM_NEW=num_new is not None, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton,
         num_warps=warps,
     )  # fmt: skip
