@@ -31,7 +31,6 @@ def main() -> None:
     z = 3 * torch.randn(B * Hkv, G, nb, device="cuda")
     lengths = torch.full((B,), nb * bs, device="cuda", dtype=torch.int64)
     mode, n_bisect, n_newton = solver_schedule(1.5, nb, torch.float32)
-    current_warps = 4 if G * NB <= 8192 else (8 if G * NB <= 16384 else 16)
 
     def launch(sub: int, warps: int):
         active = torch.empty(B, Hkv, nb, device="cuda", dtype=torch.int8)
@@ -49,7 +48,7 @@ def main() -> None:
 
         return run, prior
 
-    current = (min(NB, 128 * current_warps), current_warps)
+    current = sk.select_launch(G, NB)
     run, want = launch(*current)
     run()
     print(f"nb={nb}: current launch SUB={current[0]} warps={current[1]}")

@@ -111,6 +111,17 @@ def _decode_select(
         tl.store(POS + b, pos.to(tl.int64))
 
 
+def select_launch(group: int, nb_padded: int) -> tuple[int, int]:
+    """``(SUB, num_warps)`` of ``_decode_select`` for ``group`` query heads per KV head and rows of
+    ``nb_padded`` blocks. One program per (sequence, KV head): the solve's latency is the step's.
+    Every warp on the row's pieces (SUB) and the group's rows in each thread: the row reductions
+    then run the rows side by side. H200, 128K (run 66, G = 4, 2048 blocks): 0.010 ms at (SUB 512,
+    4 warps) against 0.030 at (512, 8) with two warps a row and 0.032 at (128, 4) with a warp a row."""
+    elements = triton.next_power_of_2(group) * nb_padded
+    warps = 4 if elements <= 8192 else (8 if elements <= 16384 else 16)
+    return min(nb_padded, 128 * warps), warps
+
+
 def decode_selection_launch(
     query: torch.Tensor,
     summaries: torch.Tensor,
@@ -141,13 +152,7 @@ def decode_selection_launch(
     count = torch.empty(B, Hkv, device=dev, dtype=torch.int32)
     pos = torch.empty(B, device=dev, dtype=torch.int64)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
-    elements = triton.next_power_of_2(G) * NB
-    # One program per (sequence, KV head): the solve's latency is the step's. Every warp on the
-    # row's pieces (SUB) and the group's rows in each thread: the row reductions then run the
-    # rows side by side. H200, 128K (run 66, G = 4, 2048 blocks): 0.010 ms at (SUB 512, 4 warps)
-    # against 0.030 at (512, 8) with two warps a row and 0.032 at (128, 4) with a warp a row.
-    warps = 4 if elements <= 8192 else (8 if elements <= 16384 else 16)
-    sub = min(NB, 128 * warps)
+    sub, warps = select_launch(G, NB)
     _decode_select[(B * Hkv,)](
         z, lengths, lengths if num_new is None else num_new, active.view(torch.int8), prior, block_list, count, pos,
         nb, Hkv, inv_sigma, alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
