@@ -135,27 +135,22 @@ def main() -> None:
                        dict(BLOCK_M=32, STEP=128, BLOCK_SIZE=64, CAUSAL=True, HAS_PRIOR=True), ("inv_sigma",),
                        unit=("stride_pc",), divisible=("stride_pt",), num_warps=4)  # fmt: skip
     report("fine tile lists and bias from the rows", k)
-    # (BM, BN, warps, loop, stages, half scores)
-    for bm, bn, warps, loop, stages, half in ((64, 64, 4, 0, 3, False), (128, 128, 8, 0, 3, False),
-                                              (128, 64, 8, 1, 3, False), (64, 64, 4, 1, 3, False),
-                                              (128, 64, 8, 1, 3, True)):  # fmt: skip
-        score_ptrs = dict(Q="*bf16", KB_HI="*bf16", KB_LO="*bf16", Z="*fp16" if half else "*fp32", ZOFF="*fp32")
+    score_ptrs = dict(Q="*bf16", KB_HI="*bf16", KB_LO="*bf16", Z="*fp32")
+    for bm, bn, warps, loop, stages in ((64, 64, 4, 0, 3), (128, 128, 8, 0, 3), (128, 64, 8, 1, 3),
+                                        (64, 64, 4, 1, 3)):  # fmt: skip
         consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False,
-                      LOOP=loop, HALF=half)  # fmt: skip
+                      LOOP=loop)  # fmt: skip
         k = compile_kernel(coarse._coarse_scores, score_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)
-        report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages half={half}", k)
-    # (main, tail, half scores): 16 in a 2048-block output row is 128K's first chunk; 256 + 128 the
-    # inference split
-    for width, tail, half in ((16, 0, False), (128, 0, False), (512, 0, False), (1024, 0, False), (2048, 0, False),
-                              (4096, 0, False), (256, 128, False), (512, 256, False), (1024, 512, False),
-                              (512, 0, True), (256, 128, True), (1024, 512, True)):  # fmt: skip
-        ent_ptrs = dict(Z="*fp16" if half else "*fp32", ZOFF="*fp32", PROBS="*fp32", MEAN_LOG="*fp32")
+        report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages", k)
+    ent_ptrs = dict(Z="*fp32", PROBS="*fp32", MEAN_LOG="*fp32")
+    # (main, tail): 16 in a 2048-block output row is 128K's first chunk; 256 + 128 the inference split
+    for width, tail in ((16, 0), (128, 0), (512, 0), (1024, 0), (2048, 0), (4096, 0), (256, 128), (512, 256),
+                        (1024, 512)):  # fmt: skip
         rows, warps = coarse.entmax_config(triton.next_power_of_2(width + tail))
         consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=4096, SUB=tail or piece_width(width, rows, warps),
-                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail, HALF=half,
-                      OFFSET_TILE=coarse.Z_OFFSET_TILE)  # fmt: skip
+                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail)  # fmt: skip
         k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
-        report(f"group entmax width={width} tail={tail} half={half}", k)
+        report(f"group entmax width={width} tail={tail}", k)
     vjp_ptrs = dict(Z="*fp32", DZ_SPLIT="*bf16", GRAD="*fp32", DPRIOR="*fp32", PROBS="*fp32")
     for width in (16, 128, 512, 1024, 2048, 4096):
         rows, warps = coarse.entmax_config(width)

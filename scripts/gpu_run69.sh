@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 14, run 69: half scores at inference (fp16 z relative to 64-block tile maxima): the probe
-# at 32K and 128K, the coarse-selection GPU tests, then the benchmark at 32K and 128K.
+# Session 14, run 69: half scores at inference (fp16 z relative to 64-block tile maxima; commit
+# 34d5f3b, reverted after this run): the probe at 32K and 128K, the coarse-selection GPU tests, then
+# the benchmark at 32K and 128K.
 set -uo pipefail
 source scripts/gpu_preamble.sh
 timeout 200 python -m pytest -m gpu -n 8 -v -p no:cacheprovider --timeout 150 --timeout-method thread -rfEx \

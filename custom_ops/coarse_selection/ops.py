@@ -123,19 +123,16 @@ def coarse_selection_rows(
     """The coarse stage for inference (see torch_impl): ``(probs [B, Hkv, Sq, nb], mean_log [B,
     Hkv, Sq])``, p̄ row-major and each row's mean ``log p̄`` over its support, which
     ``dash_flex::sparse_attention_rows`` reads directly. Skips :func:`coarse_selection`'s
-    block-major prior and flags (a bandwidth-bound pass, ~0.29 ms at 32K on the H200). On CUDA it
-    solves some register rows in two tiles (``split_kernels.inference_row_split``) and, for 16-bit
-    queries, passes the scores through memory as fp16 differences from each row's largest score in
-    every 64 blocks (half scores: an absolute error ≤ 2⁻¹¹·|z − max| on a score, which moves p̄ by
-    ~1e-4 relative; docs/design.md), so p̄ equals :func:`coarse_selection`'s up to fp32 rounding
-    (fp32 queries) or that rounding of the scores, not bit for bit. No autograd: with gradients,
-    use :func:`coarse_selection`."""
+    block-major prior and flags (a bandwidth-bound pass, ~0.29 ms at 32K on the H200), and on
+    CUDA solves some register rows in two tiles (``split_kernels.inference_row_split``), so p̄
+    equals :func:`coarse_selection`'s up to fp32 rounding (sum order), not bit for bit. No
+    autograd: with gradients, use :func:`coarse_selection`."""
     args = (query, k_bar, alpha, selection_scale, causal, kv_len, block_size)
     if not _use_triton(query):
         return coarse_selection_rows_torch(*args)
     from .split_kernels import coarse_selection_rows_launch
 
-    return coarse_selection_rows_launch(*args, tails=True, half_scores=query.dtype != torch.float32)
+    return coarse_selection_rows_launch(*args, tails=True)
 
 
 @coarse_selection_rows.register_fake

@@ -49,10 +49,7 @@ SCORE_TILE = (128, 128, 8)
 # by hand lost (0.736–1.861 ms) and was removed: the device's Triton 3.6 appears to pipeline the
 # loop itself (it asked 294912 B of shared memory for a looped (128, 128, 8), i.e. 3 stages).
 SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 64, 8)
-Z_BUDGET_BYTES = 256 * 2**20  # the score chunk (fp32, or fp16 with HALF)
-# Half scores (inference, 16-bit queries): z is stored as fp16 relative to each row's largest
-# eligible score in every Z_OFFSET_TILE blocks (the GEMM's block tile; the offsets are fp32)
-Z_OFFSET_TILE = 64
+Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 MAX_BLOCKS = 8192  # longest row of blocks solved in registers
 PRIOR_TILE = 64  # rows × blocks per program of the block-major prior writer
 
@@ -72,42 +69,31 @@ def _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd,
 
 @triton.jit
 def _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                ZOFF, off_base, stride_ot, stride_oc, own, o_tile, IEEE: tl.constexpr, HALF: tl.constexpr):  # fmt: skip
-    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``).
-    ``HALF``: stored as fp16 ``z − m[t]`` with ``m[t]`` the row's largest score over the tile's
-    eligible blocks (``c < own[t]``; 0 where none is), written to ``ZOFF[t, o_tile]``."""
+                IEEE: tl.constexpr):  # fmt: skip
+    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``)."""
     if IEEE:
         z = tl.dot(q, tl.trans(kb_hi), input_precision="ieee")
     else:
         z = tl.dot(q, tl.trans(kb_hi)) + tl.dot(q, tl.trans(kb_lo))
-    z = z * z_scale
-    t_ok = t < q_len
-    if HALF:
-        m = tl.max(tl.where(c[None, :] < own[:, None], z, float("-inf")), axis=1)
-        m = tl.where(m == float("-inf"), 0.0, m)
-        tl.store(ZOFF + off_base + (t - row0) * stride_ot + o_tile * stride_oc, m, mask=t_ok)
-        z = (z - m[:, None]).to(tl.float16)
-    tl.store(Z + z_base + (t - row0)[:, None] * stride_zt + c[None, :] * stride_zc, z,
-             mask=t_ok[:, None] & (c < num_blocks)[None, :])  # fmt: skip
+    tl.store(Z + z_base + (t - row0)[:, None] * stride_zt + c[None, :] * stride_zc, z * z_scale,
+             mask=(t < q_len)[:, None] & (c < num_blocks)[None, :])  # fmt: skip
 
 
 @triton.jit
 def _coarse_scores(
-    Q, KB_HI, KB_LO, Z, ZOFF, q_len, row0, num_blocks, num_q_heads, causal_offset,
+    Q, KB_HI, KB_LO, Z, q_len, row0, num_blocks, num_q_heads, causal_offset,
     stride_qb, stride_qh, stride_qt, stride_qd,
     stride_kb, stride_kh, stride_kc, stride_kd,
     stride_zb, stride_zh, stride_zt, stride_zc,
-    stride_ob, stride_oh, stride_ot, stride_oc,
     z_scale,
     GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr, LOOP: tl.constexpr, HALF: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr, LOOP: tl.constexpr,
 ):  # fmt: skip
     """Rows ``[row0, q_len)`` (``q_len``: the chunk's end). ``KB_HI`` / ``KB_LO``: k̄'s high and low
     16-bit parts (:func:`split_summaries`); for fp32 queries ``KB_HI`` is k̄ itself (fp32, IEEE
     dot) and ``KB_LO`` is not read. ``LOOP`` 0: one program per (``BM`` rows, ``BN`` blocks) tile;
     1: one per ``BM`` rows, walking the row tile's blocks ``BN`` at a time (its query tile loaded
-    once). ``HALF``: ``Z`` is fp16 relative to the offsets ``ZOFF`` (``BN`` must be
-    ``Z_OFFSET_TILE``); otherwise ``ZOFF`` is not read."""
+    once)."""
     z_scale = tl.cast(z_scale, tl.float32)  # Inductor may pass Python floats as fp64
     bh = tl.program_id(2).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_q_heads
@@ -120,10 +106,6 @@ def _coarse_scores(
         reach = tl.minimum((last + causal_offset) // BLOCK_SIZE, num_blocks)
     kb_base = b * stride_kb + (h // GROUP) * stride_kh
     z_base = b * stride_zb + h * stride_zh
-    off_base = b * stride_ob + h * stride_oh
-    own = t * 0 + num_blocks
-    if CAUSAL:
-        own = (t + causal_offset) // BLOCK_SIZE  # as _group_entmax's eligibility
     q_ptrs = Q + b * stride_qb + h * stride_qh + t[:, None] * stride_qt + offs_d[None, :] * stride_qd
     q_mask = (t < q_len)[:, None] & (offs_d < HEAD_DIM)[None, :]
     if LOOP == 0:
@@ -133,7 +115,7 @@ def _coarse_scores(
             kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM,
                                          BLOCK_D, IEEE)  # fmt: skip
             _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                        ZOFF, off_base, stride_ot, stride_oc, own, tl.program_id(1), IEEE, HALF)  # fmt: skip
+                        IEEE)  # fmt: skip
     else:
         q = tl.load(q_ptrs, mask=q_mask, other=0.0)
         for c0 in range(0, reach, BN):
@@ -141,38 +123,25 @@ def _coarse_scores(
             kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM, BLOCK_D,
                                          IEEE)  # fmt: skip
             _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                        ZOFF, off_base, stride_ot, stride_oc, own, c0 // BN, IEEE, HALF)  # fmt: skip
-
-
-@triton.jit
-def _load_scores(z_row, off_row, cols, eligible, stride_zc, stride_oc, HALF: tl.constexpr, OFFSET_TILE: tl.constexpr):
-    """A head's scores at ``cols`` in fp32, ``−inf`` where not eligible. ``HALF``: the stored fp16
-    difference plus its tile's offset (a difference past fp16's range, which only a score ~65504 below
-    its tile's largest gets, reads as ``−inf``: that far below, entmax gives it 0 either way)."""
-    z = tl.load(z_row + cols * stride_zc, mask=eligible, other=-float("inf"))
-    if HALF:
-        z = z.to(tl.float32) + tl.load(off_row + (cols // OFFSET_TILE) * stride_oc, mask=eligible, other=0.0)
-    return z
+                        IEEE)  # fmt: skip
 
 
 @triton.jit
 def _group_entmax(
-    Z, ZOFF, PROBS, MEAN_LOG, q_len, row0, num_blocks, num_kv_heads, causal_offset,
+    Z, PROBS, MEAN_LOG, q_len, row0, num_blocks, num_kv_heads, causal_offset,
     stride_zb, stride_zh, stride_zt, stride_zc,
-    stride_ob, stride_oh, stride_ot, stride_oc,
     stride_pb, stride_ph, stride_pt, stride_pc,
     stride_mb, stride_mh,
     am1, d, one_minus_alpha,
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
-    N_NEWTON: tl.constexpr, TAIL: tl.constexpr, HALF: tl.constexpr, OFFSET_TILE: tl.constexpr,
+    N_NEWTON: tl.constexpr, TAIL: tl.constexpr,
 ):  # fmt: skip
     """``p̄`` (row-major, as ``probs``) and each row's mean of ``log p̄`` over its selected blocks;
     in training :func:`_block_major_prior` turns both into the prior and the flags, at inference
     the fine stage's list builder reads them. The register row is blocks
     ``[0, NB)`` and, with ``TAIL > 0`` (inference only, :func:`inference_row_split`), ``[NB, NB +
-    TAIL)`` in a second tile of ``TAIL // SUB`` pieces. ``HALF``: ``Z`` holds fp16 scores relative
-    to the offsets ``ZOFF`` (one per row and ``OFFSET_TILE`` blocks, see :func:`_score_tile`)."""
+    TAIL)`` in a second tile of ``TAIL // SUB`` pieces."""
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
     HAS_TAIL: tl.constexpr = TAIL > 0
     TAIL_PIECES: tl.constexpr = max(TAIL // SUB, 1)
@@ -194,14 +163,11 @@ def _group_entmax(
     p_bar = tl.zeros([NB // SUB, ROWS, SUB], tl.float32)
     p_bar_t = tl.zeros([TAIL_PIECES, ROWS, SUB], tl.float32)
     z_row = Z + b * stride_zb + (t - row0) * stride_zt
-    off_row = ZOFF + b * stride_ob + (t - row0) * stride_ot
     for g in range(GROUP):
         head = (h_kv * GROUP + g) * stride_zh
-        z = _load_scores(z_row + head, off_row + (h_kv * GROUP + g) * stride_oh, cols, eligible, stride_zc,
-                         stride_oc, HALF, OFFSET_TILE)  # fmt: skip
+        z = tl.load(z_row + head + cols * stride_zc, mask=eligible, other=-float("inf"))
         if HAS_TAIL:
-            z_t = _load_scores(z_row + head, off_row + (h_kv * GROUP + g) * stride_oh, cols_t, eligible_t, stride_zc,
-                               stride_oc, HALF, OFFSET_TILE)  # fmt: skip
+            z_t = tl.load(z_row + head + cols_t * stride_zc, mask=eligible_t, other=-float("inf"))
             p, p_t = entmax_rows_split_tail(z, z_t, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, True)
             p_bar += p
             p_bar_t += p_t
@@ -538,11 +504,10 @@ def inference_row_split(width: int, causal: bool, row0: int, n_rows: int, q_len:
     return (width // 2, width // 4) if reach <= 3 * width // 4 else (width, 0)
 
 
-def chunk_rows(batch: int, q_heads: int, num_blocks: int, sq_pad: int, budget: int | None = None,
-               score_bytes: int = 4) -> int:  # fmt: skip
-    """Query rows per chunk: the ``[B, Hq, rows, nb]`` scores (``score_bytes`` each) fit ``budget``
-    bytes (a multiple of ``BM`` and ``ROWS``, at least one tile)."""
-    per_row = batch * q_heads * max(num_blocks, 1) * score_bytes
+def chunk_rows(batch: int, q_heads: int, num_blocks: int, sq_pad: int, budget: int | None = None) -> int:
+    """Query rows per chunk: the ``[B, Hq, rows, nb]`` fp32 scores fit ``budget`` bytes (a multiple
+    of ``BM`` and ``ROWS``, at least one tile)."""
+    per_row = batch * q_heads * max(num_blocks, 1) * 4
     rows = (Z_BUDGET_BYTES if budget is None else budget) // per_row
     rows = max(BM, rows // BM * BM)
     return min(rows, -(-sq_pad // BM) * BM)
@@ -570,29 +535,23 @@ def launch_scores(
     block_size: int,
     tile: tuple[int, int, int] | None = None,
     looped: int | None = None,
-    z_offsets: torch.Tensor | None = None,
 ) -> None:
-    """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (tiles above
-    the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
+    """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
+    above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
     ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps[, num_stages])``
     overrides the tile (3 stages by default), ``looped`` (0 tiled, 1 a program per row tile walking
-    its blocks; see ``_coarse_scores``) ``SCORE_LOOP``. ``z`` fp32, or fp16 with ``z_offsets
-    [B, Hq, rows, ⌈nb / Z_OFFSET_TILE⌉]`` fp32 (half scores, see ``_score_tile``)."""
+    its blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     kb_hi, kb_lo = kb_parts
     nb = kb_hi.shape[2]
     looped = SCORE_LOOP if looped is None else looped
     bm, bn, warps, *stages = tile or (SCORE_LOOP_TILE if looped else SCORE_TILE)
-    half = z.dtype == torch.float16
-    if half != (z_offsets is not None) or (half and bn != Z_OFFSET_TILE):
-        raise ValueError(f"half scores need fp16 z, its offsets and {Z_OFFSET_TILE}-block tiles (got BN={bn})")
-    offsets = z if z_offsets is None else z_offsets  # unused pointer without half scores (never read)
     _coarse_scores[(triton.cdiv(n_rows, bm), 1 if looped else triton.cdiv(nb, bn), B * Hq)](
-        query, kb_hi, kb_lo, z, offsets, row0 + n_rows, row0, nb, Hq, offset, *query.stride(), *kb_hi.stride(),
-        *z.stride(), *(offsets.stride() if half else (0, 0, 0, 0)), selection_scale / D**0.5,
+        query, kb_hi, kb_lo, z, row0 + n_rows, row0, nb, Hq, offset, *query.stride(), *kb_hi.stride(), *z.stride(),
+        selection_scale / D**0.5,
         GROUP=Hq // kb_hi.shape[1], BM=bm, BN=bn, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), HALF=half,
-        num_warps=warps, num_stages=stages[0] if stages else 3,
+        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), num_warps=warps,
+        num_stages=stages[0] if stages else 3,
     )  # fmt: skip
 
 
@@ -612,26 +571,23 @@ def launch_group_entmax(
     rows: int,
     warps: int,
     tail: int = 0,
-    z_offsets: torch.Tensor | None = None,
 ) -> None:
     """``_group_entmax`` on the query chunk ``[row0, row0 + n_rows)`` whose scores ``z`` hold:
     ``p̄`` into ``probs [B, Hkv, Sq, nb]`` and the mean ``log p̄`` into ``mean_log``; ``width`` is the
     chunk's register row (:func:`chunk_width`; with ``tail``, its first tile, see
     :func:`inference_row_split`), ``nb_out`` the padded row zero-filled past it, ``schedule =
     (mode, n_bisect, n_newton)`` (:func:`solver_schedule`), ``(rows, warps)`` the launch
-    (:func:`entmax_config`); ``z_offsets``: ``z`` is fp16 relative to them (:func:`launch_scores`)."""
+    (:func:`entmax_config`)."""
     B, Hq = z.shape[:2]
     Hkv, Sq, nb = probs.shape[1:]
     mode, n_bisect, n_newton = schedule
-    half = z_offsets is not None
-    offsets = z if z_offsets is None else z_offsets  # unused pointer without half scores (never read)
     _group_entmax[(triton.cdiv(n_rows, rows), B * Hkv)](
-        z, offsets, probs, mean_log, Sq, row0, nb, Hkv, offset,
-        *z.stride(), *(offsets.stride() if half else (0, 0, 0, 0)), *probs.stride(), *mean_log.stride()[:2],
+        z, probs, mean_log, Sq, row0, nb, Hkv, offset,
+        *z.stride(), *probs.stride(), *mean_log.stride()[:2],
         alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
         GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=tail or piece_width(width, rows, warps),
         BLOCK_SIZE=block_size, CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, TAIL=tail,
-        HALF=half, OFFSET_TILE=Z_OFFSET_TILE, num_warps=warps,
+        num_warps=warps,
     )  # fmt: skip
 
 
@@ -649,7 +605,6 @@ def coarse_selection_rows_launch(
     score_tile: tuple[int, int, int] | None = None,
     score_loop: int | None = None,
     tails: bool = False,
-    half_scores: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
@@ -657,10 +612,7 @@ def coarse_selection_rows_launch(
     ``num_warps`` (of the entmax kernel) override :func:`entmax_config`, ``score_tile`` and
     ``score_loop`` the GEMM's tile and ``SCORE_LOOP``. ``tails``: split register rows as
     :func:`inference_row_split` says (the inference op asks for it); by default whole rows, the
-    launch the VJP repeats (training). ``half_scores`` (16-bit queries; the inference op asks for
-    it): the scores go through memory as fp16 differences from their tile's largest eligible
-    score (half the bytes; docs/design.md, "Half scores at inference"); by default fp32, as the
-    VJP recomputes them."""
+    launch the VJP repeats (training)."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
     NB = max(16, triton.next_power_of_2(nb))
@@ -668,35 +620,29 @@ def coarse_selection_rows_launch(
         raise ValueError(f"coarse_selection: {nb} blocks exceed the register row limit {MAX_BLOCKS}")
     if rows is not None and BM % rows:
         raise ValueError(f"rows must divide {BM}, got {rows}")
-    if half_scores and query.dtype == torch.float32:
-        raise ValueError("half scores are for 16-bit queries: fp32 queries keep fp32 scores")
     dev = query.device
     probs = torch.empty(B, Hkv, Sq, nb, device=dev, dtype=torch.float32)
     mean_log = torch.empty(B, Hkv, Sq, device=dev, dtype=torch.float32)
-    score_dtype = torch.float16 if half_scores else torch.float32
-    chunk = chunk_rows(B, Hq, nb, Sq, z_budget, score_dtype.itemsize)
+    chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
     # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
     # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
-    align = 64 // score_dtype.itemsize
-    z = torch.empty(B, Hq, min(chunk, Sq), -(-nb // align) * align, device=dev, dtype=score_dtype)[..., :nb]
-    z_offsets = None
-    if half_scores:
-        z_offsets = torch.empty(B, Hq, min(chunk, Sq), -(-nb // Z_OFFSET_TILE), device=dev, dtype=torch.float32)
+    z = torch.empty(B, Hq, min(chunk, Sq), -(-nb // 16) * 16, device=dev, dtype=torch.float32)[..., :nb]
     kb_parts = split_summaries(k_bar, query.dtype)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
     offset = kv_len - Sq
     for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
-        launch_scores(query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile,
-                      score_loop, z_offsets)  # fmt: skip
+        launch_scores(
+            query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
+        )
         config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
         main, tail = (width, 0)
         if tails:
             main, tail = inference_row_split(width, causal, row0, n_rows, Sq, offset, block_size)
         schedule = (mode, n_bisect, n_newton)
         launch_group_entmax(z, probs, mean_log, row0, n_rows, main, NB, alpha, causal, offset, block_size, schedule,
-                            rows or config_rows, num_warps or config_warps, tail, z_offsets)  # fmt: skip
+                            rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
     return probs, mean_log
 
 
