@@ -535,12 +535,14 @@ def launch_scores(
     block_size: int,
     tile: tuple[int, int, int] | None = None,
     looped: int | None = None,
+    maxnreg: int | None = None,
 ) -> None:
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
     above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
     ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps[, num_stages])``
     overrides the tile (3 stages by default), ``looped`` (0 tiled, 1 a program per row tile walking
-    its blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
+    its blocks; see ``_coarse_scores``) ``SCORE_LOOP``; ``maxnreg`` caps the registers per thread
+    (ptxas; None: its choice)."""
     B, Hq, Sq, D = query.shape
     kb_hi, kb_lo = kb_parts
     nb = kb_hi.shape[2]
@@ -551,7 +553,7 @@ def launch_scores(
         selection_scale / D**0.5,
         GROUP=Hq // kb_hi.shape[1], BM=bm, BN=bn, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
         BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), num_warps=warps,
-        num_stages=stages[0] if stages else 3,
+        num_stages=stages[0] if stages else 3, **({} if maxnreg is None else {"maxnreg": maxnreg}),
     )  # fmt: skip
 
 
