@@ -147,14 +147,10 @@ def main() -> None:
     for width, tail in ((16, 0), (128, 0), (512, 0), (1024, 0), (2048, 0), (4096, 0), (256, 128), (512, 256),
                         (1024, 512)):  # fmt: skip
         rows, warps = coarse.entmax_config(triton.next_power_of_2(width + tail))
-        for prefetch in (False, True):
-            consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=4096, SUB=tail or piece_width(width, rows, warps),
-                          BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail,
-                          PREFETCH=prefetch)  # fmt: skip
-            k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"),
-                               unit=("stride_zc", "stride_pc"), divisible=("stride_zt", "stride_pt"),
-                               num_warps=warps)  # fmt: skip
-            report(f"group entmax width={width} tail={tail} prefetch={prefetch}", k)
+        consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=4096, SUB=tail or piece_width(width, rows, warps),
+                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail)  # fmt: skip
+        k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
+        report(f"group entmax width={width} tail={tail}", k)
     vjp_ptrs = dict(Z="*fp32", DZ_SPLIT="*bf16", GRAD="*fp32", DPRIOR="*fp32", PROBS="*fp32")
     for width in (16, 128, 512, 1024, 2048, 4096):
         rows, warps = coarse.entmax_config(width)

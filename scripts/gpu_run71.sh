@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 14, run 71: the inference coarse launch's switches (PREFETCH_SCORES, SIDE_STREAM_SCORES)
-# at 32K and 128K, and dash_fused under the fastest, then the coarse-selection GPU tests.
+# Session 14, run 71: the inference coarse launch's switches PREFETCH_SCORES and SIDE_STREAM_SCORES
+# (scripts/probe_coarse_variants.py of commit ade3948; both removed after this run: no gain) at 32K
+# and 128K, and dash_fused under the fastest, then the coarse-selection GPU tests.
 set -uo pipefail
 source scripts/gpu_preamble.sh
 timeout 300 python scripts/probe_coarse_variants.py --seq 32768 131072 --fused 2>&1 | tee "$OUT/probe.txt"

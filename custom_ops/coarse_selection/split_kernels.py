@@ -52,8 +52,6 @@ SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 64, 8)
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 MAX_BLOCKS = 8192  # longest row of blocks solved in registers
 PRIOR_TILE = 64  # rows × blocks per program of the block-major prior writer
-PREFETCH_SCORES = False  # _group_entmax loads the next head's scores before solving this one's
-SIDE_STREAM_SCORES = False  # the score GEMM of the next chunk runs on a side stream beside the entmax
 
 
 @triton.jit
@@ -137,7 +135,7 @@ def _group_entmax(
     am1, d, one_minus_alpha,
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
-    N_NEWTON: tl.constexpr, TAIL: tl.constexpr, PREFETCH: tl.constexpr,
+    N_NEWTON: tl.constexpr, TAIL: tl.constexpr,
 ):  # fmt: skip
     """``p̄`` (row-major, as ``probs``) and each row's mean of ``log p̄`` over its selected blocks;
     in training :func:`_block_major_prior` turns both into the prior and the flags, at inference
@@ -164,34 +162,17 @@ def _group_entmax(
         eligible_t = (cols_t < num_blocks) & t_ok
     p_bar = tl.zeros([NB // SUB, ROWS, SUB], tl.float32)
     p_bar_t = tl.zeros([TAIL_PIECES, ROWS, SUB], tl.float32)
-    z_head = Z + b * stride_zb + (t - row0) * stride_zt + (h_kv * GROUP) * stride_zh
-    z = tl.load(z_head + cols * stride_zc, mask=eligible, other=-float("inf"))
-    z_t = z
-    if HAS_TAIL:
-        z_t = tl.load(z_head + cols_t * stride_zc, mask=eligible_t, other=-float("inf"))
+    z_row = Z + b * stride_zb + (t - row0) * stride_zt
     for g in range(GROUP):
-        # the next head's scores (none past the group): with PREFETCH loaded before this head's
-        # solve, so the load's latency hides behind it
-        nxt = z_head + (g + 1) * stride_zh
-        more = g + 1 < GROUP
-        if PREFETCH:
-            z_n = tl.load(nxt + cols * stride_zc, mask=eligible & more, other=-float("inf"))
-            z_t_n = z_n
-            if HAS_TAIL:
-                z_t_n = tl.load(nxt + cols_t * stride_zc, mask=eligible_t & more, other=-float("inf"))
+        head = (h_kv * GROUP + g) * stride_zh
+        z = tl.load(z_row + head + cols * stride_zc, mask=eligible, other=-float("inf"))
         if HAS_TAIL:
+            z_t = tl.load(z_row + head + cols_t * stride_zc, mask=eligible_t, other=-float("inf"))
             p, p_t = entmax_rows_split_tail(z, z_t, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, True)
             p_bar += p
             p_bar_t += p_t
         else:
             p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
-        if PREFETCH:
-            z, z_t = z_n, z_t_n
-        else:
-            z = tl.load(nxt + cols * stride_zc, mask=eligible & more, other=-float("inf"))
-            z_t = z
-            if HAS_TAIL:
-                z_t = tl.load(nxt + cols_t * stride_zc, mask=eligible_t & more, other=-float("inf"))
     p_bar = p_bar / GROUP
     p_bar_t = p_bar_t / GROUP
     out_row = PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt
@@ -554,14 +535,12 @@ def launch_scores(
     block_size: int,
     tile: tuple[int, int, int] | None = None,
     looped: int | None = None,
-    maxnreg: int | None = None,
 ) -> None:
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
     above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
     ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps[, num_stages])``
     overrides the tile (3 stages by default), ``looped`` (0 tiled, 1 a program per row tile walking
-    its blocks; see ``_coarse_scores``) ``SCORE_LOOP``; ``maxnreg`` caps the registers per thread
-    (ptxas; None: its choice)."""
+    its blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     kb_hi, kb_lo = kb_parts
     nb = kb_hi.shape[2]
@@ -572,7 +551,7 @@ def launch_scores(
         selection_scale / D**0.5,
         GROUP=Hq // kb_hi.shape[1], BM=bm, BN=bn, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
         BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), num_warps=warps,
-        num_stages=stages[0] if stages else 3, **({} if maxnreg is None else {"maxnreg": maxnreg}),
+        num_stages=stages[0] if stages else 3,
     )  # fmt: skip
 
 
@@ -592,7 +571,6 @@ def launch_group_entmax(
     rows: int,
     warps: int,
     tail: int = 0,
-    prefetch: bool | None = None,
 ) -> None:
     """``_group_entmax`` on the query chunk ``[row0, row0 + n_rows)`` whose scores ``z`` hold:
     ``p̄`` into ``probs [B, Hkv, Sq, nb]`` and the mean ``log p̄`` into ``mean_log``; ``width`` is the
@@ -609,7 +587,7 @@ def launch_group_entmax(
         alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
         GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=tail or piece_width(width, rows, warps),
         BLOCK_SIZE=block_size, CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, TAIL=tail,
-        PREFETCH=PREFETCH_SCORES if prefetch is None else prefetch, num_warps=warps,
+        num_warps=warps,
     )  # fmt: skip
 
 
@@ -646,50 +624,25 @@ def coarse_selection_rows_launch(
     probs = torch.empty(B, Hkv, Sq, nb, device=dev, dtype=torch.float32)
     mean_log = torch.empty(B, Hkv, Sq, device=dev, dtype=torch.float32)
     chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
-    side = SIDE_STREAM_SCORES and dev.type == "cuda" and chunk < Sq
-    # with a side stream, two score buffers: chunk i + 1's GEMM fills one while the entmax kernel
-    # reads chunk i's from the other. Rows of z start 64-byte aligned: the entmax kernel's loads
-    # vectorise only when the row stride is a multiple of 16 (H200, 128K in query chunks: 72 ms
-    # with nb = 1080, 34 with 2048)
-    zs = [
-        torch.empty(B, Hq, min(chunk, Sq), -(-nb // 16) * 16, device=dev, dtype=torch.float32)[..., :nb]
-        for _ in range(2 if side else 1)
-    ]
+    # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
+    # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
+    z = torch.empty(B, Hq, min(chunk, Sq), -(-nb // 16) * 16, device=dev, dtype=torch.float32)[..., :nb]
     kb_parts = split_summaries(k_bar, query.dtype)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
     offset = kv_len - Sq
-    if side:
-        main = torch.cuda.current_stream(dev)
-        scores_stream = torch.cuda.Stream(dev)
-        scores_stream.wait_stream(main)  # the inputs, and the buffers' allocation, come first
-        read = [torch.cuda.Event(), torch.cuda.Event()]  # the entmax kernel is done with buffer i
-    for i, row0 in enumerate(range(0, Sq, chunk)):
+    for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
-        z = zs[i % len(zs)]
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
-        score_args = (query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile,
-                      score_loop)  # fmt: skip
-        if side:
-            with torch.cuda.stream(scores_stream):
-                if i >= 2:
-                    scores_stream.wait_event(read[i % 2])
-                launch_scores(*score_args)
-                ready = torch.cuda.Event()
-                ready.record(scores_stream)
-            main.wait_event(ready)
-        else:
-            launch_scores(*score_args)
+        launch_scores(
+            query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
+        )
         config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
-        main_width, tail = (width, 0)
+        main, tail = (width, 0)
         if tails:
-            main_width, tail = inference_row_split(width, causal, row0, n_rows, Sq, offset, block_size)
+            main, tail = inference_row_split(width, causal, row0, n_rows, Sq, offset, block_size)
         schedule = (mode, n_bisect, n_newton)
-        launch_group_entmax(z, probs, mean_log, row0, n_rows, main_width, NB, alpha, causal, offset, block_size,
-                            schedule, rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
-        if side:
-            read[i % 2].record(main)
-    # the current stream's last entmax kernel waited for the last GEMM: nothing on the side stream
-    # is left that the caller's stream does not follow
+        launch_group_entmax(z, probs, mean_log, row0, n_rows, main, NB, alpha, causal, offset, block_size, schedule,
+                            rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
     return probs, mean_log
 
 
