@@ -97,22 +97,25 @@ def report(name: str, compiled) -> None:
 
 
 def main() -> None:
-    fwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
-                    OUT="*bf16", OUT_RES="*bf16", LSE="*fp32")  # fmt: skip
-    # (rows, pack, causal, warps, residual stored, row max on raw products: scale > 0, bias by list slot)
-    fwd_launches = ((32, 4, True, 4, True, True, False), (128, 1, True, 4, True, True, False),
-                    (32, 4, False, 4, True, True, False), (32, 4, True, 4, False, True, False),
-                    (32, 4, True, 4, True, False, False), (32, 4, True, 4, False, True, True))  # fmt: skip
-    for rows, pack, causal, warps, residual, fold, from_rows in fwd_launches:
+    # (rows, pack, causal, warps, residual stored, row max on raw products: scale > 0, bias by list
+    # slot, K / V through TMA descriptors)
+    fwd_launches = ((32, 4, True, 4, True, True, False, False), (128, 1, True, 4, True, True, False, False),
+                    (32, 4, False, 4, True, True, False, False), (32, 4, True, 4, False, True, False, False),
+                    (32, 4, True, 4, True, False, False, False), (32, 4, True, 4, False, True, True, False),
+                    (32, 4, True, 4, False, True, True, True))  # fmt: skip
+    for rows, pack, causal, warps, residual, fold, from_rows, desc in fwd_launches:
+        kv_desc = "tensordesc<bf16[1,64,128]>" if desc else "*bf16"
+        fwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", K_DESC=kv_desc, V_DESC=kv_desc, PRIOR="*fp32",
+                        ACTIVE="*i8", LIST="*i32", COUNT="*i32", OUT="*bf16", OUT_RES="*bf16", LSE="*fp32")  # fmt: skip
         consts = dict(BLOCK_M=rows, BLOCK_SIZE=64, HEAD_DIM=128, BLOCK_D=128, VALUE_DIM=128, BLOCK_DV=128,
                       CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack, FOLD_MAX=fold,
-                      STORE_RESIDUAL=residual, FROM_ROWS=from_rows)  # fmt: skip
+                      STORE_RESIDUAL=residual, FROM_ROWS=from_rows, USE_DESC=desc)  # fmt: skip
         # the bias by list slot has the prior's unit row stride and slot / list-row strides that
         # are multiples of 16, as the block-major prior's; the flags' strides (zeros) are not read
         k = compile_kernel(fine._sparse_attention_fwd, fwd_ptrs, consts, unit=FINE_UNIT_STRIDES,
                            divisible=FINE_DIVISIBLE, num_warps=warps, num_stages=2)  # fmt: skip
         report(f"fine forward rows={rows} pack={pack} causal={causal} warps={warps} "
-               f"residual={residual} fold={fold} from_rows={from_rows}", k)  # fmt: skip
+               f"residual={residual} fold={fold} from_rows={from_rows} descriptors={desc}", k)  # fmt: skip
     bwd_ptrs = dict(Q="*bf16", K="*bf16", V="*bf16", PRIOR="*fp32", ACTIVE="*i8", LIST="*i32", COUNT="*i32",
                     TLIST="*i32", TCOUNT="*i32", DO="*bf16", OUT="*bf16", OUT_RES="*bf16", LSE="*fp32",
                     DELTA="*fp32", DQ="*bf16", DPRIOR="*fp32", DK="*bf16", DV="*bf16")  # fmt: skip

@@ -36,6 +36,12 @@ GEMM_LOOP_TILES = [
     (128, 32, 4, 3),
     (64, 32, 4, 3),
     (256, 64, 8, 2),
+    (128, 64, 8, 4),
+    (128, 64, 4, 3),
+    (128, 32, 4, 4),
+    (128, 32, 8, 4),
+    (256, 32, 8, 4),
+    (256, 64, 8, 3),
 ]
 
 
@@ -141,11 +147,15 @@ def main() -> None:
         chunk_times.append(f"tiled {tiled_ms:.3f}")
         for tile in GEMM_LOOP_TILES:  # the same output as the tiled GEMM
             key = f"scores looped {tile}"
-            ms = triton.testing.do_bench(
-                lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, tile=tile, looped=1),
-                warmup=5,
-                rep=40,
-            )
+            try:
+                ms = triton.testing.do_bench(
+                    lambda: sk.launch_scores(q, parts, z, row0, n_rows, 1.0, True, 0, BS, tile=tile, looped=1),
+                    warmup=5,
+                    rep=40,
+                )
+            except Exception as exc:  # a tile the card refuses (shared memory): say so, go on
+                chunk_times.append(f"{key} failed ({type(exc).__name__})")
+                continue
             totals[key] = totals.get(key, 0.0) + ms
             chunk_times.append(f"{key} {ms:.3f}")
         if args.gemm_only:  # one line a chunk as it comes (a stall elsewhere must not lose them)

@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
+KV_DESCRIPTORS = False  # the rows launch loads K and V through TMA descriptors
 LN2 = tl.constexpr(0.6931471805599453)
 
 
@@ -75,10 +76,10 @@ def _first_masked_entry(LIST, list_row, count, stride_lh, stride_lt, tile, kv_le
 
 @triton.jit
 def _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset, qk_scale,
-               stride_kn, stride_kd, stride_vn, stride_vd,
+               stride_kn, stride_kd, stride_vn, stride_vd, bh_kv,
                BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VALUE_DIM: tl.constexpr,
                BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr,
-               FOLD_MAX: tl.constexpr):  # fmt: skip
+               FOLD_MAX: tl.constexpr, USE_DESC: tl.constexpr):  # fmt: skip
     """One online-softmax step over key block ``c`` (scores in log2 units). ``bias`` is the block's
     row vector (from :func:`_row_bias`, or the list entry's bias rows with ``FROM_ROWS``; ``-inf``
     where a row does not keep the block). On an
@@ -86,10 +87,15 @@ def _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_o
     row max of the scores is the row max of the raw products, scaled, plus the bias, and a score
     costs one FMA before its exp2 (H200, 32K: 5.41 against 5.76 ms with the scores formed first).
     ``MASKED`` blocks (the diagonal, a partial last block) also compare keys against the rows'
-    positions and ``kv_len``."""
+    positions and ``kv_len``. ``USE_DESC``: ``k_base`` / ``v_base`` are tensor descriptors of K and V
+    as ``[B·H_kv, kv_len, D]`` (TMA loads; rows past ``kv_len`` come as zeros) and ``bh_kv`` the
+    program's row of them."""
     keys = c * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     key_ok = keys < kv_len
-    k = _load_keys(k_base, keys, key_ok, stride_kn, stride_kd, HEAD_DIM, BLOCK_D, MASKED)
+    if USE_DESC:
+        k = k_base.load([bh_kv, c * BLOCK_SIZE, 0]).reshape(BLOCK_SIZE, BLOCK_D)
+    else:
+        k = _load_keys(k_base, keys, key_ok, stride_kn, stride_kd, HEAD_DIM, BLOCK_D, MASKED)
     if IEEE:
         raw = tl.dot(q, tl.trans(k), input_precision="ieee")
     else:
@@ -112,7 +118,10 @@ def _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_o
     else:
         p = tl.exp2(s - m_safe[:, None])
     l_i = l_i * rescale + tl.sum(p, axis=1)
-    v = _load_keys(v_base, keys, key_ok, stride_vn, stride_vd, VALUE_DIM, BLOCK_DV, MASKED)
+    if USE_DESC:
+        v = v_base.load([bh_kv, c * BLOCK_SIZE, 0]).reshape(BLOCK_SIZE, BLOCK_DV)
+    else:
+        v = _load_keys(v_base, keys, key_ok, stride_vn, stride_vd, VALUE_DIM, BLOCK_DV, MASKED)
     if IEEE:
         acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
     else:
@@ -123,10 +132,11 @@ def _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_o
 @triton.jit
 def _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, j0, j1, rows, row_ok, k_base, v_base, prior_base, active_base,
                 kv_len, causal_offset, qk_scale, stride_lh, stride_lt, stride_kn, stride_kd,
-                stride_vn, stride_vd, stride_pc, stride_pt, stride_ac, stride_at,
+                stride_vn, stride_vd, stride_pc, stride_pt, stride_ac, stride_at, bh_kv,
                 BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VALUE_DIM: tl.constexpr,
                 BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
-                IEEE: tl.constexpr, FOLD_MAX: tl.constexpr, FROM_ROWS: tl.constexpr):  # fmt: skip
+                IEEE: tl.constexpr, FOLD_MAX: tl.constexpr, FROM_ROWS: tl.constexpr,
+                USE_DESC: tl.constexpr):  # fmt: skip
     """:func:`_fwd_block` over the list entries ``[j0, j1)``. (Loading the next entry's block index
     and bias row a step ahead was slower: H200 run 55, 32K, same process, 5.41 ms against 5.04.)"""
     for j in range(j0, j1):
@@ -137,14 +147,14 @@ def _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, j0, j1, rows, row_ok, k_base, 
             bias = _row_bias(prior_base, active_base, c, rows, row_ok, stride_pc, stride_pt, stride_ac, stride_at,
                              HAS_PRIOR)  # fmt: skip
         acc, m_i, l_i = _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_offset, qk_scale,
-                                   stride_kn, stride_kd, stride_vn, stride_vd, BLOCK_SIZE, HEAD_DIM, BLOCK_D,
-                                   VALUE_DIM, BLOCK_DV, MASKED, CAUSAL, IEEE, FOLD_MAX)  # fmt: skip
+                                   stride_kn, stride_kd, stride_vn, stride_vd, bh_kv, BLOCK_SIZE, HEAD_DIM, BLOCK_D,
+                                   VALUE_DIM, BLOCK_DV, MASKED, CAUSAL, IEEE, FOLD_MAX, USE_DESC)  # fmt: skip
     return acc, m_i, l_i
 
 
 @triton.jit
 def _sparse_attention_fwd(
-    Q, K, V, PRIOR, ACTIVE, LIST, COUNT, OUT, OUT_RES, LSE,
+    Q, K, V, K_DESC, V_DESC, PRIOR, ACTIVE, LIST, COUNT, OUT, OUT_RES, LSE,
     q_len, kv_len, causal_offset, num_q_heads, group_kv, group_sel, group_act, num_tiles,
     stride_qb, stride_qh, stride_qt, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -157,7 +167,7 @@ def _sparse_attention_fwd(
     BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     VALUE_DIM: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
     IEEE: tl.constexpr, PACK: tl.constexpr, FOLD_MAX: tl.constexpr, STORE_RESIDUAL: tl.constexpr,
-    FROM_ROWS: tl.constexpr,
+    FROM_ROWS: tl.constexpr, USE_DESC: tl.constexpr,
 ):  # fmt: skip
     # A program owns BLOCK_M query rows of each of PACK query heads (consecutive, same KV head and
     # same selection): row r is head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M, so
@@ -191,21 +201,26 @@ def _sparse_attention_fwd(
     else:
         prior_base = PRIOR + b * stride_pb + (h0 // group_sel) * stride_ph
     active_base = ACTIVE + b * stride_ab + h_act * stride_ah
-    k_base = K + b * stride_kb + h_kv * stride_kh
-    v_base = V + b * stride_vb + h_kv * stride_vh
+    bh_kv = (b * (num_q_heads // group_kv) + h_kv).to(tl.int32)
+    if USE_DESC:  # K / V as [B·H_kv, kv_len, D] descriptors: TMA loads (the launch decides)
+        k_base = K_DESC
+        v_base = V_DESC
+    else:
+        k_base = K + b * stride_kb + h_kv * stride_kh
+        v_base = V + b * stride_vb + h_kv * stride_vh
     m_i = tl.full([PACK * BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([PACK * BLOCK_M], tl.float32)
     acc = tl.zeros([PACK * BLOCK_M, BLOCK_DV], tl.float32)
     acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, 0, n_lead, rows, row_ok, k_base, v_base,
                                 prior_base, active_base, kv_len, causal_offset, qk_scale, stride_lh, stride_lt,
                                 stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac,
-                                stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, False, CAUSAL,
-                                HAS_PRIOR, IEEE, FOLD_MAX, FROM_ROWS)  # fmt: skip
+                                stride_at, bh_kv, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, False, CAUSAL,
+                                HAS_PRIOR, IEEE, FOLD_MAX, FROM_ROWS, USE_DESC)  # fmt: skip
     acc, m_i, l_i = _fwd_blocks(acc, m_i, l_i, q, LIST, list_row, n_lead, count, rows, row_ok, k_base, v_base,
                                 prior_base, active_base, kv_len, causal_offset, qk_scale, stride_lh, stride_lt,
                                 stride_kn, stride_kd, stride_vn, stride_vd, stride_pc, stride_pt, stride_ac,
-                                stride_at, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, True, CAUSAL,
-                                HAS_PRIOR, IEEE, FOLD_MAX, FROM_ROWS)  # fmt: skip
+                                stride_at, bh_kv, BLOCK_SIZE, HEAD_DIM, BLOCK_D, VALUE_DIM, BLOCK_DV, True, CAUSAL,
+                                HAS_PRIOR, IEEE, FOLD_MAX, FROM_ROWS, USE_DESC)  # fmt: skip
     has_key = l_i > 0
     out = acc / tl.where(has_key, l_i, 1.0)[:, None]
     out_hi = out.to(OUT.dtype.element_ty)
@@ -264,11 +279,13 @@ def sparse_attention_rows_launch(
     num_warps: int | None = None,
     num_stages: int | None = None,
     pack: int = 1,
+    use_descriptors: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(out, lse)`` of the same attention on lists whose entries carry their bias rows: ``bias [B,
     H_sel, n_tiles, nb, block_m]`` (log2 units, ``−inf`` where a row does not keep the block), as
     :func:`list_kernels.tile_lists_and_bias_from_rows_launch` builds them from p̄ rows. No residual
-    (inference)."""
+    (inference). ``use_descriptors``: K and V through TMA descriptors where their layout allows
+    (:func:`_kv_descriptors`; default ``KV_DESCRIPTORS``)."""
     B, H_sel, n_tiles, nb, rows = bias.shape
     if rows != block_m or not bias.is_contiguous():
         raise ValueError(f"bias {tuple(bias.shape)} must be contiguous with block_m={block_m} rows per slot")
@@ -278,8 +295,26 @@ def sparse_attention_rows_launch(
     out, _, lse = _launch(
         query, key, value, bias, (nb * block_m, 0, block_m, 1), None, (0, 0, 0, 0), H_sel, block_list, count,
         causal, scale, block_size, True, block_m, num_warps, num_stages, pack, False,
+        KV_DESCRIPTORS if use_descriptors is None else use_descriptors,
     )  # fmt: skip
     return out, lse
+
+
+def _kv_descriptors(key: torch.Tensor, value: torch.Tensor, block_size: int):
+    """K and V as ``[B·H_kv, kv_len, D]`` tensor descriptors of ``[1, block_size, D]`` boxes (TMA
+    loads; a box past ``kv_len`` comes zero-filled), or None where the layout does not allow them:
+    a head dim that is not a power of two ≥ 16, a last dim that is not contiguous, batch and head
+    dims that do not merge, or strides and bases that are not 16-byte aligned."""
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    out = []
+    for t in (key, value):
+        B, H, S, D = t.shape
+        aligned = all(st * t.element_size() % 16 == 0 for st in t.stride()[:3]) and t.data_ptr() % 16 == 0
+        if D < 16 or D & (D - 1) or t.stride(3) != 1 or (B > 1 and t.stride(0) != H * t.stride(1)) or not aligned:
+            return None
+        out.append(TensorDescriptor(t, [B * H, S, D], [t.stride(1), t.stride(2), 1], [1, block_size, D]))
+    return tuple(out)
 
 
 def _check_pack(pack: int, q_heads: int, kv_heads: int, sel_heads: int, act_heads: int) -> None:
@@ -290,7 +325,8 @@ def _check_pack(pack: int, q_heads: int, kv_heads: int, sel_heads: int, act_head
 
 
 def _launch(query, key, value, prior, prior_strides, active, active_strides, rows_heads, block_list, count, causal,
-            scale, block_size, has_prior, block_m, num_warps, num_stages, pack, store_residual):  # fmt: skip
+            scale, block_size, has_prior, block_m, num_warps, num_stages, pack, store_residual,
+            use_descriptors=False):  # fmt: skip
     """Both launches: ``rows_heads`` (H_sel) given means ``prior`` is the bias by list slot
     (``FROM_ROWS``) and ``active`` is None (its strides zeros; ``prior`` is passed in its place and
     never read)."""
@@ -304,10 +340,14 @@ def _launch(query, key, value, prior, prior_strides, active, active_strides, row
     list_rows = block_list.view(-1, block_list.shape[-1])
     sel_heads = rows_heads if from_rows else prior.shape[1]
     act_heads = sel_heads if from_rows else active.shape[1]
+    descriptors = _kv_descriptors(key, value, block_size) if use_descriptors else None
+    k_desc, v_desc = descriptors or (key, value)  # without descriptors: never read
     _sparse_attention_fwd[(n_tiles, B * Hq // pack)](
         query,
         key,
         value,
+        k_desc,
+        v_desc,
         prior,
         prior if from_rows else active,
         list_rows,
@@ -345,6 +385,7 @@ def _launch(query, key, value, prior, prior_strides, active, active_strides, row
         FOLD_MAX=scale > 0,
         STORE_RESIDUAL=store_residual,
         FROM_ROWS=from_rows,
+        USE_DESC=descriptors is not None,
         num_warps=num_warps or (4 if block_m * pack <= 128 else 8),
         **({} if num_stages is None else {"num_stages": num_stages}),
     )
