@@ -279,6 +279,36 @@ def test_rows_triton_kernel_matches_definition(case, dtype, block_m, packed):
     torch.testing.assert_close(lse, expected_lse, atol=1e-3 if dtype == torch.float16 else 1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_rows_kernel_descriptor_loads_equal_pointer_loads(dtype):
+    """K and V through TMA descriptors (``KV_DESCRIPTORS``, the inference default) give the pointer
+    loads' bits: 2 batches of grouped heads, keys as a chunk's view of a longer tensor (the chunked
+    inference path's layout) with a partial last block, whose rows past ``kv_len`` a descriptor
+    fills with zeros. Layouts a descriptor cannot express fall back to pointer loads."""
+    from custom_ops.sparse_attention import triton_kernels
+    from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
+
+    g = torch.Generator().manual_seed(11)
+    B, Hq, Hkv, S, D, bs, kv_len = 2, 8, 2, 150, 32, 16, 150
+    q = torch.randn(B, Hq, S, D, generator=g).to(dtype)
+    k = torch.randn(B, Hkv, S + 40, D, generator=g).to(dtype)[:, :, :kv_len]
+    v = torch.randn(B, Hkv, S + 40, D, generator=g).to(dtype)[:, :, :kv_len]
+    probs, mean_log = causal_rows(B, Hkv, S, kv_len, bs, True, 0.3, seed=3)
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, kv_len, bs, 16)
+    args = (q, k, v, *lists, True, 1 / math.sqrt(D), bs, 16)
+    assert triton_kernels._kv_descriptors(k, v, bs) is not None
+    pointers = triton_kernels.sparse_attention_rows_launch(*args, pack=4, use_descriptors=False)
+    descriptors = triton_kernels.sparse_attention_rows_launch(*args, pack=4, use_descriptors=True)
+    assert torch.equal(pointers[0], descriptors[0]) and torch.equal(pointers[1], descriptors[1])
+    assert torch.isfinite(pointers[0]).all()
+    # batch and head dims that do not merge (heads outermost in memory), an odd head dim
+    k_t = k.transpose(0, 1).contiguous().transpose(0, 1)
+    assert triton_kernels._kv_descriptors(k_t, v, bs) is None
+    assert triton_kernels._kv_descriptors(k[..., :24], v[..., :24], bs) is None
+    fallback = triton_kernels.sparse_attention_rows_launch(q, k_t, v, *args[3:], pack=4, use_descriptors=True)
+    assert torch.equal(fallback[0], pointers[0])
+
+
 ROWS_LIST_CASES = [
     # (B, H, Sq, Skv, block_size, block_m, causal, density)
     (2, 3, 300, 300, 16, 16, True, 0.3),  # 19 blocks
@@ -807,6 +837,31 @@ def test_cuda_rows_path_matches_block_major_and_reference(shape, causal, dtype):
     ref = dash_attention_reference(q.double(), k.double(), v.double(), pool_query=u.double(), block_size=bs,
                                    causal=causal)  # fmt: skip
     assert rel_err(fused, ref) <= (1e-3 if dtype == torch.float32 else 2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_rows_kernel_descriptor_loads_equal_pointer_loads(dtype):
+    """On CUDA (TMA): K and V through descriptors give the pointer loads' bits, on the benchmark's
+    packed launch over a chunk's view of longer keys whose last block is partial (the descriptor
+    zero-fills past ``kv_len``, where the next head's rows lie in memory)."""
+    from custom_ops.sparse_attention import triton_kernels
+    from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
+
+    g = torch.Generator(device="cuda").manual_seed(5)
+    B, Hq, Hkv, S, D, bs, kv_len = 2, 8, 2, 3000, 128, 64, 3000
+    q = torch.randn(B, Hq, S, D, device="cuda", generator=g).to(dtype)
+    k = torch.randn(B, Hkv, S + 1000, D, device="cuda", generator=g).to(dtype)[:, :, :kv_len]
+    v = torch.randn(B, Hkv, S + 1000, D, device="cuda", generator=g).to(dtype)[:, :, :kv_len]
+    probs, mean_log = causal_rows(B, Hkv, S, kv_len, bs, True, 0.3, seed=9)
+    lists = tile_lists_and_bias_from_rows_launch(probs.cuda(), mean_log.cuda(), 1.0, True, kv_len, bs, 32)
+    args = (q, k, v, *lists, True, 1 / math.sqrt(D), bs, 32, 4, 2)
+    assert triton_kernels._kv_descriptors(k, v, bs) is not None
+    pointers = triton_kernels.sparse_attention_rows_launch(*args, pack=4, use_descriptors=False)
+    descriptors = triton_kernels.sparse_attention_rows_launch(*args, pack=4, use_descriptors=True)
+    assert torch.isfinite(pointers[0]).all()
+    assert torch.equal(pointers[0], descriptors[0]) and torch.equal(pointers[1], descriptors[1])
 
 
 @pytest.mark.gpu
