@@ -48,7 +48,12 @@ SCORE_TILE = (128, 128, 8)
 # 0.665 ms, (64, 64, 4) 0.789; tiled (128, 128, 8) 0.735. Fetching the next k̄ tile a step ahead
 # by hand lost (0.736–1.861 ms) and was removed: the device's Triton 3.6 appears to pipeline the
 # loop itself (it asked 294912 B of shared memory for a looped (128, 128, 8), i.e. 3 stages).
-SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 64, 8)
+# Session 14 (runs 72-73, (BM, BN, warps, stages), 32K sum / 128K sum over its timed chunks):
+# (128, 32, 8, 4) 0.638 / 0.392 ms against (128, 64, 8, 3) 0.669 / 0.408; (256, 32, 8, 4) 0.665 /
+# 0.379, (128, 64, 8, 4) 0.680 / 0.380. The GEMM is not bound by the bytes it writes: fp16 scores
+# took 0.616 ms (run 69). On the H200 (128, 64, 8, 3) used 74 registers and 160 KB of shared
+# memory (one program an SM); capping registers changed nothing (run 70).
+SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 32, 8, 4)
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 MAX_BLOCKS = 8192  # longest row of blocks solved in registers
 PRIOR_TILE = 64  # rows × blocks per program of the block-major prior writer
