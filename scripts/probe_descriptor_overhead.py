@@ -1,7 +1,9 @@
 """``dash_attention(fine_stage="fused")`` at inference with K / V through TMA descriptors and with
-pointer loads (``triton_kernels.KV_DESCRIPTORS``), in turn, in one process (GPU): the device time
-(median ms, ``triton.testing.do_bench``) and the host time to enqueue a call (median over 50 calls,
-CUDA synchronised before each), where short sequences are bound by the host.
+pointer loads, in one process (GPU): the device time (median ms, ``triton.testing.do_bench``) and
+the host time to enqueue a call (median over 50 calls, CUDA synchronised before each), where short
+sequences are bound by the host. Steps, in order: each length at the shipped rule
+(``DESCRIPTOR_MIN_KV_LEN``), then descriptors forced at every length, then the shipped rule again
+(does a descriptor launch slow the later pointer launches?).
 
     PYTHONPATH=. python scripts/probe_descriptor_overhead.py [--seq 8192 32768]
 """
@@ -38,21 +40,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seq", type=int, nargs="*", default=[8192, 32768])
     args = parser.parse_args()
-    for S in args.seq:
-        q, k, v = topic_inputs(S)
+    inputs = {S: topic_inputs(S) for S in args.seq}
+    shipped = triton_kernels.DESCRIPTOR_MIN_KV_LEN
+    with torch.no_grad():
+        for label, min_len in (("shipped rule", shipped), ("descriptors forced", 0), ("shipped rule", shipped)):
+            triton_kernels.DESCRIPTOR_MIN_KV_LEN = min_len
+            for S, (q, k, v) in inputs.items():
 
-        def call():
-            return dash_attention(q, k, v, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused")
+                def call():
+                    return dash_attention(q, k, v, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused")
 
-        with torch.no_grad():
-            for _ in range(2):
-                for desc in (False, True):
-                    triton_kernels.KV_DESCRIPTORS = desc
-                    call()
-                    device = triton.testing.do_bench(call, warmup=20, rep=200, return_mode="median")
-                    print(f"S={S}: descriptors={desc}: {device:.3f} ms a call, host {host_ms(call):.3f} ms to enqueue",
-                          flush=True)  # fmt: skip
-        triton_kernels.KV_DESCRIPTORS = True
+                call()
+                device = triton.testing.do_bench(call, warmup=20, rep=200, return_mode="median")
+                print(f"S={S}: {label}: {device:.3f} ms a call, host {host_ms(call):.3f} ms to enqueue", flush=True)
+    triton_kernels.DESCRIPTOR_MIN_KV_LEN = shipped
 
 
 if __name__ == "__main__":

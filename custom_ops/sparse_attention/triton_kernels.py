@@ -23,10 +23,13 @@ import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
 # The rows launch (inference) loads K and V through TMA descriptors where their layout allows it
-# (`_kv_descriptors`): H200, run 72, the fine kernel alone on the benchmark's lists: 128K 68.0–68.7 ms
-# against 69.4–70.7 with pointer loads, 32K 4.74–4.76 against 4.69–4.72 (no gain there); three
-# stages or 8 warps with descriptors were slower (98.4 / 85.4 ms at 128K). Same bits either way.
+# (`_kv_descriptors`) and the keys number at least DESCRIPTOR_MIN_KV_LEN. H200, run 72, the fine
+# kernel alone on the benchmark's lists: 128K 68.0–68.7 ms against 69.4–70.7 with pointer loads,
+# 32K 4.74–4.76 against 4.69–4.72 (no gain there); three stages or 8 warps with descriptors were
+# slower (98.4 / 85.4 ms at 128K). Same bits either way. A descriptor launch costs host time, which
+# short calls cannot hide (run 75, 8K dash_fused: ~1.1 ms a call against 0.69 with pointers).
 KV_DESCRIPTORS = True
+DESCRIPTOR_MIN_KV_LEN = 65536
 LN2 = tl.constexpr(0.6931471805599453)
 
 
@@ -289,7 +292,8 @@ def sparse_attention_rows_launch(
     H_sel, n_tiles, nb, block_m]`` (log2 units, ``−inf`` where a row does not keep the block), as
     :func:`list_kernels.tile_lists_and_bias_from_rows_launch` builds them from p̄ rows. No residual
     (inference). ``use_descriptors``: K and V through TMA descriptors where their layout allows
-    (:func:`_kv_descriptors`; default ``KV_DESCRIPTORS``)."""
+    (:func:`_kv_descriptors`); by default when ``KV_DESCRIPTORS`` and the keys number at least
+    ``DESCRIPTOR_MIN_KV_LEN``."""
     B, H_sel, n_tiles, nb, rows = bias.shape
     if rows != block_m or not bias.is_contiguous():
         raise ValueError(f"bias {tuple(bias.shape)} must be contiguous with block_m={block_m} rows per slot")
@@ -299,7 +303,7 @@ def sparse_attention_rows_launch(
     out, _, lse = _launch(
         query, key, value, bias, (nb * block_m, 0, block_m, 1), None, (0, 0, 0, 0), H_sel, block_list, count,
         causal, scale, block_size, True, block_m, num_warps, num_stages, pack, False,
-        KV_DESCRIPTORS if use_descriptors is None else use_descriptors,
+        KV_DESCRIPTORS and key.shape[2] >= DESCRIPTOR_MIN_KV_LEN if use_descriptors is None else use_descriptors,
     )  # fmt: skip
     return out, lse
 
