@@ -58,7 +58,8 @@ def compile_kernel(kernel, pointers: dict[str, str], constexprs: dict, floats=("
     for i, name in enumerate(names):
         if name in pointers:
             signature[name] = pointers[name]
-            attrs[(i,)] = [["tt.divisibility", 16]]
+            if not pointers[name].startswith("tensordesc"):  # the JIT marks pointers, not descriptors
+                attrs[(i,)] = [["tt.divisibility", 16]]
         elif name in constexprs or name in unit:
             signature[name] = "constexpr"
             const[(i,)] = constexprs.get(name, 1)

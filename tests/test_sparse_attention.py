@@ -280,31 +280,48 @@ def test_rows_triton_kernel_matches_definition(case, dtype, block_m, packed):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_rows_kernel_descriptor_loads_equal_pointer_loads(dtype):
-    """K and V through TMA descriptors (``KV_DESCRIPTORS``, the inference default) give the pointer
-    loads' bits: 2 batches of grouped heads, keys as a chunk's view of a longer tensor (the chunked
-    inference path's layout) with a partial last block, whose rows past ``kv_len`` a descriptor
-    fills with zeros. Layouts a descriptor cannot express fall back to pointer loads."""
+def test_rows_kernel_descriptor_loads_equal_pointer_loads(dtype, monkeypatch):
+    """K and V through TMA descriptors give the pointer loads' bits: 2 batches of grouped heads,
+    keys as a chunk's view of a longer tensor (the chunked inference path's layout) with a partial
+    last block, the rows past ``kv_len`` NaN (a descriptor must fill them with zeros, as the masked
+    pointer load does). The descriptors are built (a spy on ``_kv_descriptors``), the default rule
+    takes them from ``DESCRIPTOR_MIN_KV_LEN`` keys on a packed 16-bit launch with 128-wide heads,
+    and layouts a descriptor cannot express fall back to pointer loads."""
     from custom_ops.sparse_attention import triton_kernels
     from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
 
     g = torch.Generator().manual_seed(11)
     B, Hq, Hkv, S, D, bs, kv_len = 2, 8, 2, 150, 32, 16, 150
     q = torch.randn(B, Hq, S, D, generator=g).to(dtype)
-    k = torch.randn(B, Hkv, S + 40, D, generator=g).to(dtype)[:, :, :kv_len]
-    v = torch.randn(B, Hkv, S + 40, D, generator=g).to(dtype)[:, :, :kv_len]
+    k_full, v_full = (torch.randn(B, Hkv, S + 40, D, generator=g).to(dtype) for _ in range(2))
+    k_full[:, :, kv_len:], v_full[:, :, kv_len:] = float("nan"), float("nan")
+    k, v = k_full[:, :, :kv_len], v_full[:, :, :kv_len]
     probs, mean_log = causal_rows(B, Hkv, S, kv_len, bs, True, 0.3, seed=3)
     lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, kv_len, bs, 16)
     args = (q, k, v, *lists, True, 1 / math.sqrt(D), bs, 16)
-    assert triton_kernels._kv_descriptors(k, v, bs) is not None
+    built = []
+    real = triton_kernels._kv_descriptors
+    monkeypatch.setattr(triton_kernels, "_kv_descriptors", lambda *a: built.append(real(*a)) or built[-1])
     pointers = triton_kernels.sparse_attention_rows_launch(*args, pack=4, use_descriptors=False)
+    assert built == []
     descriptors = triton_kernels.sparse_attention_rows_launch(*args, pack=4, use_descriptors=True)
-    assert torch.equal(pointers[0], descriptors[0]) and torch.equal(pointers[1], descriptors[1])
+    assert len(built) == 1 and built[0] is not None
     assert torch.isfinite(pointers[0]).all()
-    # batch and head dims that do not merge (heads outermost in memory), an odd head dim
+    assert torch.equal(pointers[0], descriptors[0]) and torch.equal(pointers[1], descriptors[1])
+    # the default rule: past the key threshold, packed, 16-bit, 128-wide heads only
+    monkeypatch.setattr(triton_kernels, "DESCRIPTOR_MIN_KV_LEN", kv_len)
+    wide = [t.new_empty(*t.shape[:3], 128) for t in (q, k, v)]
+    assert triton_kernels.default_descriptors(*wide, 4) == (dtype == torch.float16)
+    assert not triton_kernels.default_descriptors(*wide, 1) and not triton_kernels.default_descriptors(q, k, v, 4)
+    monkeypatch.setattr(triton_kernels, "DESCRIPTOR_MIN_KV_LEN", kv_len + 1)
+    assert not triton_kernels.default_descriptors(*wide, 4)
+    # batch and head dims that do not merge (heads outermost in memory), a head dim that is not a
+    # power of two, an expanded (zero-stride) head dim, an empty batch: pointer loads
     k_t = k.transpose(0, 1).contiguous().transpose(0, 1)
-    assert triton_kernels._kv_descriptors(k_t, v, bs) is None
-    assert triton_kernels._kv_descriptors(k[..., :24], v[..., :24], bs) is None
+    assert real(k_t, v, bs) is None
+    assert real(k[..., :24], v[..., :24], bs) is None
+    assert real(k[:, :1].expand(B, Hkv, kv_len, D), v, bs) is None
+    assert real(k[:0], v[:0], bs) is None
     fallback = triton_kernels.sparse_attention_rows_launch(q, k_t, v, *args[3:], pack=4, use_descriptors=True)
     assert torch.equal(fallback[0], pointers[0])
 
@@ -845,7 +862,7 @@ def test_cuda_rows_path_matches_block_major_and_reference(shape, causal, dtype):
 def test_cuda_rows_kernel_descriptor_loads_equal_pointer_loads(dtype):
     """On CUDA (TMA): K and V through descriptors give the pointer loads' bits, on the benchmark's
     packed launch over a chunk's view of longer keys whose last block is partial (the descriptor
-    zero-fills past ``kv_len``, where the next head's rows lie in memory)."""
+    zero-fills its box past ``kv_len``; the CPU test poisons those rows with NaN to check it)."""
     from custom_ops.sparse_attention import triton_kernels
     from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
 

@@ -538,7 +538,7 @@ def launch_scores(
     causal: bool,
     offset: int,
     block_size: int,
-    tile: tuple[int, int, int] | None = None,
+    tile: tuple[int, ...] | None = None,
     looped: int | None = None,
 ) -> None:
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles

@@ -23,7 +23,8 @@ import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
 # The rows launch (inference) loads K and V through TMA descriptors where their layout allows it
-# (`_kv_descriptors`) and the keys number at least DESCRIPTOR_MIN_KV_LEN. H200, run 72, the fine
+# (`_kv_descriptors`) and `default_descriptors` says (from DESCRIPTOR_MIN_KV_LEN keys, on the
+# launch that was measured). H200, run 72, the fine
 # kernel alone on the benchmark's lists: 128K 68.0–68.7 ms against 69.4–70.7 with pointer loads,
 # 32K 4.74–4.76 against 4.69–4.72 (no gain there); three stages or 8 warps with descriptors were
 # slower (98.4 / 85.4 ms at 128K). Same bits either way. A descriptor launch costs host time, which
@@ -292,8 +293,7 @@ def sparse_attention_rows_launch(
     H_sel, n_tiles, nb, block_m]`` (log2 units, ``−inf`` where a row does not keep the block), as
     :func:`list_kernels.tile_lists_and_bias_from_rows_launch` builds them from p̄ rows. No residual
     (inference). ``use_descriptors``: K and V through TMA descriptors where their layout allows
-    (:func:`_kv_descriptors`); by default when ``KV_DESCRIPTORS`` and the keys number at least
-    ``DESCRIPTOR_MIN_KV_LEN``."""
+    (:func:`_kv_descriptors`); by default as :func:`default_descriptors` says."""
     B, H_sel, n_tiles, nb, rows = bias.shape
     if rows != block_m or not bias.is_contiguous():
         raise ValueError(f"bias {tuple(bias.shape)} must be contiguous with block_m={block_m} rows per slot")
@@ -303,21 +303,37 @@ def sparse_attention_rows_launch(
     out, _, lse = _launch(
         query, key, value, bias, (nb * block_m, 0, block_m, 1), None, (0, 0, 0, 0), H_sel, block_list, count,
         causal, scale, block_size, True, block_m, num_warps, num_stages, pack, False,
-        KV_DESCRIPTORS and key.shape[2] >= DESCRIPTOR_MIN_KV_LEN if use_descriptors is None else use_descriptors,
+        default_descriptors(query, key, value, pack) if use_descriptors is None else use_descriptors,
     )  # fmt: skip
     return out, lse
+
+
+def default_descriptors(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, pack: int) -> bool:
+    """Whether the rows launch takes TMA descriptors by default: ``KV_DESCRIPTORS``, at least
+    ``DESCRIPTOR_MIN_KV_LEN`` keys, and the launch they were measured and GPU-tested on (packed
+    heads, 16-bit inputs, head and value dims of 128); elsewhere pointer loads (the same bits)."""
+    return (
+        KV_DESCRIPTORS
+        and key.shape[2] >= DESCRIPTOR_MIN_KV_LEN
+        and pack > 1
+        and query.dtype in (torch.bfloat16, torch.float16)
+        and key.shape[3] == value.shape[3] == 128
+    )
 
 
 def _kv_descriptors(key: torch.Tensor, value: torch.Tensor, block_size: int):
     """K and V as ``[B·H_kv, kv_len, D]`` tensor descriptors of ``[1, block_size, D]`` boxes (TMA
     loads; a box past ``kv_len`` comes zero-filled), or None where the layout does not allow them:
     a head dim that is not a power of two ≥ 16, a last dim that is not contiguous, batch and head
-    dims that do not merge, or strides and bases that are not 16-byte aligned."""
+    dims that do not merge, strides and bases that are not 16-byte aligned, strides that are not
+    positive (expanded dims), or an empty tensor."""
     from triton.tools.tensor_descriptor import TensorDescriptor
 
     out = []
     for t in (key, value):
         B, H, S, D = t.shape
+        if t.numel() == 0 or min(t.stride()[:3]) <= 0:
+            return None
         aligned = all(st * t.element_size() % 16 == 0 for st in t.stride()[:3]) and t.data_ptr() % 16 == 0
         if D < 16 or D & (D - 1) or t.stride(3) != 1 or (B > 1 and t.stride(0) != H * t.stride(1)) or not aligned:
             return None
@@ -337,7 +353,8 @@ def _launch(query, key, value, prior, prior_strides, active, active_strides, row
             use_descriptors=False):  # fmt: skip
     """Both launches: ``rows_heads`` (H_sel) given means ``prior`` is the bias by list slot
     (``FROM_ROWS``) and ``active`` is None (its strides zeros; ``prior`` is passed in its place and
-    never read)."""
+    never read). ``use_descriptors``: K and V through TMA descriptors where :func:`_kv_descriptors`
+    allows them."""
     B, Hq, Sq, D = query.shape
     Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
     n_tiles = block_list.shape[2]
