@@ -24,11 +24,11 @@ import triton.language as tl
 LOG2E = tl.constexpr(1.4426950408889634)
 # The rows launch (inference) loads K and V through TMA descriptors where their layout allows it
 # (`_kv_descriptors`) and `default_descriptors` says (from DESCRIPTOR_MIN_KV_LEN keys, on the
-# launch that was measured). H200, run 72, the fine
-# kernel alone on the benchmark's lists: 128K 68.0–68.7 ms against 69.4–70.7 with pointer loads,
-# 32K 4.74–4.76 against 4.69–4.72 (no gain there); three stages or 8 warps with descriptors were
-# slower (98.4 / 85.4 ms at 128K). Same bits either way. A descriptor launch costs host time, which
-# short calls cannot hide (run 75, 8K dash_fused: ~1.1 ms a call against 0.69 with pointers).
+# launch that was measured). H200, run 72, the fine kernel alone on the benchmark's lists: 128K
+# 68.0–68.7 ms against 69.4–70.7 with pointer loads, 32K 4.74–4.76 against 4.69–4.72 (no gain
+# there); three stages or 8 warps with descriptors were slower (98.4 / 85.4 ms at 128K). Same bits
+# either way. A descriptor launch costs host time, which short calls cannot hide (run 75, 8K
+# dash_fused: ~1.1 ms a call against 0.69 with pointers).
 KV_DESCRIPTORS = True
 DESCRIPTOR_MIN_KV_LEN = 65536
 LN2 = tl.constexpr(0.6931471805599453)
