@@ -359,6 +359,73 @@ def test_one_row_entmax_programs_match_definition(dtype):
     assert ((got[0] > 0) == (expected[0] > 0)).float().mean() > 0.995
 
 
+def hard_entmax_rows(n_rows: int, nb: int, seed: int = 3) -> torch.Tensor:
+    """``[n_rows, nb]`` scores built against stopping a row's Newton early: Gaussian rows at scales
+    0.01 to 1e3, heavy-tailed (Student-t, 1 degree of freedom), uniform, near-ties (one value
+    plus noise of 1e-6), one dominant entry, a few eligible entries (the rest ``-inf``) and a
+    row of only ``-inf``, cycled over the rows."""
+    g = torch.Generator().manual_seed(seed)
+    kinds = []
+    for scale in (0.01, 1.0, 30.0, 1e3):
+        kinds.append(lambda scale=scale: scale * torch.randn(nb, generator=g))
+    kinds.append(lambda: torch.distributions.StudentT(1.0).sample((nb,)).clamp(-1e4, 1e4))
+    kinds.append(lambda: 4 * torch.rand(nb, generator=g))
+    kinds.append(lambda: 2.0 + 1e-6 * torch.randn(nb, generator=g))
+    kinds.append(lambda: torch.cat([torch.tensor([5.0]), torch.randn(nb - 1, generator=g)]))
+    kinds.append(lambda: torch.randn(nb, generator=g).masked_fill(torch.arange(nb) >= 3, float("-inf")))
+    kinds.append(lambda: torch.full((nb,), float("-inf")))
+    torch.manual_seed(seed)  # the Student-t draw
+    return torch.stack([kinds[i % len(kinds)]() for i in range(n_rows)])
+
+
+def check_converged_rows_stop(device: str, n_rows: int, nb: int, heads: int = 2, tail: int = 0) -> None:
+    """A row stops its Newton steps once its mass is at most 1 (docs/entmax.md, "Converged rows"):
+    the one-row, one-warp launch (the GPU's, ``STOP`` 2, the program skipping the steps left), the
+    same launch running every step with the stopped rows frozen (1), and 4-row programs over 2 warps
+    (1) give the same bits; every row taking all steps (0) differs by rounding only; all are held to
+    the float64 oracle at float32's floor on :func:`hard_entmax_rows`. ``tail``: the register row
+    as a power of two and a tail tile (the inference launch's split)."""
+    from dash_flex.reference import entmax_bisect
+
+    rows_z = [hard_entmax_rows(n_rows, nb, seed) for seed in range(heads)]
+    z = torch.stack(rows_z)[None].to(device)  # [1, H, rows, nb]: one query head per KV head
+    schedule = solver_schedule(1.5, nb, torch.float32)
+    width = max(16, 1 << (nb - 1).bit_length())
+    main = width // 2 if tail else width
+
+    def launch(rows, warps, stop=None):
+        probs = torch.full((1, heads, n_rows, nb), float("nan"), device=device)
+        mean_log = torch.full((1, heads, n_rows), float("nan"), device=device)
+        split_kernels.launch_group_entmax(z, probs, mean_log, 0, n_rows, main, width, 1.5, False, 0, 16, schedule,
+                                          rows, warps, tail, stop)  # fmt: skip
+        return probs
+
+    skipping = launch(1, 1)
+    assert torch.equal(skipping, launch(1, 1, stop=1))
+    assert torch.equal(skipping, launch(4, 2 if main >= 256 else 1))
+    every_step = launch(1, 1, stop=0)
+    assert (skipping - every_step).abs().max() <= 5e-7
+    want = entmax_bisect(z.double(), 1.5)
+    for got in (skipping, every_step):
+        assert not got.isnan().any()
+        assert (got.double() - want).abs().max() <= 5e-7
+    assert torch.equal(skipping[0, :, 9::10], torch.zeros_like(skipping[0, :, 9::10]))  # the all -inf rows
+
+
+def test_converged_rows_stop_the_same_on_every_launch():
+    assert split_kernels.stop_rule(1, 1) == 2 and split_kernels.stop_rule(4, 2) == split_kernels.stop_rule(2, 1) == 1
+    check_converged_rows_stop("cpu", 40, 100)
+    check_converged_rows_stop("cpu", 20, 300, heads=1, tail=128)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("nb,tail", [(500, 0), (380, 128), (2000, 0)])
+def test_cuda_converged_rows_stop_the_same_on_every_launch(nb, tail):
+    """:func:`check_converged_rows_stop` on the GPU at the coarse stage's widths (512, 256 + 128, 2048)."""
+    check_converged_rows_stop("cuda", 200, nb, heads=4, tail=tail)
+
+
 # bf16 is covered on the GPU only: the interpreter multiplies bf16 tiles as raw bits (the score
 # GEMM's too); fp16 exercises the same split path (dz as bf16 parts, q split into bf16 parts).
 BACKWARD_PARAMS = [
