@@ -54,9 +54,6 @@ def compile_kernel(kernel, pointers: dict[str, str], constexprs: dict, floats=("
     unknown = (set(unit) | set(divisible)) - set(names)
     if unknown:  # a renamed kernel argument would otherwise lose its specialisation silently
         raise ValueError(f"{kernel.__name__}: no arguments {sorted(unknown)}")
-    missing = [p.name for p in kernel.params if p.is_constexpr and p.name not in constexprs and p.name not in unit]
-    if missing:  # a new constexpr would otherwise compile as a runtime i32
-        raise ValueError(f"{kernel.__name__}: constexprs {missing} not given")
     signature, const, attrs = {}, {}, {}
     for i, name in enumerate(names):
         if name in pointers:
@@ -155,8 +152,7 @@ def main() -> None:
                         (1024, 512)):  # fmt: skip
         rows, warps = coarse.entmax_config(triton.next_power_of_2(width + tail))
         consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=4096, SUB=tail or piece_width(width, rows, warps),
-                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail,
-                      STOP=coarse.stop_rule(rows, warps))  # fmt: skip
+                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail)  # fmt: skip
         k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
         report(f"group entmax width={width} tail={tail}", k)
     vjp_ptrs = dict(Z="*fp32", DZ_SPLIT="*bf16", GRAD="*fp32", DPRIOR="*fp32", PROBS="*fp32")
@@ -164,8 +160,7 @@ def main() -> None:
         rows, warps = coarse.entmax_config(width)
         consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=4096, SUB=piece_width(width, rows, warps), BLOCK_SIZE=64,
                       CAUSAL=True,
-                      MODE=1, N_BISECT=0, N_NEWTON=7, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True,
-                      STOP=coarse.stop_rule(rows, warps))  # fmt: skip
+                      MODE=1, N_BISECT=0, N_NEWTON=7, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True)  # fmt: skip
         k = compile_kernel(coarse._group_entmax_vjp, vjp_ptrs, consts, ("am1", "d", "one_minus_alpha", "inv_sigma"),
                            num_warps=warps)  # fmt: skip
         report(f"group entmax VJP width={width}", k)

@@ -117,7 +117,7 @@ def main() -> None:
             *z.stride(), *probs.stride(), *grad_prior.stride(), *probs.stride(), 0.5, 2.0, -0.5, 1.0,
             GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=NB, SUB=piece_width(width, rows, warps), BLOCK_SIZE=BS,
             CAUSAL=True, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=False, HAS_GRAD_PRIOR=True,
-            SPLIT=split, STOP=sk.stop_rule(rows, warps), num_warps=warps,
+            SPLIT=split, num_warps=warps,
         )  # fmt: skip
 
     print(f"S={S}: {len(plan)} chunks of {chunk} rows, widths {[w for *_, w in plan]}")

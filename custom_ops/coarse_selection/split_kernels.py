@@ -140,7 +140,7 @@ def _group_entmax(
     am1, d, one_minus_alpha,
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
-    N_NEWTON: tl.constexpr, TAIL: tl.constexpr, STOP: tl.constexpr,
+    N_NEWTON: tl.constexpr, TAIL: tl.constexpr,
 ):  # fmt: skip
     """``p̄`` (row-major, as ``probs``) and each row's mean of ``log p̄`` over its selected blocks;
     in training :func:`_block_major_prior` turns both into the prior and the flags, at inference
@@ -173,11 +173,11 @@ def _group_entmax(
         z = tl.load(z_row + head + cols * stride_zc, mask=eligible, other=-float("inf"))
         if HAS_TAIL:
             z_t = tl.load(z_row + head + cols_t * stride_zc, mask=eligible_t, other=-float("inf"))
-            p, p_t = entmax_rows_split_tail(z, z_t, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, True, STOP)
+            p, p_t = entmax_rows_split_tail(z, z_t, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, True)
             p_bar += p
             p_bar_t += p_t
         else:
-            p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, STOP)
+            p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
     p_bar = p_bar / GROUP
     p_bar_t = p_bar_t / GROUP
     out_row = PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt
@@ -259,7 +259,6 @@ def _group_entmax_vjp(
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
     N_NEWTON: tl.constexpr, HAS_GRAD_PROBS: tl.constexpr, HAS_GRAD_PRIOR: tl.constexpr, SPLIT: tl.constexpr,
-    STOP: tl.constexpr,
 ):  # fmt: skip
     """The backward's middle: ``g = ∂L/∂p̄`` from the two outputs' gradients — ``GRAD`` (of
     ``probs``, row-major) plus the log-prior's chain rule on ``DPRIOR`` (of the prior, block-major)
@@ -300,7 +299,7 @@ def _group_entmax_vjp(
     for head in range(GROUP):
         z_ptr = Z + b * stride_zb + (h_kv * GROUP + head) * stride_zh + (t - row0) * stride_zt + cols * stride_zc
         z = tl.load(z_ptr, mask=eligible, other=-float("inf"))
-        p = entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, STOP)
+        p = entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
         if MODE == 0:
             s = (p > 0).to(tl.float32)
         elif MODE == 1:
@@ -478,17 +477,6 @@ def entmax_config(nb_padded: int, interpreted: bool = False) -> tuple[int, int]:
     return (INTERPRETER_ROWS, warps) if interpreted else (rows, warps)
 
 
-def stop_rule(rows: int, warps: int) -> int:
-    """The entmax kernels' ``STOP`` (:func:`.entmax_rows_split_tail`) for a ``(rows, warps)`` launch.
-    A row always stops once converged (its mass at most 1; the forward and the VJP alike, so the
-    VJP repeats the forward's p bit for bit). One-row, one-warp programs also skip the steps left
-    (2): ~4 of the 7 Newton steps on the attention benchmark's rows (docs/entmax.md). Other launches
-    run every step (1, the same bits): the sessions 7-9 early exit, a `while` loop voting across a
-    program's rows, hung on the H200 at a (2 rows, 1 warp) launch, and those launches solve the
-    narrow early chunks only."""
-    return 2 if (rows, warps) == (1, 1) else 1
-
-
 def chunk_width(nb_padded: int, causal: bool, row0: int, n_rows: int, q_len: int, offset: int, block_size: int) -> int:
     """Register row length for the chunk of query rows ``[row0, row0 + n_rows)``: under causal
     masking no row of it reaches past its last row's own block, so early chunks solve narrower
@@ -588,14 +576,13 @@ def launch_group_entmax(
     rows: int,
     warps: int,
     tail: int = 0,
-    stop: int | None = None,
 ) -> None:
     """``_group_entmax`` on the query chunk ``[row0, row0 + n_rows)`` whose scores ``z`` hold:
     ``p̄`` into ``probs [B, Hkv, Sq, nb]`` and the mean ``log p̄`` into ``mean_log``; ``width`` is the
     chunk's register row (:func:`chunk_width`; with ``tail``, its first tile, see
     :func:`inference_row_split`), ``nb_out`` the padded row zero-filled past it, ``schedule =
     (mode, n_bisect, n_newton)`` (:func:`solver_schedule`), ``(rows, warps)`` the launch
-    (:func:`entmax_config`), ``stop`` the solver's ``STOP`` (default :func:`stop_rule`)."""
+    (:func:`entmax_config`)."""
     B, Hq = z.shape[:2]
     Hkv, Sq, nb = probs.shape[1:]
     mode, n_bisect, n_newton = schedule
@@ -605,7 +592,7 @@ def launch_group_entmax(
         alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
         GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=tail or piece_width(width, rows, warps),
         BLOCK_SIZE=block_size, CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, TAIL=tail,
-        STOP=stop_rule(rows, warps) if stop is None else stop, num_warps=warps,
+        num_warps=warps,
     )  # fmt: skip
 
 
@@ -623,7 +610,6 @@ def coarse_selection_rows_launch(
     score_tile: tuple[int, int, int] | None = None,
     score_loop: int | None = None,
     tails: bool = False,
-    stop: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
@@ -631,8 +617,7 @@ def coarse_selection_rows_launch(
     ``num_warps`` (of the entmax kernel) override :func:`entmax_config`, ``score_tile`` and
     ``score_loop`` the GEMM's tile and ``SCORE_LOOP``. ``tails``: split register rows as
     :func:`inference_row_split` says (the inference op asks for it); by default whole rows, the
-    launch the VJP repeats (training). ``stop``: the solver's ``STOP`` (default :func:`stop_rule`;
-    0, every row taking every step, is for studies only: the VJP does not repeat it)."""
+    launch the VJP repeats (training)."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
     NB = max(16, triton.next_power_of_2(nb))
@@ -662,7 +647,7 @@ def coarse_selection_rows_launch(
             main, tail = inference_row_split(width, causal, row0, n_rows, Sq, offset, block_size)
         schedule = (mode, n_bisect, n_newton)
         launch_group_entmax(z, probs, mean_log, row0, n_rows, main, NB, alpha, causal, offset, block_size, schedule,
-                            rows or config_rows, num_warps or config_warps, tail, stop)  # fmt: skip
+                            rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
     return probs, mean_log
 
 
@@ -772,7 +757,7 @@ def coarse_selection_backward_split(
             alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha, inv_sigma,
             GROUP=G, ROWS=rows, NB=width, NB_OUT=NB, SUB=piece_width(width, rows, num_warps), BLOCK_SIZE=block_size,
             CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, HAS_GRAD_PROBS=grad_probs is not None,
-            HAS_GRAD_PRIOR=grad_prior is not None, SPLIT=split, STOP=stop_rule(rows, num_warps), num_warps=num_warps,
+            HAS_GRAD_PRIOR=grad_prior is not None, SPLIT=split, num_warps=num_warps,
         )  # fmt: skip
         _coarse_dq[(triton.cdiv(n_rows, dq_rows), B * Hq)](
             dz, *kb_grad, dq, row0 + n_rows, row0, nb, Hq, offset, nb_row, *dz.stride(), *kb.stride(), *dq.stride(),

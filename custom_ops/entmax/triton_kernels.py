@@ -104,19 +104,6 @@ def _newton_increment(mass, slope, one_minus_alpha, MODE: tl.constexpr):
 
 
 @triton.jit
-def _newton_step(s, s_t, tau, running, d, one_minus_alpha, MODE: tl.constexpr, HAS_TAIL: tl.constexpr):
-    """One Newton step of the rows still ``running`` (the others keep their τ); returns ``(τ,
-    running)``, a row running on while its mass before the step exceeded 1."""
-    p, dp = _power_and_slope(tl.maximum(s - tau[None, :, None], 0.0), d, MODE)
-    p_t, dp_t = p, dp
-    if HAS_TAIL:
-        p_t, dp_t = _power_and_slope(tl.maximum(s_t - tau[None, :, None], 0.0), d, MODE)
-    mass = _rows_sum(p, p_t, HAS_TAIL)
-    step = _newton_increment(mass, _rows_sum(dp, dp_t, HAS_TAIL), one_minus_alpha, MODE)
-    return tl.where(running, tau + step, tau), running & (mass > 1.0)
-
-
-@triton.jit
 def _rows_sum(x, y, HAS_TAIL: tl.constexpr):
     """Per-row sum over a ``[K, R, S]`` tile and, with ``HAS_TAIL``, a ``[K2, R, S]`` tail tile (the
     pieces first, so the two tiles share one reduction over ``S``)."""
@@ -135,36 +122,27 @@ def _rows_max(x, y, HAS_TAIL: tl.constexpr):
 
 @triton.jit
 def entmax_rows_split(
-    z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr,
-    STOP: tl.constexpr,
+    z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr
 ):  # fmt: skip
     """α-entmax of each row of the fp32 tile ``z [K, R, S]``, row ``r`` being ``z[:, r, :]`` (``-inf``
     = excluded; an all ``-inf`` row gives zeros): the solver every register-resident kernel shares
     (``am1 = α − 1``, ``d = 1/(α − 1)``, ``one_minus_alpha = 1 − α``). Splitting a row into ``K``
     pieces of ``S`` lets a caller keep a row inside one warp (Triton spreads warps over ``R`` when
     one warp covers ``S``), so the solver's row reductions (2 per Newton step, 1 per bisection step,
-    and a few more) are warp shuffles, not barriers. ``STOP``: see :func:`entmax_rows_split_tail`."""
-    p, _ = entmax_rows_split_tail(z, z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, False, STOP)
+    and a few more) are warp shuffles, not barriers."""
+    p, _ = entmax_rows_split_tail(z, z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, False)
     return p
 
 
 @triton.jit
 def entmax_rows_split_tail(
     z, z_tail, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr,
-    HAS_TAIL: tl.constexpr, STOP: tl.constexpr,
+    HAS_TAIL: tl.constexpr,
 ):  # fmt: skip
     """:func:`entmax_rows_split` of rows whose blocks are split over two tiles, ``z [K, R, S]`` and,
     with ``HAS_TAIL``, ``z_tail [K2, R, S]`` (the same ``R`` and ``S``): a row of ``K·S + K2·S``
     entries without rounding its length up to a power of two. Returns both tiles' ``p``
-    (``z_tail`` is not read without ``HAS_TAIL``, and the second result is then the first).
-
-    ``STOP`` (the Newton phase; docs/entmax.md, "Converged rows"):
-
-    - 0: every row takes all ``N_NEWTON`` steps;
-    - 1: a row stops once converged: the step at which its mass ``Σ [s − τ]_+^d`` is at most 1
-      (``h(τ) ≤ 0``) is its last, and its τ is frozen after it; the program still runs every step;
-    - 2: as 1, and the program skips the remaining steps once all its rows have stopped (a
-      constexpr-length loop around a branch, never a ``while``). Bitwise the same as 1."""
+    (``z_tail`` is not read without ``HAS_TAIL``, and the second result is then the first)."""
     top = _rows_max(z, z_tail, HAS_TAIL)
     top = tl.where(top > -float("inf"), top, 0.0)  # all -inf row: s stays -inf, p = 0
     s = (z - top[None, :, None]) * am1
@@ -186,21 +164,17 @@ def entmax_rows_split_tail(
             hi = tl.where(too_much, hi, mid)
 
     tau = lo
-    if STOP == 0:  # every row takes the schedule's N_NEWTON steps, the worst rows' count
-        for _ in range(N_NEWTON):
-            tau, _running = _newton_step(s, s_t, tau, tau < 1.0, d, one_minus_alpha, MODE, HAS_TAIL)
-    else:
-        # h is convex with |h'(τ*)| = Σ p^(2−α) ≥ 1, so from the left 0 ≤ τ* − τ ≤ h(τ): a row whose
-        # mass is at most 1 (h(τ) ≤ 0) sits at the root up to rounding, takes that last step and
-        # keeps its τ, whatever the other rows of its program do. The trip count stays a constexpr:
-        # a data-dependent `while` (sessions 7-9) hung on the H200 at one launch (docs/entmax.md).
-        running = tau < 0.0  # all True: τ starts at or below -n^(1-α) < 0
-        for _ in range(N_NEWTON):
-            if STOP == 2:
-                if tl.max(running.to(tl.int32), axis=0) > 0:
-                    tau, running = _newton_step(s, s_t, tau, running, d, one_minus_alpha, MODE, HAS_TAIL)
-            else:
-                tau, running = _newton_step(s, s_t, tau, running, d, one_minus_alpha, MODE, HAS_TAIL)
+    # Every row takes all N_NEWTON steps, the worst rows' count (docs/entmax.md). A data-dependent
+    # stop (a program leaving its Newton loop once all its rows were done) hung on the H200 under
+    # Triton 3.6 at one specialisation, for a cause not found, and saved 0.17 ms at 32K: removed
+    # (docs/entmax.md, "Early exit"). No loop here depends on the data.
+    for _ in range(N_NEWTON):
+        p, dp = _power_and_slope(tl.maximum(s - tau[None, :, None], 0.0), d, MODE)
+        p_t, dp_t = p, dp
+        if HAS_TAIL:
+            p_t, dp_t = _power_and_slope(tl.maximum(s_t - tau[None, :, None], 0.0), d, MODE)
+        mass = _rows_sum(p, p_t, HAS_TAIL)
+        tau += _newton_increment(mass, _rows_sum(dp, dp_t, HAS_TAIL), one_minus_alpha, MODE)
 
     p = _entmax_power(tl.maximum(s - tau[None, :, None], 0.0), d, MODE)
     p_t = p
@@ -219,7 +193,7 @@ def entmax_rows_split_tail(
 @triton.jit
 def entmax_rows(z, am1, d, one_minus_alpha, MODE: tl.constexpr, N_BISECT: tl.constexpr, N_NEWTON: tl.constexpr):
     """:func:`entmax_rows_split` of a plain ``[R, N]`` tile."""
-    p = entmax_rows_split(tl.expand_dims(z, 0), am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, 0)
+    p = entmax_rows_split(tl.expand_dims(z, 0), am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
     return tl.sum(p, axis=0)
 
 

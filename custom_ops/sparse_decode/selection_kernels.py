@@ -85,7 +85,7 @@ def _decode_select(
     g3 = tl.arange(0, GROUP_P2)[None, :, None]
     eligible = (cols3 < own) & (cols3 < num_blocks) & (g3 < GROUP)
     z = tl.load(Z + (bh * GROUP + g3) * num_blocks + cols3, mask=eligible, other=-float("inf"))
-    p_bar = tl.sum(entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, 0), axis=1) / GROUP
+    p_bar = tl.sum(entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON), axis=1) / GROUP
 
     cols = tl.arange(0, NB // SUB)[:, None] * SUB + tl.arange(0, SUB)[None, :]
     selected = p_bar > 0
