@@ -54,6 +54,9 @@ def compile_kernel(kernel, pointers: dict[str, str], constexprs: dict, floats=("
     unknown = (set(unit) | set(divisible)) - set(names)
     if unknown:  # a renamed kernel argument would otherwise lose its specialisation silently
         raise ValueError(f"{kernel.__name__}: no arguments {sorted(unknown)}")
+    missing = [p.name for p in kernel.params if p.is_constexpr and p.name not in constexprs and p.name not in unit]
+    if missing:  # a new constexpr would otherwise compile as a runtime i32
+        raise ValueError(f"{kernel.__name__}: constexprs {missing} not given")
     signature, const, attrs = {}, {}, {}
     for i, name in enumerate(names):
         if name in pointers:
@@ -143,9 +146,20 @@ def main() -> None:
     for bm, bn, warps, loop, stages in ((64, 64, 4, 0, 3), (128, 128, 8, 0, 3), (128, 64, 8, 1, 3),
                                         (64, 64, 4, 1, 3), (128, 32, 8, 1, 4)):  # fmt: skip
         consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False,
-                      LOOP=loop)  # fmt: skip
+                      LOOP=loop, USE_DESC=False)  # fmt: skip
         k = compile_kernel(coarse._coarse_scores, score_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)
         report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages", k)
+    for bm, bn, warps, stages in ((128, 32, 8, 4), (128, 64, 8, 3)):
+        desc_ptrs = dict(
+            score_ptrs,
+            KB_HI_DESC=f"tensordesc<bf16[1, {bn}, 128]>",
+            KB_LO_DESC=f"tensordesc<bf16[1, {bn}, 128]>",
+            Z_DESC=f"tensordesc<fp32[1, {bm}, {bn}]>",
+        )
+        consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False,
+                      LOOP=1, USE_DESC=True)  # fmt: skip
+        k = compile_kernel(coarse._coarse_scores, desc_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)
+        report(f"score GEMM {bm}x{bn} TMA descriptors {stages} stages", k)
     ent_ptrs = dict(Z="*fp32", PROBS="*fp32", MEAN_LOG="*fp32")
     # (main, tail): 16 in a 2048-block output row is 128K's first chunk; 256 + 128 the inference split
     for width, tail in ((16, 0), (128, 0), (512, 0), (1024, 0), (2048, 0), (4096, 0), (256, 128), (512, 256),
