@@ -113,7 +113,7 @@ def main() -> None:
                         ACTIVE="*i8", LIST="*i32", COUNT="*i32", OUT="*bf16", OUT_RES="*bf16", LSE="*fp32")  # fmt: skip
         consts = dict(BLOCK_M=rows, BLOCK_SIZE=64, HEAD_DIM=128, BLOCK_D=128, VALUE_DIM=128, BLOCK_DV=128,
                       CAUSAL=causal, HAS_PRIOR=True, IEEE=False, PACK=pack, FOLD_MAX=fold,
-                      STORE_RESIDUAL=residual, FROM_ROWS=from_rows, USE_DESC=desc)  # fmt: skip
+                      STORE_RESIDUAL=residual, FROM_ROWS=from_rows, USE_DESC=desc, HEAVY_FIRST=causal)  # fmt: skip
         # the bias by list slot has the prior's unit row stride and slot / list-row strides that
         # are multiples of 16, as the block-major prior's; the flags' strides (zeros) are not read
         k = compile_kernel(fine._sparse_attention_fwd, fwd_ptrs, consts, unit=FINE_UNIT_STRIDES,
@@ -146,20 +146,9 @@ def main() -> None:
     for bm, bn, warps, loop, stages in ((64, 64, 4, 0, 3), (128, 128, 8, 0, 3), (128, 64, 8, 1, 3),
                                         (64, 64, 4, 1, 3), (128, 32, 8, 1, 4)):  # fmt: skip
         consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False,
-                      LOOP=loop, USE_DESC=False)  # fmt: skip
+                      LOOP=loop)  # fmt: skip
         k = compile_kernel(coarse._coarse_scores, score_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)
         report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages", k)
-    for bm, bn, warps, stages in ((128, 32, 8, 4), (128, 64, 8, 3)):
-        desc_ptrs = dict(
-            score_ptrs,
-            KB_HI_DESC=f"tensordesc<bf16[1, {bn}, 128]>",
-            KB_LO_DESC=f"tensordesc<bf16[1, {bn}, 128]>",
-            Z_DESC=f"tensordesc<fp32[1, {bm}, {bn}]>",
-        )
-        consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False,
-                      LOOP=1, USE_DESC=True)  # fmt: skip
-        k = compile_kernel(coarse._coarse_scores, desc_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)
-        report(f"score GEMM {bm}x{bn} TMA descriptors {stages} stages", k)
     ent_ptrs = dict(Z="*fp32", PROBS="*fp32", MEAN_LOG="*fp32")
     # (main, tail): 16 in a 2048-block output row is 128K's first chunk; 256 + 128 the inference split
     for width, tail in ((16, 0), (128, 0), (512, 0), (1024, 0), (2048, 0), (4096, 0), (256, 128), (512, 256),

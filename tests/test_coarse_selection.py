@@ -437,46 +437,6 @@ def test_triton_backward_score_gemms(monkeypatch, case, dtype, loop):
     assert rel_err(got[0], want[0]) <= tol and rel_err(got[1], want[1]) <= tol
 
 
-def check_score_descriptors(device: str, dtype: torch.dtype, tiles) -> None:
-    """The looped score GEMM through TMA descriptors (k̄'s parts loaded, ``z`` stored as boxes)
-    writes the same bits as through pointers, and nothing else: every chunk of a causal sequence
-    whose rows and blocks are not multiples of the tile (the boxes are clipped), ``z`` poisoned with
-    NaN first, two batches of GQA heads; and :func:`split_kernels.score_descriptors` refuses the
-    layouts it cannot describe."""
-    B, Hq, Hkv, S, D, bs = 2, 4, 2, 1000, 64, 16
-    g = torch.Generator().manual_seed(11)
-    q = (2 * torch.randn(B, Hq, S, D, generator=g)).to(device, dtype)
-    k_bar = torch.randn(B, Hkv, -(-S // bs), D, generator=g).to(device)
-    nb = k_bar.shape[2]
-    parts = split_kernels.split_summaries(k_bar, dtype)
-    for tile in tiles:
-        for row0, n_rows in ((0, 300), (300, 300), (600, S - 600)):
-            zs = []
-            for use in (False, True):
-                z = torch.full((B, Hq, 416, -(-nb // 16) * 16), float("nan"), device=device)[..., :nb]
-                split_kernels.launch_scores(q, parts, z, row0, n_rows, 1.3, True, 0, bs, tile=tile, looped=1,
-                                            descriptors=use)  # fmt: skip
-                zs.append(z.nan_to_num(nan=1234.5))
-            assert torch.equal(zs[0], zs[1]), (tile, row0)
-            assert (zs[1][:, :, n_rows:] == 1234.5).all()  # rows past the chunk untouched
-    z = torch.empty(B, Hq, 64, 64, device=device)[..., :nb]
-    assert split_kernels.score_descriptors(parts, z, 64, 64, 16) is not None
-    assert split_kernels.score_descriptors((k_bar, k_bar), z, 64, 64, 16) is None  # fp32 k̄: the IEEE path
-    assert split_kernels.score_descriptors(parts, torch.empty(B, Hq, 64, nb), 64, 64, 16) is None  # 63 · 4 B rows
-    assert split_kernels.score_descriptors(parts, z.transpose(0, 1), 64, 64, 16) is None  # B, H unmergeable
-
-
-def test_score_gemm_descriptors_equal_pointers():
-    check_score_descriptors("cpu", torch.float16, [(64, 16, 4, 2), (32, 32, 4, 3)])
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_cuda_score_gemm_descriptors_equal_pointers(dtype):
-    check_score_descriptors("cuda", dtype, [split_kernels.SCORE_LOOP_TILE, (128, 64, 8, 3), (64, 32, 4, 3)])
-
-
 def test_split_backward_narrow_rows_fill_every_read_element(monkeypatch):
     """fp16 (dz as bf16 parts), 64-row chunks over 640 causal tokens: early chunks solve 16-block
     rows and zero the rest of their row (the tail stores into the bf16 view); with every buffer

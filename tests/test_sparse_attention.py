@@ -279,6 +279,32 @@ def test_rows_triton_kernel_matches_definition(case, dtype, block_m, packed):
     torch.testing.assert_close(lse, expected_lse, atol=1e-3 if dtype == torch.float16 else 1e-5, rtol=1e-5)
 
 
+def check_heavy_tiles_first(device: str, dtype: torch.dtype, monkeypatch, S: int, D: int, bs: int, block_m: int):
+    """Launching a causal fine forward's query tiles last-first (``HEAVY_TILES_FIRST``) changes only
+    the order programs start in: the rows launch gives the same bits (the block-major launch shares
+    its ``_launch`` and kernel)."""
+    from custom_ops.sparse_attention import triton_kernels
+    from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
+
+    g = torch.Generator(device=device).manual_seed(13)
+    B, Hq, Hkv = 2, 8, 2
+    q = torch.randn(B, Hq, S, D, device=device, generator=g).to(dtype)
+    k, v = (torch.randn(B, Hkv, S, D, device=device, generator=g).to(dtype) for _ in range(2))
+    probs, mean_log = causal_rows(B, Hkv, S, S, bs, True, 0.3, seed=5)
+    probs, mean_log = probs.to(device), mean_log.to(device)
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, S, bs, block_m)
+    outs = []
+    for heavy_first in (False, True):
+        monkeypatch.setattr(triton_kernels, "HEAVY_TILES_FIRST", heavy_first)
+        outs.append(triton_kernels.sparse_attention_rows_launch(q, k, v, *lists, True, D**-0.5, bs, block_m, pack=4))
+    assert torch.isfinite(outs[0][0]).all()
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+
+
+def test_heavy_tiles_first_gives_the_same_bits(monkeypatch):
+    check_heavy_tiles_first("cpu", torch.float16, monkeypatch, 150, 32, 16, 16)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_rows_kernel_descriptor_loads_equal_pointer_loads(dtype, monkeypatch):
     """K and V through TMA descriptors give the pointer loads' bits: 2 batches of grouped heads,
@@ -854,6 +880,12 @@ def test_cuda_rows_path_matches_block_major_and_reference(shape, causal, dtype):
     ref = dash_attention_reference(q.double(), k.double(), v.double(), pool_query=u.double(), block_size=bs,
                                    causal=causal)  # fmt: skip
     assert rel_err(fused, ref) <= (1e-3 if dtype == torch.float32 else 2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_heavy_tiles_first_gives_the_same_bits(monkeypatch):
+    check_heavy_tiles_first("cuda", torch.bfloat16, monkeypatch, 3000, 128, 64, 32)
 
 
 @pytest.mark.gpu

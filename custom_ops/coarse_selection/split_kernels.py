@@ -54,7 +54,6 @@ SCORE_TILE = (128, 128, 8)
 # took 0.616 ms (run 69). On the H200 (128, 64, 8, 3) used 74 registers and 160 KB of shared
 # memory (one program an SM); capping registers changed nothing (run 70).
 SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 32, 8, 4)
-SCORE_DESCRIPTORS = False  # k̄ and z through TMA descriptors (launch_scores); under study
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 MAX_BLOCKS = 8192  # longest row of blocks solved in registers
 PRIOR_TILE = 64  # rows × blocks per program of the block-major prior writer
@@ -86,35 +85,20 @@ def _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, 
 
 
 @triton.jit
-def _desc_score_tile(q, KB_HI_DESC, KB_LO_DESC, Z_DESC, bh, bh_kv, r0, c0, z_scale, BM: tl.constexpr,
-                     BN: tl.constexpr, BLOCK_D: tl.constexpr):  # fmt: skip
-    """:func:`_score_tile` through TMA descriptors (16-bit queries): k̄'s two parts loaded as ``[1, BN,
-    D]`` boxes of ``[B·H_kv, nb, D]`` (zeros past ``nb``), ``z`` stored as a ``[1, BM, BN]`` box of
-    ``[B·Hq, rows, nb]`` at the chunk's row ``r0`` (the box is clipped at the chunk's rows and
-    ``nb``)."""
-    kb_hi = KB_HI_DESC.load([bh_kv, c0, 0]).reshape(BN, BLOCK_D)
-    kb_lo = KB_LO_DESC.load([bh_kv, c0, 0]).reshape(BN, BLOCK_D)
-    z = tl.dot(q, tl.trans(kb_hi)) + tl.dot(q, tl.trans(kb_lo))
-    Z_DESC.store([bh, r0, c0], (z * z_scale).reshape(1, BM, BN))
-
-
-@triton.jit
 def _coarse_scores(
-    Q, KB_HI, KB_LO, Z, KB_HI_DESC, KB_LO_DESC, Z_DESC, q_len, row0, num_blocks, num_q_heads, causal_offset,
+    Q, KB_HI, KB_LO, Z, q_len, row0, num_blocks, num_q_heads, causal_offset,
     stride_qb, stride_qh, stride_qt, stride_qd,
     stride_kb, stride_kh, stride_kc, stride_kd,
     stride_zb, stride_zh, stride_zt, stride_zc,
     z_scale,
     GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr, LOOP: tl.constexpr,
-    USE_DESC: tl.constexpr,
 ):  # fmt: skip
     """Rows ``[row0, q_len)`` (``q_len``: the chunk's end). ``KB_HI`` / ``KB_LO``: k̄'s high and low
     16-bit parts (:func:`split_summaries`); for fp32 queries ``KB_HI`` is k̄ itself (fp32, IEEE
     dot) and ``KB_LO`` is not read. ``LOOP`` 0: one program per (``BM`` rows, ``BN`` blocks) tile;
     1: one per ``BM`` rows, walking the row tile's blocks ``BN`` at a time (its query tile loaded
-    once). ``USE_DESC`` (``LOOP`` 1, 16-bit queries): k̄'s parts and ``z`` through the TMA
-    descriptors ``*_DESC`` (:func:`score_descriptors`) instead of pointers."""
+    once)."""
     z_scale = tl.cast(z_scale, tl.float32)  # Inductor may pass Python floats as fp64
     bh = tl.program_id(2).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_q_heads
@@ -140,16 +124,11 @@ def _coarse_scores(
     else:
         q = tl.load(q_ptrs, mask=q_mask, other=0.0)
         for c0 in range(0, reach, BN):
-            if USE_DESC:
-                bh_kv = (b * (num_q_heads // GROUP) + h // GROUP).to(tl.int32)
-                _desc_score_tile(q, KB_HI_DESC, KB_LO_DESC, Z_DESC, bh.to(tl.int32), bh_kv, tl.program_id(0) * BM, c0,
-                                 z_scale, BM, BN, BLOCK_D)  # fmt: skip
-            else:
-                c = c0 + tl.arange(0, BN)
-                kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM,
-                                             BLOCK_D, IEEE)  # fmt: skip
-                _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                            IEEE)  # fmt: skip
+            c = c0 + tl.arange(0, BN)
+            kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM, BLOCK_D,
+                                         IEEE)  # fmt: skip
+            _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
+                        IEEE)  # fmt: skip
 
 
 @triton.jit
@@ -549,35 +528,6 @@ def split_summaries(k_bar: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tens
     return hi, (kb - hi.float()).to(dtype)
 
 
-def score_descriptors(kb_parts: tuple[torch.Tensor, torch.Tensor], z: torch.Tensor, n_rows: int, bm: int, bn: int):
-    """TMA descriptors of the score GEMM (``USE_DESC``): k̄'s two 16-bit parts as ``[B·H_kv, nb, D]``
-    with ``[1, bn, D]`` boxes and the chunk's scores ``z [B, Hq, ≥ n_rows, nb]`` (fp32) as ``[B·Hq,
-    n_rows, nb]`` with ``[1, bm, bn]`` boxes; None where the layouts do not allow them (fp32 k̄, a
-    head dim that is not a power of two ≥ 16, inner dims not contiguous, batch and head dims that
-    do not merge, strides or bases not 16-byte aligned, empty tensors)."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    def mergeable(t: torch.Tensor) -> bool:
-        return (
-            t.numel() > 0
-            and t.stride(3) == 1
-            and min(t.stride()[:3]) > 0
-            and (t.shape[0] == 1 or t.stride(0) == t.shape[1] * t.stride(1))
-            and all(st * t.element_size() % 16 == 0 for st in t.stride()[:3])
-            and t.data_ptr() % 16 == 0
-        )
-
-    kb_hi, kb_lo = kb_parts
-    D = kb_hi.shape[3]
-    if kb_hi.dtype == torch.float32 or D < 16 or D & (D - 1) or not all(mergeable(t) for t in (kb_hi, kb_lo, z)):
-        return None
-    B, H_kv, nb = kb_hi.shape[:3]
-    kb = [TensorDescriptor(t, [B * H_kv, nb, D], [t.stride(1), t.stride(2), 1], [1, bn, D]) for t in kb_parts]
-    z_desc = TensorDescriptor(z, [z.shape[0] * z.shape[1], n_rows, z.shape[3]], [z.stride(1), z.stride(2), 1],
-                              [1, bm, bn])  # fmt: skip
-    return kb[0], kb[1], z_desc
-
-
 def launch_scores(
     query: torch.Tensor,
     kb_parts: tuple[torch.Tensor, torch.Tensor],
@@ -590,29 +540,23 @@ def launch_scores(
     block_size: int,
     tile: tuple[int, ...] | None = None,
     looped: int | None = None,
-    descriptors: bool | None = None,
 ) -> None:
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
     above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
     ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps[, num_stages])``
     overrides the tile (3 stages by default), ``looped`` (0 tiled, 1 a program per row tile walking
-    its blocks; see ``_coarse_scores``) ``SCORE_LOOP``; ``descriptors`` (looped only): k̄ and ``z``
-    through TMA descriptors where :func:`score_descriptors` allows them (default
-    ``SCORE_DESCRIPTORS``)."""
+    its blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     kb_hi, kb_lo = kb_parts
     nb = kb_hi.shape[2]
     looped = SCORE_LOOP if looped is None else looped
     bm, bn, warps, *stages = tile or (SCORE_LOOP_TILE if looped else SCORE_TILE)
-    use = looped and (SCORE_DESCRIPTORS if descriptors is None else descriptors)
-    descs = score_descriptors(kb_parts, z, n_rows, bm, bn) if use else None
-    kh_desc, kl_desc, z_desc = descs or (kb_hi, kb_lo, z)  # without descriptors: never read
     _coarse_scores[(triton.cdiv(n_rows, bm), 1 if looped else triton.cdiv(nb, bn), B * Hq)](
-        query, kb_hi, kb_lo, z, kh_desc, kl_desc, z_desc, row0 + n_rows, row0, nb, Hq, offset, *query.stride(),
-        *kb_hi.stride(), *z.stride(), selection_scale / D**0.5,
+        query, kb_hi, kb_lo, z, row0 + n_rows, row0, nb, Hq, offset, *query.stride(), *kb_hi.stride(), *z.stride(),
+        selection_scale / D**0.5,
         GROUP=Hq // kb_hi.shape[1], BM=bm, BN=bn, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped),
-        USE_DESC=descs is not None, num_warps=warps, num_stages=stages[0] if stages else 3,
+        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), num_warps=warps,
+        num_stages=stages[0] if stages else 3,
     )  # fmt: skip
 
 

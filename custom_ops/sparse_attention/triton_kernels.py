@@ -31,6 +31,8 @@ LOG2E = tl.constexpr(1.4426950408889634)
 # dash_fused: ~1.1 ms a call against 0.69 with pointers).
 KV_DESCRIPTORS = True
 DESCRIPTOR_MIN_KV_LEN = 65536
+# Causal launches start with the last query tiles (the ones listing the most blocks); under study
+HEAVY_TILES_FIRST = False
 LN2 = tl.constexpr(0.6931471805599453)
 
 
@@ -175,7 +177,7 @@ def _sparse_attention_fwd(
     BLOCK_M: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     VALUE_DIM: tl.constexpr, BLOCK_DV: tl.constexpr, CAUSAL: tl.constexpr, HAS_PRIOR: tl.constexpr,
     IEEE: tl.constexpr, PACK: tl.constexpr, FOLD_MAX: tl.constexpr, STORE_RESIDUAL: tl.constexpr,
-    FROM_ROWS: tl.constexpr, USE_DESC: tl.constexpr,
+    FROM_ROWS: tl.constexpr, USE_DESC: tl.constexpr, HEAVY_FIRST: tl.constexpr,
 ):  # fmt: skip
     # A program owns BLOCK_M query rows of each of PACK query heads (consecutive, same KV head and
     # same selection): row r is head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M, so
@@ -184,6 +186,8 @@ def _sparse_attention_fwd(
     # rows), and ACTIVE is not read.
     qk_scale = tl.cast(scale, tl.float32) * LOG2E  # Inductor may pass Python floats as fp64
     tile = tl.program_id(0)
+    if HEAVY_FIRST:  # causal: late tiles list the most blocks; launched first, they leave no long tail
+        tile = num_tiles - 1 - tile
     bh0 = tl.program_id(1).to(tl.int64) * PACK  # int64 offsets: the prior passes 2³¹ elements at 128K
     b = bh0 // num_q_heads
     h0 = bh0 % num_q_heads
@@ -411,6 +415,7 @@ def _launch(query, key, value, prior, prior_strides, active, active_strides, row
         STORE_RESIDUAL=store_residual,
         FROM_ROWS=from_rows,
         USE_DESC=descriptors is not None,
+        HEAVY_FIRST=causal and HEAVY_TILES_FIRST,
         num_warps=num_warps or (4 if block_m * pack <= 128 else 8),
         **({} if num_stages is None else {"num_stages": num_stages}),
     )
