@@ -145,7 +145,8 @@ def dash_attention(
             ``INFERENCE_CHUNK_BYTES`` (1.25 GiB) without gradients, or ``TRAINING_CHUNK_BYTES``
             (4 GiB, the prior's gradient counted) with them, each chunk then recomputed in the
             backward (activation checkpointing): same result, peak memory of one chunk
-            (docs/design.md).
+            (docs/design.md). Causal chunks that see fewer keys are taller
+            (:func:`fused_chunk_bounds`).
 
     Returns the output ``[B, Hq, Sq, Dv]`` in the input dtype. Gradients reach query, key, value,
     pool_query and tensors captured by ``score_mod``. On the CPU, when gradients are needed, the
@@ -256,6 +257,29 @@ def fused_chunk_rows(shapes: AttentionShapes, share_kv_groups: bool, training: b
     return max(TILE, fit // unit * unit)
 
 
+def fused_chunk_bounds(shapes: AttentionShapes, rows: int, causal: bool) -> list[int]:
+    """Row boundaries ``[0, r1, ..., q_len]`` of a fused call chunked at ``rows`` rows
+    (:func:`fused_chunk_rows`). Causal chunks see only the keys up to their last row, so an early
+    chunk's selection state is narrower: each chunk is the tallest whole number of ``rows``' units
+    (1024 or 128 rows) whose state, rows × key blocks, is at most ``rows`` rows over every key
+    block (the budget's). 128K inference: 8 chunks instead of 15 at the same peak memory, fewer
+    launches and partial last waves (docs/benchmarks.md, session 15). Non-causal: ``rows`` each."""
+    q_len = shapes.q_len
+    if not causal or rows >= q_len:
+        return [*range(0, q_len, rows), q_len]
+    unit = 8 * TILE if rows % (8 * TILE) == 0 else TILE
+    offset, bs = shapes.kv_len - q_len, shapes.block_size
+    cap = rows * shapes.num_blocks
+    bounds = [0]
+    while bounds[-1] < q_len:
+        r0 = bounds[-1]
+        r1 = min(r0 + rows, q_len)  # fits: its key blocks are at most num_blocks
+        while r1 < q_len and (min(r1 + unit, q_len) - r0) * -(-(min(r1 + unit, q_len) + offset) // bs) <= cap:
+            r1 = min(r1 + unit, q_len)
+        bounds.append(r1)
+    return bounds
+
+
 def _select_and_attend(query, key, value, k_bar, shapes: AttentionShapes, scale: float, select_args):
     """One chunk of the fused path: its selection (with the caller's block summaries) and fine stage."""
     causal, sigma = select_args[1], select_args[3]
@@ -267,8 +291,9 @@ def _fused_in_query_chunks(
     query, key, value, shapes: AttentionShapes, rows: int, scale: float, select_args, checkpointed: bool,
     from_rows: bool = False,
 ):  # fmt: skip
-    """The fused path over chunks of ``rows`` query rows: each chunk selects and attends with the
-    keys up to its last row's position (causal) or all keys; the block summaries are computed once.
+    """The fused path over chunks of query rows (:func:`fused_chunk_bounds` from ``rows``): each
+    chunk selects and attends with the keys up to its last row's position (causal) or all keys; the
+    block summaries are computed once.
     Peak memory holds one chunk's selection, not the whole ``[Sq, nb]`` state. ``checkpointed``
     (gradients wanted): each chunk keeps only its inputs and is recomputed in the backward
     (``torch.utils.checkpoint``), so the backward too holds one chunk's selection at a time.
@@ -277,8 +302,8 @@ def _fused_in_query_chunks(
     k_bar = block_summaries(key, pool_query, shapes.block_size)
     out = query.new_empty(*query.shape[:3], shapes.value_dim)
     offset = shapes.kv_len - shapes.q_len
-    for r0 in range(0, shapes.q_len, rows):
-        r1 = min(r0 + rows, shapes.q_len)
+    bounds = fused_chunk_bounds(shapes, rows, causal)
+    for r0, r1 in zip(bounds[:-1], bounds[1:]):
         kv_end = r1 + offset if causal else shapes.kv_len  # causal needs q_len ≤ kv_len: kv_end ≥ 1
         chunk = functools.partial(
             _attend_from_rows if from_rows else _select_and_attend,

@@ -2,8 +2,9 @@
 heaviest query tiles first (GPU).
 
 ``dash_attention(fine_stage="fused")`` without gradients runs the queries in chunks whose selection
-state fits ``attention.INFERENCE_CHUNK_BYTES`` (128K: 15 chunks of 9216 rows at 1.25 GiB); each
-chunk's fine launch ends with a partial wave. On the attention benchmark's inputs this times the
+state fits ``attention.INFERENCE_CHUNK_BYTES`` (128K at 1.25 GiB: chunks of 9216 rows over every key,
+taller where causal chunks see fewer keys, ``fused_chunk_bounds``); each chunk's fine launch ends
+with a partial wave. On the attention benchmark's inputs this times the
 call (median of ``triton.testing.do_bench``, ms) and its extra peak memory (GiB, beyond inputs and
 output) under several budgets, with ``HEAVY_TILES_FIRST`` off and on, and cuDNN's dense causal
 forward in the same process for the ratio.
@@ -55,6 +56,7 @@ def main() -> None:
         for gib in budgets:
             attention.INFERENCE_CHUNK_BYTES = int(gib * 2**30)
             rows = attention.fused_chunk_rows(shapes, True, False, from_rows=True)
+            n_chunks = len(attention.fused_chunk_bounds(shapes, rows, True)) - 1
             outs = []
             for heavy_first in (False, True, False, True):
                 triton_kernels.HEAVY_TILES_FIRST = heavy_first
@@ -63,8 +65,8 @@ def main() -> None:
                 ms = triton.testing.do_bench(fused, warmup=2, rep=1500)
                 peak = peak_extra_gib(fused, torch.cuda.memory_allocated())
                 print(
-                    f"  budget {gib:5.2f} GiB, heavy tiles first {heavy_first!s:5}: chunks of {rows} rows "
-                    f"({-(-S // rows)}), {ms:.2f} ms ({cudnn_ms / ms:.2f}x cuDNN), extra peak {peak:.2f} GiB",
+                    f"  budget {gib:5.2f} GiB, heavy tiles first {heavy_first!s:5}: chunks of ≥ {rows} rows "
+                    f"({n_chunks}), {ms:.2f} ms ({cudnn_ms / ms:.2f}x cuDNN), extra peak {peak:.2f} GiB",
                     flush=True,
                 )
             print(f"  same bits with heavy tiles first: {torch.equal(outs[0], outs[1])}", flush=True)

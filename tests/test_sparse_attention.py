@@ -717,7 +717,9 @@ def test_fused_training_in_query_chunks_equals_whole_call(case, monkeypatch):
     leaves = [t.clone().requires_grad_() for t in (q, k, v, u)]
     out = dash_attention(*leaves[:3], pool_query=leaves[3], fine_stage="fused", **kw)
     n_chunks = len(runs)
-    assert n_chunks == -(-Sq // 128) >= 2, "the chunked path did not run"
+    shapes = attention.AttentionShapes(B, Hq, Hkv, Sq, Skv, D, D, bs)
+    bounds = attention.fused_chunk_bounds(shapes, 128, kw.get("causal", True))
+    assert n_chunks == len(bounds) - 1 >= 2, "the chunked path did not run"
     got = torch.autograd.grad(out, leaves, grad_out, allow_unused=True)
     assert len(runs) == 2 * n_chunks, "the chunks were not recomputed in the backward"
     assert rel_err(out, whole) < 1e-6
@@ -759,6 +761,34 @@ def test_fused_chunk_rows_fit_the_budget():
     assert fused_chunk_rows(AttentionShapes(1, 32, 8, 32768, 32768, 128, 128, 64), True, False, True) == 32768
     assert 8 * 2048 * rows_from_rows * ROWS_BYTES_PER_ENTRY <= INFERENCE_CHUNK_BYTES
     assert 8 * 2048 * (rows_from_rows + 1024) * ROWS_BYTES_PER_ENTRY > INFERENCE_CHUNK_BYTES
+
+
+@pytest.mark.parametrize("offset", [0, 3000])
+def test_causal_chunks_grow_where_they_see_fewer_keys(offset):
+    """Causal chunks (:func:`fused_chunk_bounds`) cover the rows in order, in whole 1024-row units
+    (the last one excepted), each within the budget's state (rows × the key blocks it sees ≤
+    ``rows`` × all key blocks); early ones are taller, so 128K inference runs in 9 chunks instead
+    of 15 and training in 5 instead of 7, and no chunk could take one more unit. Non-causal chunks
+    are ``rows`` tall."""
+    from dash_flex._validation import AttentionShapes
+    from dash_flex.attention import fused_chunk_bounds, fused_chunk_rows
+
+    long = AttentionShapes(1, 32, 8, 131072, 131072 + offset, 128, 128, 64)
+    for training, from_rows, uniform_count in ((False, True, 15), (True, False, 7)):
+        rows = fused_chunk_rows(long, True, training, from_rows)
+        bounds = fused_chunk_bounds(long, rows, True)
+        assert bounds[0] == 0 and bounds[-1] == 131072 and bounds == sorted(set(bounds))
+        assert all(b % 1024 == 0 for b in bounds[:-1])
+        cap = rows * long.num_blocks
+        states = [(r1 - r0) * -(-(r1 + offset) // 64) for r0, r1 in zip(bounds[:-1], bounds[1:])]
+        assert max(states) <= cap
+        taller = [(r1 + 1024 - r0) * -(-(r1 + 1024 + offset) // 64) for r0, r1 in zip(bounds[:-2], bounds[1:-1])]
+        assert min(taller) > cap  # each chunk but the last is as tall as the budget allows
+        if offset == 0:
+            assert -(-131072 // rows) == uniform_count and len(bounds) - 1 == (9 if not training else 5)
+        assert bounds[1] - bounds[0] > rows
+    assert fused_chunk_bounds(long, 9216, False) == [*range(0, 131072, 9216), 131072]
+    assert fused_chunk_bounds(long, 131072, True) == [0, 131072]
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["whole", "inference-chunks"])
