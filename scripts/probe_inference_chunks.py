@@ -35,7 +35,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seq", type=int, nargs="+", default=[32768, 131072])
     parser.add_argument("--budgets-gib", type=float, nargs="+", default=[1.25, 2.5, 40.0])
+    parser.add_argument(
+        "--bounds-only",
+        action="store_true",
+        help="only compare causal chunks sized by the keys they see (fused_chunk_bounds) against uniform chunks, "
+        "at the default budget, heavy tiles first",
+    )
     args = parser.parse_args()
+    if args.bounds_only:
+        compare_bounds(args.seq)
+        return
     print(torch.cuda.get_device_name())
     default_budget = attention.INFERENCE_CHUNK_BYTES
     for S in args.seq:
@@ -71,6 +80,29 @@ def main() -> None:
                 )
             print(f"  same bits with heavy tiles first: {torch.equal(outs[0], outs[1])}", flush=True)
         attention.INFERENCE_CHUNK_BYTES = default_budget
+
+
+def compare_bounds(seqs: list[int]) -> None:
+    """``dash_fused`` with :func:`attention.fused_chunk_bounds` against uniform chunks of the same
+    rows, interleaved twice, same process."""
+    sized = attention.fused_chunk_bounds
+    for S in seqs:
+        q, k, v = topic_inputs(S)
+
+        def fused():
+            with torch.no_grad():
+                return dash_attention(q, k, v, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused")
+
+        shapes = AttentionShapes(1, q.shape[1], k.shape[1], S, S, q.shape[3], v.shape[3], BS)
+        rows = attention.fused_chunk_rows(shapes, True, False, from_rows=True)
+        for uniform in (True, False, True, False):
+            attention.fused_chunk_bounds = (lambda sh, r, c: [*range(0, sh.q_len, r), sh.q_len]) if uniform else sized
+            n_chunks = len(attention.fused_chunk_bounds(shapes, rows, True)) - 1
+            ms = triton.testing.do_bench(fused, warmup=2, rep=1500)
+            peak = peak_extra_gib(fused, torch.cuda.memory_allocated())
+            kind = "uniform" if uniform else "sized by keys"
+            print(f"S={S}: {kind:13} chunks ({n_chunks}): {ms:.2f} ms, extra peak {peak:.2f} GiB", flush=True)
+        attention.fused_chunk_bounds = sized
 
 
 if __name__ == "__main__":
