@@ -261,9 +261,11 @@ def fused_chunk_bounds(shapes: AttentionShapes, rows: int, causal: bool) -> list
     """Row boundaries ``[0, r1, ..., q_len]`` of a fused call chunked at ``rows`` rows
     (:func:`fused_chunk_rows`). Causal chunks see only the keys up to their last row, so an early
     chunk's selection state is narrower: each chunk is the tallest whole number of ``rows``' units
-    (1024 or 128 rows) whose state, rows × key blocks, is at most ``rows`` rows over every key
-    block (the budget's). 128K inference: 8 chunks instead of 15 at the same peak memory, fewer
-    launches and partial last waves (docs/benchmarks.md, session 15). Non-causal: ``rows`` each."""
+    (1024 or 128 rows) whose selection state, rows × key blocks, is at most ``rows`` rows over
+    every key block (the budget's). 128K inference: 9 chunks instead of 15, fewer launches and
+    partial last waves; the selection state per chunk stays within the budget, while the taller
+    chunks' outputs add to the peak (1.21 → 1.35 GiB; docs/benchmarks.md, session 15).
+    Non-causal: ``rows`` each."""
     q_len = shapes.q_len
     if not causal or rows >= q_len:
         return [*range(0, q_len, rows), q_len]

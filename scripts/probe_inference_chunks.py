@@ -74,8 +74,9 @@ def main() -> None:
                 ms = triton.testing.do_bench(fused, warmup=2, rep=1500)
                 peak = peak_extra_gib(fused, torch.cuda.memory_allocated())
                 print(
-                    f"  budget {gib:5.2f} GiB, heavy tiles first {heavy_first!s:5}: chunks of ≥ {rows} rows "
-                    f"({n_chunks}), {ms:.2f} ms ({cudnn_ms / ms:.2f}x cuDNN), extra peak {peak:.2f} GiB",
+                    f"  budget {gib:5.2f} GiB, heavy tiles first {heavy_first!s:5}: {n_chunks} chunks "
+                    f"({rows} rows over every key), {ms:.2f} ms ({cudnn_ms / ms:.2f}x cuDNN), "
+                    f"extra peak {peak:.2f} GiB",
                     flush=True,
                 )
             print(f"  same bits with heavy tiles first: {torch.equal(outs[0], outs[1])}", flush=True)

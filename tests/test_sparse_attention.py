@@ -282,7 +282,8 @@ def test_rows_triton_kernel_matches_definition(case, dtype, block_m, packed):
 def check_heavy_tiles_first(device: str, dtype: torch.dtype, monkeypatch, S: int, D: int, bs: int, block_m: int):
     """Launching a causal fine forward's query tiles last-first (``HEAVY_TILES_FIRST``) changes only
     the order programs start in: the rows launch gives the same bits (the block-major launch shares
-    its ``_launch`` and kernel)."""
+    its ``_launch`` and kernel). This checks the tile remapping (every tile written once, from its
+    own list); the interpreter runs programs in order either way, so only the GPU sees the order."""
     from custom_ops.sparse_attention import triton_kernels
     from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
 
@@ -727,6 +728,43 @@ def test_fused_training_in_query_chunks_equals_whole_call(case, monkeypatch):
         assert (a is None) == (b is None), name
         if a is not None:
             assert rel_err(a, b) < 1e-5, f"{name}: {rel_err(a, b):.2e}"
+
+
+def test_fused_chunks_sized_by_their_keys_equal_the_whole_call(monkeypatch):
+    """Causal chunks that see fewer keys are taller (``fused_chunk_bounds``): 640 causal rows of
+    16-token blocks under a budget of 128 rows over every key block run as chunks of 256, 128, 128
+    and 128 rows (not five of 128), at inference and in training (each chunk recomputed in the
+    backward), and both equal the whole call, output and gradients."""
+    import dash_flex.attention as attention
+
+    case = (1, 4, 2, 640, 640, 16, 16, dict(sigma=1.0))
+    q, k, v, u, kw, _, _ = problem(case)
+    B, _, Hkv, _, Skv, _, bs, _ = case
+    for name, per_entry in (("INFERENCE_CHUNK_BYTES", attention.ROWS_BYTES_PER_ENTRY),
+                            ("TRAINING_CHUNK_BYTES", attention.TRAINING_BYTES_PER_ENTRY)):  # fmt: skip
+        monkeypatch.setattr(attention, name, int(B * Hkv * -(-Skv // bs) * per_entry * 128))
+    heights = []
+    for fn in ("_attend_from_rows", "_select_and_attend"):
+        real = getattr(attention, fn)
+        monkeypatch.setattr(
+            attention, fn, lambda *a, real=real, **kw_: heights.append(kw_["shapes"].q_len) or real(*a, **kw_)
+        )
+    leaves = [t.clone().requires_grad_() for t in (q, k, v, u)]
+    with torch.no_grad():
+        chunked = dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
+    assert heights == [256, 128, 128, 128]
+    out = dash_attention(*leaves[:3], pool_query=leaves[3], fine_stage="fused", **kw)
+    grad_out = torch.randn_like(out)
+    got = torch.autograd.grad(out, leaves, grad_out)
+    assert heights[4:8] == [256, 128, 128, 128]  # the forward
+    assert sorted(heights[8:]) == [128, 128, 128, 256]  # each chunk again in the backward (last first)
+    monkeypatch.undo()
+    whole_leaves = [t.clone().requires_grad_() for t in (q, k, v, u)]
+    whole = dash_attention(*whole_leaves[:3], pool_query=whole_leaves[3], fine_stage="fused", **kw)
+    want = torch.autograd.grad(whole, whole_leaves, grad_out)
+    assert rel_err(chunked, whole) < 1e-6 and rel_err(out, whole) < 1e-6
+    for name, a, b in zip("q k v pool_query".split(), got, want):
+        assert rel_err(a, b) < 1e-5, f"{name}: {rel_err(a, b):.2e}"
 
 
 def test_fused_chunk_rows_fit_the_budget():

@@ -34,7 +34,8 @@ DESCRIPTOR_MIN_KV_LEN = 65536
 # Causal launches start with the last query tiles, which list the most blocks, so the launch does
 # not end on them (a partial last wave of the longest programs). H200, run 80, dash_fused end to
 # end, two runs each: 32K 6.65 / 6.66 ms against 6.68 / 6.75; 128K whole 93.71 / 94.00 against
-# 94.51 / 94.69, in 7 chunks 97.31 / 97.09 against 97.87 / 97.28, in 15 even. Same bits.
+# 94.51 / 94.69, in 7 uniform chunks 97.31 / 97.09 against 97.87 / 97.28, in 15 uniform chunks
+# even (before fused_chunk_bounds). Same bits.
 HEAVY_TILES_FIRST = True
 LN2 = tl.constexpr(0.6931471805599453)
 
