@@ -754,7 +754,7 @@ def test_fused_chunks_sized_by_their_keys_equal_the_whole_call(monkeypatch):
         chunked = dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
     assert heights == [256, 128, 128, 128]
     out = dash_attention(*leaves[:3], pool_query=leaves[3], fine_stage="fused", **kw)
-    grad_out = torch.randn_like(out)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(17))
     got = torch.autograd.grad(out, leaves, grad_out)
     assert heights[4:8] == [256, 128, 128, 128]  # the forward
     assert sorted(heights[8:]) == [128, 128, 128, 256]  # each chunk again in the backward (last first)
@@ -763,8 +763,10 @@ def test_fused_chunks_sized_by_their_keys_equal_the_whole_call(monkeypatch):
     whole = dash_attention(*whole_leaves[:3], pool_query=whole_leaves[3], fine_stage="fused", **kw)
     want = torch.autograd.grad(whole, whole_leaves, grad_out)
     assert rel_err(chunked, whole) < 1e-6 and rel_err(out, whole) < 1e-6
+    # fp32 sums in other orders (the chunks' entmax rows have other register widths); a chunk
+    # attending to the wrong rows or keys would be off by O(1)
     for name, a, b in zip("q k v pool_query".split(), got, want):
-        assert rel_err(a, b) < 1e-5, f"{name}: {rel_err(a, b):.2e}"
+        assert rel_err(a, b) < 1e-4, f"{name}: {rel_err(a, b):.2e}"
 
 
 def test_fused_chunk_rows_fit_the_budget():
