@@ -276,8 +276,11 @@ def fused_chunk_bounds(shapes: AttentionShapes, rows: int, causal: bool) -> list
     while bounds[-1] < q_len:
         r0 = bounds[-1]
         r1 = min(r0 + rows, q_len)  # fits: its key blocks are at most num_blocks
-        while r1 < q_len and (min(r1 + unit, q_len) - r0) * -(-(min(r1 + unit, q_len) + offset) // bs) <= cap:
-            r1 = min(r1 + unit, q_len)
+        while r1 < q_len:
+            taller = min(r1 + unit, q_len)
+            if (taller - r0) * -(-(taller + offset) // bs) > cap:
+                break
+            r1 = taller
         bounds.append(r1)
     return bounds
 
