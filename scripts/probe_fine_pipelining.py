@@ -1,0 +1,111 @@
+"""The inference fine kernel's list loop under Triton's loop options, against the shipped kernel (GPU).
+
+    PYTHONPATH=. python scripts/probe_fine_pipelining.py [--seq 32768 131072]
+
+Variants are copies of ``custom_ops/sparse_attention/triton_kernels.py`` whose list loop (the
+``for j in range(j0, j1)`` of ``_fwd_blocks``) becomes a ``tl.range`` with one option: Hopper's
+automatic warp specialisation (``warp_specialize=True``; Triton 3.6 routes sm_90 to its Hopper
+pass), or an unroll factor. Each copy is written beside the original (so its imports resolve),
+imported, timed on the attention benchmark's lists with their bias rows at the shipped launch
+(32 rows × 4 heads, 2 stages) and at 8 warps, and checked bitwise against the shipped kernel.
+Median ms (``triton.testing.do_bench``), every candidate timed twice in turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_attention import BS, topic_inputs  # noqa: E402
+from profile_stages import print_kernel_resources  # noqa: E402
+
+from custom_ops.block_summary import block_summaries  # noqa: E402
+from custom_ops.coarse_selection import coarse_selection_rows  # noqa: E402
+from custom_ops.sparse_attention import list_kernels, triton_kernels  # noqa: E402
+
+LOOP = "for j in range(j0, j1):"
+VARIANTS = {
+    "warp_specialize": "for j in tl.range(j0, j1, warp_specialize=True):",
+    "unroll2": "for j in tl.range(j0, j1, loop_unroll_factor=2):",
+}
+# (variant, warps): None is the shipped kernel
+CANDIDATES = [(None, 4), ("warp_specialize", 4), ("warp_specialize", 8), ("unroll2", 4)]
+
+
+def variant_module(name: str):
+    source = (ROOT / "custom_ops/sparse_attention/triton_kernels.py").read_text()
+    if source.count(LOOP) != 1:
+        raise RuntimeError(f"expected one list loop {LOOP!r} in triton_kernels.py")
+    path = ROOT / f"custom_ops/sparse_attention/_probe_{name}.py"
+    path.write_text(source.replace(LOOP, VARIANTS[name]))
+    return importlib.import_module(f"custom_ops.sparse_attention._probe_{name}")
+
+
+def study(S: int, modules: dict) -> None:
+    q, k, v = topic_inputs(S)
+    scale = 1 / math.sqrt(q.shape[-1])
+    with torch.no_grad():
+        probs, mean_log = coarse_selection_rows(q, block_summaries(k, None, BS), 1.5, 1.0, True, S, BS)
+        lists = list_kernels.tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, S, BS, 32)
+    del probs, mean_log
+
+    def launch(cand):
+        module = modules[cand[0]]
+        return module.sparse_attention_rows_launch(q, k, v, *lists, True, scale, BS, 32, cand[1], 2, pack=4)
+
+    want = launch(CANDIDATES[0])
+    listed = int(lists[1].sum())
+    flops = listed * 32 * 4 * BS * q.shape[-1] * 4
+    print(f"S={S}: {listed} listed (tile, block) pairs, {flops / 1e12:.2f} TFLOP", flush=True)
+    ok = [CANDIDATES[0]]
+    for cand in CANDIDATES[1:]:
+        try:
+            got = launch(cand)
+            torch.cuda.synchronize()
+            same = torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+            err = float((got[0].float() - want[0].float()).abs().max())
+            print(f"S={S}: {cand}: bitwise the shipped kernel's: {same} (max |diff| {err:.2e})", flush=True)
+            ok.append(cand)
+        except Exception as exc:  # a variant the compiler or the card refuses: say so, go on
+            print(f"S={S}: {cand}: failed: {exc!r:.300}", flush=True)
+    times = {c: [] for c in ok}
+    for _ in range(2):
+        for cand in ok:
+            times[cand].append(triton.testing.do_bench(lambda c=cand: launch(c), warmup=10, rep=100,
+                                                       return_mode="median"))  # fmt: skip
+    for cand, ms in times.items():
+        rate = ", ".join(f"{flops / (t * 1e-3) / 1e12:.0f}" for t in ms)
+        print(f"S={S}: {cand[0] or 'shipped'} warps={cand[1]}: " + ", ".join(f"{t:.3f}" for t in ms)
+              + f" ms ({rate} TFLOP/s)", flush=True)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seq", type=int, nargs="*", default=[32768, 131072])
+    args = parser.parse_args()
+    modules = {None: triton_kernels}
+    try:
+        for name in VARIANTS:
+            modules[name] = variant_module(name)
+        for S in args.seq:
+            study(S, modules)
+            torch.cuda.empty_cache()
+    finally:
+        for name in VARIANTS:
+            (ROOT / f"custom_ops/sparse_attention/_probe_{name}.py").unlink(missing_ok=True)
+    for name, module in modules.items():
+        print(f"-- {name or 'shipped'}", flush=True)
+        print_kernel_resources(module._sparse_attention_fwd)
+
+
+if __name__ == "__main__":
+    main()
