@@ -144,7 +144,7 @@ def main() -> None:
     report("fine tile lists and bias from the rows", k)
     score_ptrs = dict(Q="*bf16", KB_HI="*bf16", KB_LO="*bf16", Z="*fp32")
     for bm, bn, warps, loop, stages in ((64, 64, 4, 0, 3), (128, 128, 8, 0, 3), (128, 64, 8, 1, 3),
-                                        (64, 64, 4, 1, 3), (128, 32, 8, 1, 4)):  # fmt: skip
+                                        (64, 64, 4, 1, 3), (128, 32, 8, 1, 4), (128, 64, 8, 1, 4)):  # fmt: skip
         consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False,
                       LOOP=loop)  # fmt: skip
         k = compile_kernel(coarse._coarse_scores, score_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)

@@ -783,9 +783,30 @@ def test_cuda_narrow_entmax_rows_in_a_wide_output(kv_heads):
     assert probs[:, :, n_rows:].isnan().all() and mean_log[:, :, n_rows:].isnan().all()
 
 
+@pytest.mark.parametrize("nb", [512, 2048])
+def test_score_gemm_tile_follows_the_row_length(monkeypatch, nb):
+    """The looped score GEMM walks 64 blocks a step on rows of ``SCORE_WIDE_FROM`` blocks or more
+    (128K) and 32 below (32K); an explicit tile still wins."""
+    launched = []
+
+    class Recorder:
+        def __getitem__(self, grid):
+            return lambda *args, **m: launched.append((m["BM"], m["BN"], m["num_warps"], m["num_stages"]))
+
+    monkeypatch.setattr(split_kernels, "_coarse_scores", Recorder())
+    q = torch.zeros(1, 4, 64, 128, dtype=torch.bfloat16)
+    parts = (torch.zeros(1, 1, nb, 128, dtype=torch.bfloat16),) * 2
+    z = torch.empty(1, 4, 64, nb)
+    split_kernels.launch_scores(q, parts, z, 0, 64, 1.0, True, 0, 64, looped=1)
+    split_kernels.launch_scores(q, parts, z, 0, 64, 1.0, True, 0, 64, tile=(64, 16, 4, 2), looped=1)
+    want = split_kernels.SCORE_WIDE_TILE if nb >= split_kernels.SCORE_WIDE_FROM else split_kernels.SCORE_LOOP_TILE
+    assert launched == [tuple(want), (64, 16, 4, 2)]
+    assert split_kernels.SCORE_LOOP_TILE != split_kernels.SCORE_WIDE_TILE
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("tile", [(128, 64, 8), (64, 64, 4)])
+@pytest.mark.parametrize("tile", [(128, 64, 8), (64, 64, 4), split_kernels.SCORE_WIDE_TILE])
 def test_cuda_looped_score_gemm_equals_tiled(tile):
     """The looped score GEMM (a program walks its row tile's blocks) writes the same scores as the
     tiled one, over 3 chunks of a causal 16K sequence (256 blocks: the last chunk's programs walk

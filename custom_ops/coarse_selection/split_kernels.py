@@ -54,6 +54,9 @@ SCORE_TILE = (128, 128, 8)
 # took 0.616 ms (run 69). On the H200 (128, 64, 8, 3) used 74 registers and 160 KB of shared
 # memory (one program an SM); capping registers changed nothing (run 70).
 SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 32, 8, 4)
+# Rows of SCORE_WIDE_FROM blocks or more (128K) walk 64 blocks a step: H200, run 79, sum over the
+# chunks, (128, 64, 8, 4) 7.74 ms against 8.08-8.22 at 128K, but 0.657 against 0.607 at 32K.
+SCORE_WIDE_FROM, SCORE_WIDE_TILE = 2048, (128, 64, 8, 4)
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 MAX_BLOCKS = 8192  # longest row of blocks solved in registers
 PRIOR_TILE = 64  # rows × blocks per program of the block-major prior writer
@@ -544,13 +547,16 @@ def launch_scores(
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
     above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
     ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps[, num_stages])``
-    overrides the tile (3 stages by default), ``looped`` (0 tiled, 1 a program per row tile walking
-    its blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
+    overrides the tile (3 stages by default; the looped default is ``SCORE_WIDE_TILE`` for rows of
+    ``SCORE_WIDE_FROM`` blocks or more), ``looped`` (0 tiled, 1 a program per row tile walking its
+    blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     kb_hi, kb_lo = kb_parts
     nb = kb_hi.shape[2]
     looped = SCORE_LOOP if looped is None else looped
-    bm, bn, warps, *stages = tile or (SCORE_LOOP_TILE if looped else SCORE_TILE)
+    if tile is None:
+        tile = (SCORE_WIDE_TILE if nb >= SCORE_WIDE_FROM else SCORE_LOOP_TILE) if looped else SCORE_TILE
+    bm, bn, warps, *stages = tile
     _coarse_scores[(triton.cdiv(n_rows, bm), 1 if looped else triton.cdiv(nb, bn), B * Hq)](
         query, kb_hi, kb_lo, z, row0 + n_rows, row0, nb, Hq, offset, *query.stride(), *kb_hi.stride(), *z.stride(),
         selection_scale / D**0.5,
