@@ -91,15 +91,23 @@ def _power_and_slope(x, d, MODE: tl.constexpr):
 @triton.jit
 def _newton_increment(mass, slope, one_minus_alpha, MODE: tl.constexpr):
     """The monotone Newton increment of τ on ``h(τ) = ‖[s − τ]_+‖_d − 1 = mass^(α−1) − 1`` from a
-    row's ``mass = Σ x^d`` and ``slope = Σ x^(d−1)`` (0 for an empty row)."""
+    row's ``mass = Σ x^d`` and ``slope = Σ x^(d−1)`` (0 for an empty row).
+
+    α = 1.5 (``MODE`` 1) takes both the root and the division from ``rsqrt`` (one MUFU op each, no
+    ``div.full`` range fix-ups): 117 → 104 instructions a Newton step at 512 blocks (sm_90 SASS),
+    the 32K coarse launch 1.612 → 1.527 ms and 128K 22.23 → 21.59 (H200, run 85), p̄ within 1.8e-7.
+    Safe there because ``slope = Σ x ≥ x_top = −τ ≥ n^(−1/2)`` is never subnormal on a row with an
+    entry; other α keep the division (their ``Σ x^(d−1)`` can be subnormal, where an ``rsqrt``
+    flushed to zero would give ``inf``)."""
     safe = tl.where(mass > 0, mass, 1.0)
+    safe_slope = tl.where(slope > 0, slope, 1.0)
     if MODE == 0:
-        root = 1.0 / safe
+        step = mass * (1.0 - 1.0 / safe) / safe_slope
     elif MODE == 1:
-        root = 1.0 / tl.sqrt(safe)
+        inv = tl.math.rsqrt(safe_slope)
+        step = mass * (1.0 - tl.math.rsqrt(safe)) * inv * inv
     else:
-        root = tl.exp2(one_minus_alpha * tl.log2(safe))
-    step = mass * (1.0 - root) / tl.where(slope > 0, slope, 1.0)
+        step = mass * (1.0 - tl.exp2(one_minus_alpha * tl.log2(safe))) / safe_slope
     return tl.where(slope > 0, step, 0.0)
 
 
