@@ -4,10 +4,10 @@
 # tests of the solver's users (entmax, coarse selection, decode, cache, attention end to end).
 set -uo pipefail
 source scripts/gpu_preamble.sh
-timeout 300 python benchmarks/bench_attention.py --seq 8192 32768 131072 --methods sdpa_cudnn fused_select_only \
+timeout 240 python benchmarks/bench_attention.py --seq 8192 32768 131072 --methods sdpa_cudnn fused_select_only \
   dash_fused fused_fine_only --out "$OUT/attn" > "$OUT/attn.log" 2>&1
 echo "attn rc=$? after $((SECONDS - start)) s"; grep -E "^\| (8192|32768|131072)|Error" "$OUT/attn.log" | tail -12
-left=$((420 - (SECONDS - start)))
+left=$((330 - (SECONDS - start)))
 timeout "$left" python -m pytest -m gpu -n 8 -v -p no:cacheprovider --timeout 150 --timeout-method thread -rfEx \
   --tb=short tests/test_entmax.py tests/test_coarse_selection.py tests/test_sparse_decode.py \
   tests/test_gpu_cache.py tests/test_gpu_attention.py > "$OUT/gpu_tests.log" 2>&1
