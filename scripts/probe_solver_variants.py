@@ -1,5 +1,7 @@
 """The inference coarse launch with variants of the entmax solver's Newton step, against the shipped
-kernels (GPU).
+kernels (GPU). The ``rsqrt_step`` variant below landed in session 16 (run 85 measured it here, at
+commit 717a820); at later commits its edits no longer apply and the script says so: add new
+variants to ``EDITS`` to measure them.
 
     PYTHONPATH=. python scripts/probe_solver_variants.py [--seq 32768 131072]
 

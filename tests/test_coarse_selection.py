@@ -783,10 +783,10 @@ def test_cuda_narrow_entmax_rows_in_a_wide_output(kv_heads):
     assert probs[:, :, n_rows:].isnan().all() and mean_log[:, :, n_rows:].isnan().all()
 
 
-@pytest.mark.parametrize("nb", [512, 2048])
-def test_score_gemm_tile_follows_the_row_length(monkeypatch, nb):
-    """The looped score GEMM walks 64 blocks a step on rows of ``SCORE_WIDE_FROM`` blocks or more
-    (128K) and 32 below (32K); an explicit tile still wins."""
+@pytest.mark.parametrize("nb, wide", [(512, False), (1024, False), (2048, True), (4096, True)])
+def test_score_gemm_tile_follows_the_row_length(monkeypatch, nb, wide):
+    """The looped score GEMM walks 64 blocks a step on rows of 2048 blocks or more (128K) and 32
+    below (32K, 64K); an explicit tile still wins, and the tiled GEMM keeps its own tile."""
     launched = []
 
     class Recorder:
@@ -799,8 +799,9 @@ def test_score_gemm_tile_follows_the_row_length(monkeypatch, nb):
     z = torch.empty(1, 4, 64, nb)
     split_kernels.launch_scores(q, parts, z, 0, 64, 1.0, True, 0, 64, looped=1)
     split_kernels.launch_scores(q, parts, z, 0, 64, 1.0, True, 0, 64, tile=(64, 16, 4, 2), looped=1)
-    want = split_kernels.SCORE_WIDE_TILE if nb >= split_kernels.SCORE_WIDE_FROM else split_kernels.SCORE_LOOP_TILE
-    assert launched == [tuple(want), (64, 16, 4, 2)]
+    split_kernels.launch_scores(q, parts, z, 0, 64, 1.0, True, 0, 64, looped=0)
+    want = split_kernels.SCORE_WIDE_TILE if wide else split_kernels.SCORE_LOOP_TILE
+    assert launched == [tuple(want), (64, 16, 4, 2), (*split_kernels.SCORE_TILE, 3)]
     assert split_kernels.SCORE_LOOP_TILE != split_kernels.SCORE_WIDE_TILE
 
 

@@ -96,9 +96,11 @@ def _newton_increment(mass, slope, one_minus_alpha, MODE: tl.constexpr):
     α = 1.5 (``MODE`` 1) takes both the root and the division from ``rsqrt`` (one MUFU op each, no
     ``div.full`` range fix-ups): 117 → 104 instructions a Newton step at 512 blocks (sm_90 SASS),
     the 32K coarse launch 1.612 → 1.527 ms and 128K 22.23 → 21.59 (H200, run 85), p̄ within 1.8e-7.
-    Safe there because ``slope = Σ x ≥ x_top = −τ ≥ n^(−1/2)`` is never subnormal on a row with an
-    entry; other α keep the division (their ``Σ x^(d−1)`` can be subnormal, where an ``rsqrt``
-    flushed to zero would give ``inf``)."""
+    Safe there because ``slope = Σ x ≥ ‖x‖₂ = √mass``, and ``mass ≥ 1`` while τ ≤ τ* (every
+    iterate from the left; an iterate past τ* by rounding has ``mass`` just under 1): the slope of
+    a row with an entry is never subnormal (an empty row has ``slope = 0`` and takes no step).
+    Other α keep the division: their ``Σ x^(d−1)`` can be subnormal (α near 1), where an ``rsqrt``
+    flushed to zero would give ``inf``."""
     safe = tl.where(mass > 0, mass, 1.0)
     safe_slope = tl.where(slope > 0, slope, 1.0)
     if MODE == 0:
