@@ -30,13 +30,19 @@ from custom_ops.sparse_attention import list_kernels, triton_kernels  # noqa: E4
 CANDIDATES = [(False, 4, 2), (True, 4, 2), (True, 4, 3), (True, 8, 2)]  # (descriptors, warps, stages)
 
 
-def study(S: int) -> None:
+def benchmark_lists(S: int):
+    """The attention benchmark's ``(q, k, v)`` at length ``S`` and the inference fine kernel's tile
+    lists with their bias rows (32-row tiles), built once from its selection."""
     q, k, v = topic_inputs(S)
-    scale = 1 / math.sqrt(q.shape[-1])
     with torch.no_grad():
         probs, mean_log = coarse_selection_rows(q, block_summaries(k, None, BS), 1.5, 1.0, True, S, BS)
         lists = list_kernels.tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, S, BS, 32)
-    del probs, mean_log
+    return q, k, v, lists
+
+
+def study(S: int) -> None:
+    q, k, v, lists = benchmark_lists(S)
+    scale = 1 / math.sqrt(q.shape[-1])
 
     def launch(desc, warps, stages):
         return triton_kernels.sparse_attention_rows_launch(

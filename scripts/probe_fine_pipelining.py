@@ -25,12 +25,11 @@ import triton
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_attention import BS, topic_inputs  # noqa: E402
+from bench_attention import BS  # noqa: E402
+from probe_fine_descriptors import benchmark_lists  # noqa: E402
 from profile_stages import print_kernel_resources  # noqa: E402
 
-from custom_ops.block_summary import block_summaries  # noqa: E402
-from custom_ops.coarse_selection import coarse_selection_rows  # noqa: E402
-from custom_ops.sparse_attention import list_kernels, triton_kernels  # noqa: E402
+from custom_ops.sparse_attention import triton_kernels  # noqa: E402
 
 LOOP = "for j in range(j0, j1):"
 VARIANTS = {
@@ -51,12 +50,8 @@ def variant_module(name: str):
 
 
 def study(S: int, modules: dict) -> None:
-    q, k, v = topic_inputs(S)
+    q, k, v, lists = benchmark_lists(S)
     scale = 1 / math.sqrt(q.shape[-1])
-    with torch.no_grad():
-        probs, mean_log = coarse_selection_rows(q, block_summaries(k, None, BS), 1.5, 1.0, True, S, BS)
-        lists = list_kernels.tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, S, BS, 32)
-    del probs, mean_log
 
     def launch(cand):
         module = modules[cand[0]]
