@@ -138,6 +138,9 @@ class DashSelection:
         )
 
 
+_PAIR_FLAGS_PER_CHUNK = 1 << 28
+
+
 def _count_pairs(
     s: AttentionShapes, causal: bool, mask_mod, active: torch.Tensor, positions: torch.Tensor | None = None
 ) -> tuple[float, float]:
@@ -145,19 +148,22 @@ def _count_pairs(
     and visible and in one of t's kept + forced blocks. Chunked over queries: a report must not
     need an Sq×Skv tensor at once. ``positions [B, Sq]`` (a cache selection): key i is visible to
     row t iff ``i ≤ positions[b, t]`` (none for a padding row, −1)."""
-    visible = attended = 0.0
+    visible = attended = 0
     block_of_key = torch.arange(s.kv_len, device=active.device) // s.block_size
     G_act = s.q_heads // active.shape[1]
-    for t0 in range(0, s.q_len, 1024):
-        t = torch.arange(t0, min(t0 + 1024, s.q_len), device=active.device)
+    # ≤ 2^28 (b, h, t, i) flags a chunk (256 MiB of bools): at 128K a 1024-row chunk held 4 G.
+    rows = max(1, min(1024, _PAIR_FLAGS_PER_CHUNK // (s.batch * s.q_heads * s.kv_len)))
+    for t0 in range(0, s.q_len, rows):
+        t = torch.arange(t0, min(t0 + rows, s.q_len), device=active.device)
         allowed = _base_visibility(s, causal, mask_mod, t, active.device)
         if positions is not None:
             keys = torch.arange(s.kv_len, device=active.device)
             allowed = allowed & (keys <= positions[:, t0 : t0 + len(t), None])[:, None]
         act = active[:, :, t0 : t0 + len(t)][..., block_of_key].repeat_interleave(G_act, dim=1)
-        visible += allowed.expand(s.batch, s.q_heads, -1, -1).sum().item()
-        attended += (allowed & act).sum().item()
-    return visible, attended
+        # count_nonzero: a bool .sum() makes an int64 copy first (8 bytes a flag).
+        visible += torch.count_nonzero(allowed).item() * (s.batch * s.q_heads // (allowed.shape[0] * allowed.shape[1]))
+        attended += torch.count_nonzero(allowed & act).item()
+    return float(visible), float(attended)
 
 
 def _base_visibility(s: AttentionShapes, causal: bool, mask_mod, t: torch.Tensor, device) -> torch.Tensor:

@@ -220,6 +220,20 @@ def test_sparsity_report_matches_a_brute_force_count():
     assert 0 < report.token_sparsity < 1 and 0 <= report.tile_sparsity < 1
 
 
+def test_sparsity_report_counts_in_small_chunks_alike(monkeypatch):
+    """At 128K the report counts in 64-row chunks (a 1024-row chunk's flags did not fit an H100):
+    chunks of 3 rows (a ragged last chunk) give the same counts as one chunk of all 300 rows."""
+    import dash_flex.selection as selection
+
+    q, k, v, u = make_inputs(12, 2, 4, 2, 300, 300, 32)
+    with torch.no_grad():
+        _, sel = dash_attention(q, k, v, pool_query=u, block_size=16, return_selection=True)
+    whole = sel.sparsity()
+    monkeypatch.setattr(selection, "_PAIR_FLAGS_PER_CHUNK", 3 * 2 * 4 * 300)
+    chunked = sel.sparsity()
+    assert chunked == whole and 0 < whole.token_sparsity < 1
+
+
 # ----------------------------------------------------------------------------- input validation
 class _RecordOps(TorchDispatchMode):
     def __init__(self):
