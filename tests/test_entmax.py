@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -431,13 +432,43 @@ def test_launcher_on_cpu_without_interpreter_is_a_clear_error():
 
 def test_schedule():
     sched = torch_impl.solver_schedule
-    assert sched(1.5, 512, torch.bfloat16) == (torch_impl.MODE_ENTMAX15, 0, 7)  # Newton only
+    assert sched(1.5, 512, torch.bfloat16) == (torch_impl.MODE_ENTMAX15, 0, 5)  # Newton only
+    assert [sched(1.5, n, torch.float32)[2] for n in (7, 512, 513, 4096, 4097, 8192, 8193)] == [5, 5, 6, 6, 7, 7, 8]
     assert sched(2.0, 512, torch.float32)[:2] == (torch_impl.MODE_SPARSEMAX, 6)
     assert sched(1.3, 512, torch.float16)[0] == torch_impl.MODE_GENERIC
     for alpha in (1.25, 1.5, 2.0):  # longer rows and float64 never get fewer steps
         short = sched(alpha, 512, torch.float32)
         assert sched(alpha, 65536, torch.float32)[1:] > short[1:]
         assert sched(alpha, 512, torch.float64)[2] > short[2]
+
+
+def _crowded_rows(n: int, rows: int = 32, seed: int = 0) -> torch.Tensor:
+    """The hardest rows of ``scripts/study_newton_schedule.py``: a top entry, the other ``n − 1``
+    crowded at −1.8 with a spread of 0.1 (the support shrinks as τ rises)."""
+    g = torch.Generator().manual_seed(seed)
+    x = -1.8 + 0.1 * torch.randn(rows, n, generator=g)
+    x[:, 0] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("alpha", [1.25, 1.5])
+@pytest.mark.parametrize("n", [512, 1024, 2048])
+def test_schedule_reaches_the_float32_floor_on_crowded_rows(n, alpha):
+    """The schedule's Newton steps leave crowded rows within 5e-7 of ten steps' result, both at
+    the float64 oracle's error floor; one step fewer is far off at α = 1.5 at 512 and 2048
+    entries (so the test sees a schedule cut too short)."""
+    x = _crowded_rows(n)
+    want = entmax_bisect(x.double(), alpha=alpha, n_iter=200)
+    mode, n_bisect, n_newton = torch_impl.solver_schedule(alpha, n, torch.float32)
+
+    def error(steps: int) -> torch.Tensor:
+        with mock.patch.object(torch_impl, "solver_schedule", lambda *_: (mode, n_bisect, steps)):
+            return (torch_impl.entmax_forward(x, alpha).double() - want).abs().amax(-1)
+
+    floor = error(10)
+    assert (error(n_newton) <= floor + 5e-7).all() and floor.max() < 2e-6
+    if alpha == 1.5 and n != 1024:  # at 1024 the step fewer is at the edge (5.4e-7), not far off
+        assert (error(n_newton - 1) - floor).max() > 2e-6
 
 
 # ----------------------------------------------------------------------------- CUDA

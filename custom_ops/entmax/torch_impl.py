@@ -41,12 +41,17 @@ MODE_GENERIC = 2  # any other α: p = exp2(d·log2 x)
 def solver_schedule(alpha: float, n: int, dtype: torch.dtype) -> tuple[int, int, int]:
     """``(mode, n_bisect, n_newton)`` for rows of length ``n``.
 
-    Measured against a float64 bisection oracle (rows: Gaussian, uniform, heavy-tailed, near-tie
-    and one-dominant; n = 7 to 65536; scales 0.01 to 1e4), float32 reaches its rounding floor
-    (max abs error ≈ 2e-7) with, from ``τ = −1`` and no bisection, 2 Newton steps at α = 1.01,
-    4 at α = 1.25, 6 at α = 1.5; for larger α the support, not the curvature, is what converges
-    slowly, and 6 bisection steps first leave 4 (α = 1.6) to 7 (α = 2) Newton steps. The counts
-    below add one spare step; float64 takes two more Newton steps for its own floor.
+    α ≤ 1.5: Newton from ``τ = −1``, no bisection, ``newton_steps(n)`` steps: 5 up to 512
+    entries, 6 up to 4096, 7 up to 8192. Each is the fewest whose worst error against a float64
+    bisection oracle stays within 5e-7 (a few float32 ulps of a probability) of the error after 10
+    steps, over Gaussian, heavy-tailed, uniform, near-tie, one-dominant rows and adversarial
+    crowds just below the top entry, α ∈ {1.1, 1.25, 1.4, 1.5} (``scripts/study_newton_schedule.py``,
+    docs/entmax.md): one step fewer leaves up to 1e-4 at α = 1.5 (5 steps are at the
+    edge at 1024 entries: 5.4e-7 on some crowds, so 6 there). For larger α the support, not
+    the curvature, is what converges slowly: 6 bisection steps first, then 8 Newton steps (4 at
+    α = 1.6 to 7 at α = 2 reach the floor, one spare). Rows past 8192 entries crowd the threshold
+    more: one more halving per doubling and one more Newton step. float64 takes two more Newton
+    steps for its own floor.
     """
     if alpha == 2.0:
         mode = MODE_SPARSEMAX
@@ -54,13 +59,19 @@ def solver_schedule(alpha: float, n: int, dtype: torch.dtype) -> tuple[int, int,
         mode = MODE_ENTMAX15
     else:
         mode = MODE_GENERIC
-    n_bisect, n_newton = (0, 7) if alpha <= 1.5 else (6, 8)
+    n_bisect, n_newton = (0, newton_steps(n)) if alpha <= 1.5 else (6, 8)
     if n > 8192:  # more entries crowd the threshold: one more halving per doubling of the row
         n_bisect += math.ceil(math.log2(n / 8192))
         n_newton += 1
     if dtype == torch.float64:
         n_newton += 2
     return mode, n_bisect, n_newton
+
+
+def newton_steps(n: int) -> int:
+    """Newton steps from ``τ = −1`` for α ≤ 1.5 on rows of ``n`` entries (``n ≤ 8192``; see
+    :func:`solver_schedule`); until session 16 every row took 7."""
+    return 5 if n <= 512 else 6 if n <= 4096 else 7
 
 
 def _check_alpha(alpha: float) -> float:
