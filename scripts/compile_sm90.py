@@ -155,7 +155,8 @@ def main() -> None:
                         (1024, 512)):  # fmt: skip
         rows, warps = coarse.entmax_config(triton.next_power_of_2(width + tail))
         consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=4096, SUB=tail or piece_width(width, rows, warps),
-                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail)  # fmt: skip
+                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail,
+                      INTERPRETED=False)  # fmt: skip
         k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
         report(f"group entmax width={width} tail={tail}", k)
     vjp_ptrs = dict(Z="*fp32", DZ_SPLIT="*bf16", GRAD="*fp32", DPRIOR="*fp32", PROBS="*fp32")

@@ -32,6 +32,8 @@ fp32 tensor), and both kernels run many small programs per SM.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -39,6 +41,7 @@ import triton.language as tl
 from ..entmax.torch_impl import solver_schedule
 from ..entmax.triton_kernels import _row_sum, _rows_sum, entmax_rows_split, entmax_rows_split_tail, piece_width
 
+LN2 = tl.constexpr(0.6931471805599453)
 BM = 64  # query rows per chunk are a multiple of this
 # score GEMM: query rows × blocks per program, num_warps. H200, 128K (32K): (128, 128, 8) 9.50 ms
 # (0.70), (128, 64, 4) 10.10 (0.69), (64, 64, 4) 11.65 (0.79), (64, 128, 4) 12.25 (0.89).
@@ -135,6 +138,20 @@ def _coarse_scores(
 
 
 @triton.jit
+def _log2_approx(x, INTERPRETED: tl.constexpr):
+    """``log₂ x`` of ``x > 0`` (subnormals included) in one MUFU op, ``lg2.approx.f32`` (relative
+    error ~2⁻²²): Triton lowers ``tl.log`` and ``tl.log2`` to a ~22-instruction polynomial, which in
+    the entmax kernel's per-row mean of ``log p̄`` cost a third as many instructions as its five
+    Newton steps (sm_90 SASS at 512 blocks: 617 → 264 instructions after the solve). The Triton
+    interpreter (CPU tests) has no inline assembly: ``tl.log2`` there."""
+    if INTERPRETED:
+        return tl.log2(x)
+    else:
+        return tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                         pack=1)  # fmt: skip
+
+
+@triton.jit
 def _group_entmax(
     Z, PROBS, MEAN_LOG, q_len, row0, num_blocks, num_kv_heads, causal_offset,
     stride_zb, stride_zh, stride_zt, stride_zc,
@@ -143,7 +160,7 @@ def _group_entmax(
     am1, d, one_minus_alpha,
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
-    N_NEWTON: tl.constexpr, TAIL: tl.constexpr,
+    N_NEWTON: tl.constexpr, TAIL: tl.constexpr, INTERPRETED: tl.constexpr,
 ):  # fmt: skip
     """``p̄`` (row-major, as ``probs``) and each row's mean of ``log p̄`` over its selected blocks;
     in training :func:`_block_major_prior` turns both into the prior and the flags, at inference
@@ -188,11 +205,11 @@ def _group_entmax(
     if HAS_TAIL:
         tl.store(out_row + cols_t * stride_pc, p_bar_t, mask=t_ok & (cols_t < num_blocks))
     selected, selected_t = p_bar > 0, p_bar_t > 0
-    log_p = tl.where(selected, tl.log(tl.where(selected, p_bar, 1.0)), 0.0)
-    log_p_t = tl.where(selected_t, tl.log(tl.where(selected_t, p_bar_t, 1.0)), 0.0)
+    log_p = tl.where(selected, _log2_approx(tl.where(selected, p_bar, 1.0), INTERPRETED), 0.0)
+    log_p_t = tl.where(selected_t, _log2_approx(tl.where(selected_t, p_bar_t, 1.0), INTERPRETED), 0.0)
     n_sel = tl.maximum(_rows_sum(selected.to(tl.float32), selected_t.to(tl.float32), HAS_TAIL), 1.0)
     rows = row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    mean = _rows_sum(log_p, log_p_t, HAS_TAIL) / n_sel
+    mean = _rows_sum(log_p, log_p_t, HAS_TAIL) * LN2 / n_sel  # natural log, as the prior's
     tl.store(MEAN_LOG + b * stride_mb + h_kv * stride_mh + rows, mean, mask=rows < q_len)
     # blocks past this launch's register row (NB + TAIL, cut to the chunk's causal reach): zeros
     t2 = tl.reshape(t, [ROWS, 1])
@@ -598,7 +615,7 @@ def launch_group_entmax(
         alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
         GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=tail or piece_width(width, rows, warps),
         BLOCK_SIZE=block_size, CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, TAIL=tail,
-        num_warps=warps,
+        INTERPRETED=z.device.type != "cuda", num_warps=warps,
     )  # fmt: skip
 
 
@@ -616,6 +633,7 @@ def coarse_selection_rows_launch(
     score_tile: tuple[int, int, int] | None = None,
     score_loop: int | None = None,
     tails: bool = False,
+    overlap: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
@@ -623,7 +641,9 @@ def coarse_selection_rows_launch(
     ``num_warps`` (of the entmax kernel) override :func:`entmax_config`, ``score_tile`` and
     ``score_loop`` the GEMM's tile and ``SCORE_LOOP``. ``tails``: split register rows as
     :func:`inference_row_split` says (the inference op asks for it); by default whole rows, the
-    launch the VJP repeats (training)."""
+    launch the VJP repeats (training). ``overlap`` (``OVERLAP_SCORES``; CUDA, two chunks or
+    more): the next chunk's GEMM runs on a side stream into a second score buffer while this
+    chunk's entmax runs (the same kernels and bits)."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
     NB = max(16, triton.next_power_of_2(nb))
@@ -637,24 +657,85 @@ def coarse_selection_rows_launch(
     chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
     # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
     # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
-    z = torch.empty(B, Hq, min(chunk, Sq), -(-nb // 16) * 16, device=dev, dtype=torch.float32)[..., :nb]
     kb_parts = split_summaries(k_bar, query.dtype)
+    overlap = (OVERLAP_SCORES if overlap is None else overlap) and dev.type == "cuda" and chunk < Sq
+    # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
+    # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
+    pipe = _ScorePipeline(overlap, (B, Hq, min(chunk, Sq), -(-nb // 16) * 16), nb, dev)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
     offset = kv_len - Sq
     for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
-        launch_scores(
-            query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
-        )
+        with pipe.scores() as z:
+            launch_scores(
+                query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
+            )
         config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
         main, tail = (width, 0)
         if tails:
             main, tail = inference_row_split(width, causal, row0, n_rows, Sq, offset, block_size)
         schedule = (mode, n_bisect, n_newton)
-        launch_group_entmax(z, probs, mean_log, row0, n_rows, main, NB, alpha, causal, offset, block_size, schedule,
-                            rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
+        with pipe.entmax() as z:
+            launch_group_entmax(z, probs, mean_log, row0, n_rows, main, NB, alpha, causal, offset, block_size,
+                                schedule, rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
+    pipe.join()
     return probs, mean_log
+
+
+# The inference coarse launch runs the next chunk's score GEMM on a side stream while the current
+# chunk's entmax runs: the GEMM issues on a fifth of its cycles (latency-bound on its z stores),
+# the entmax kernel on ~90% (docs/benchmarks.md, session 16), so sharing SMs hides part of the
+# GEMM. Costs a second score buffer (Z_BUDGET_BYTES).
+OVERLAP_SCORES = True
+_SIDE_STREAMS: dict = {}
+
+
+class _ScorePipeline:
+    """The score buffers of the chunk loop: one, or with ``overlap`` two used in turn, chunk ``i``'s
+    GEMM on a side stream (after the entmax that last read its buffer) and its entmax on the
+    caller's stream (after that GEMM). ``join`` makes the caller's stream wait for the side
+    stream, so everything after the launch, freeing the buffers included, is ordered after it."""
+
+    def __init__(self, overlap: bool, padded_shape: tuple[int, ...], nb: int, device: torch.device):
+        self.overlap = overlap
+        self.buffers = [
+            torch.empty(padded_shape, device=device, dtype=torch.float32)[..., :nb] for _ in range(1 + overlap)
+        ]
+        self.freed = [None] * len(self.buffers)
+        self.i = 0
+        if overlap:
+            index = torch.cuda.current_device() if device.index is None else device.index
+            self.main = torch.cuda.current_stream(index)
+            if index not in _SIDE_STREAMS:
+                _SIDE_STREAMS[index] = torch.cuda.Stream(index)
+            self.side = _SIDE_STREAMS[index]
+            self.side.wait_stream(self.main)  # the inputs (written on the caller's stream)
+
+    @contextlib.contextmanager
+    def scores(self):
+        slot = self.i % len(self.buffers)
+        if not self.overlap:
+            yield self.buffers[slot]
+            return
+        with torch.cuda.stream(self.side):
+            if self.freed[slot] is not None:
+                self.side.wait_event(self.freed[slot])
+            yield self.buffers[slot]
+
+    @contextlib.contextmanager
+    def entmax(self):
+        slot = self.i % len(self.buffers)
+        if self.overlap:
+            self.main.wait_stream(self.side)  # this chunk's GEMM (the side stream holds no later one yet)
+        yield self.buffers[slot]
+        if self.overlap:
+            self.freed[slot] = self.main.record_event()
+        self.i += 1
+
+    def join(self) -> None:
+        if self.overlap:
+            self.main.wait_stream(self.side)
 
 
 def coarse_selection_split_launch(
