@@ -632,8 +632,7 @@ def test_cuda_rows_op_equals_the_block_major_op(shape):
 def test_cuda_rows_launch_with_tail_tiles(dtype):
     """On CUDA, the benchmark's chunk structure at 24K causal tokens (chunks of 4096 rows, 64-token
     blocks): the inference launch splits the last two chunks' 512-wide rows into 256 + 128 blocks;
-    p̄ and its mean log equal the definition and the whole-row launch, and the launch with each
-    next chunk's GEMM on a side stream gives the serial launch's bits."""
+    p̄ and its mean log equal the definition and the whole-row launch."""
     from custom_ops.coarse_selection.split_kernels import coarse_selection_rows_launch
     from custom_ops.coarse_selection.torch_impl import coarse_selection_rows_torch
 
@@ -641,12 +640,9 @@ def test_cuda_rows_launch_with_tail_tiles(dtype):
     q, k_bar, _ = cuda_problem(S, B, Hq, Hkv, S, S, D, bs, dtype)
     budget = 4096 * B * Hq * k_bar.shape[2] * 4
     args = (q, k_bar, 1.5, 1.0, True, S, bs)
-    probs, mean_log = coarse_selection_rows_launch(*args, z_budget=budget, tails=True, overlap=True)
+    probs, mean_log = coarse_selection_rows_launch(*args, z_budget=budget, tails=True)
     whole, whole_mean = coarse_selection_rows_launch(*args, z_budget=budget)  # whole rows
     want, want_mean = coarse_selection_rows_torch(*args)
-    # the next chunk's GEMM on a side stream into a second buffer (6 chunks): the same bits
-    serial, serial_mean = coarse_selection_rows_launch(*args, z_budget=budget, tails=True, overlap=False)
-    assert torch.equal(probs, serial) and torch.equal(mean_log, serial_mean)
     tol = 1e-5 if dtype == torch.float32 else 3e-3
     assert rel_err(probs, want) <= tol and rel_err(mean_log, want_mean) <= tol
     # the split rows sum in another order: p̄ within 1e-6; the mean log p̄ carries the log of the

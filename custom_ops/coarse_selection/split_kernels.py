@@ -32,8 +32,6 @@ fp32 tensor), and both kernels run many small programs per SM.
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
@@ -633,7 +631,6 @@ def coarse_selection_rows_launch(
     score_tile: tuple[int, int, int] | None = None,
     score_loop: int | None = None,
     tails: bool = False,
-    overlap: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
@@ -641,9 +638,7 @@ def coarse_selection_rows_launch(
     ``num_warps`` (of the entmax kernel) override :func:`entmax_config`, ``score_tile`` and
     ``score_loop`` the GEMM's tile and ``SCORE_LOOP``. ``tails``: split register rows as
     :func:`inference_row_split` says (the inference op asks for it); by default whole rows, the
-    launch the VJP repeats (training). ``overlap`` (``OVERLAP_SCORES``; CUDA, two chunks or
-    more): the next chunk's GEMM runs on a side stream into a second score buffer while this
-    chunk's entmax runs (the same kernels and bits)."""
+    launch the VJP repeats (training)."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
     NB = max(16, triton.next_power_of_2(nb))
@@ -657,85 +652,26 @@ def coarse_selection_rows_launch(
     chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
     # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
     # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
-    kb_parts = split_summaries(k_bar, query.dtype)
-    overlap = (OVERLAP_SCORES if overlap is None else overlap) and dev.type == "cuda" and chunk < Sq
     # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
     # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
-    pipe = _ScorePipeline(overlap, (B, Hq, min(chunk, Sq), -(-nb // 16) * 16), nb, dev)
+    z = torch.empty(B, Hq, min(chunk, Sq), -(-nb // 16) * 16, device=dev, dtype=torch.float32)[..., :nb]
+    kb_parts = split_summaries(k_bar, query.dtype)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
     offset = kv_len - Sq
     for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
-        with pipe.scores() as z:
-            launch_scores(
-                query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
-            )
+        launch_scores(
+            query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
+        )
         config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
         main, tail = (width, 0)
         if tails:
             main, tail = inference_row_split(width, causal, row0, n_rows, Sq, offset, block_size)
         schedule = (mode, n_bisect, n_newton)
-        with pipe.entmax() as z:
-            launch_group_entmax(z, probs, mean_log, row0, n_rows, main, NB, alpha, causal, offset, block_size,
-                                schedule, rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
-    pipe.join()
+        launch_group_entmax(z, probs, mean_log, row0, n_rows, main, NB, alpha, causal, offset, block_size, schedule,
+                            rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
     return probs, mean_log
-
-
-# The inference coarse launch runs the next chunk's score GEMM on a side stream while the current
-# chunk's entmax runs: the GEMM issues on a fifth of its cycles (latency-bound on its z stores),
-# the entmax kernel on ~90% (docs/benchmarks.md, session 16), so sharing SMs hides part of the
-# GEMM. Costs a second score buffer (Z_BUDGET_BYTES).
-OVERLAP_SCORES = True
-_SIDE_STREAMS: dict = {}
-
-
-class _ScorePipeline:
-    """The score buffers of the chunk loop: one, or with ``overlap`` two used in turn, chunk ``i``'s
-    GEMM on a side stream (after the entmax that last read its buffer) and its entmax on the
-    caller's stream (after that GEMM). ``join`` makes the caller's stream wait for the side
-    stream, so everything after the launch, freeing the buffers included, is ordered after it."""
-
-    def __init__(self, overlap: bool, padded_shape: tuple[int, ...], nb: int, device: torch.device):
-        self.overlap = overlap
-        self.buffers = [
-            torch.empty(padded_shape, device=device, dtype=torch.float32)[..., :nb] for _ in range(1 + overlap)
-        ]
-        self.freed = [None] * len(self.buffers)
-        self.i = 0
-        if overlap:
-            index = torch.cuda.current_device() if device.index is None else device.index
-            self.main = torch.cuda.current_stream(index)
-            if index not in _SIDE_STREAMS:
-                _SIDE_STREAMS[index] = torch.cuda.Stream(index)
-            self.side = _SIDE_STREAMS[index]
-            self.side.wait_stream(self.main)  # the inputs (written on the caller's stream)
-
-    @contextlib.contextmanager
-    def scores(self):
-        slot = self.i % len(self.buffers)
-        if not self.overlap:
-            yield self.buffers[slot]
-            return
-        with torch.cuda.stream(self.side):
-            if self.freed[slot] is not None:
-                self.side.wait_event(self.freed[slot])
-            yield self.buffers[slot]
-
-    @contextlib.contextmanager
-    def entmax(self):
-        slot = self.i % len(self.buffers)
-        if self.overlap:
-            self.main.wait_stream(self.side)  # this chunk's GEMM (the side stream holds no later one yet)
-        yield self.buffers[slot]
-        if self.overlap:
-            self.freed[slot] = self.main.record_event()
-        self.i += 1
-
-    def join(self) -> None:
-        if self.overlap:
-            self.main.wait_stream(self.side)
 
 
 def coarse_selection_split_launch(
