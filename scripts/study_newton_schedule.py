@@ -1,12 +1,15 @@
 """How many Newton steps α-entmax (α ≤ 1.5, from τ = −1, no bisection) needs per row length, judged
 by the worst absolute error of ``p`` against the float64 bisection oracle (CPU, float32 through
-``custom_ops.entmax.torch_impl.entmax_forward``, the kernels' schedule and step).
+``custom_ops.entmax.torch_impl.entmax_forward``: the kernels' solver, at α = 1.5 with its exact
+last step after the Newton steps counted here).
 
 The criterion: ``k`` steps suffice at length ``n`` when, on every row of every family, ``k`` steps
 are within ``--slack`` (default 5e-7, a few float32 ulps of a probability) of the error after
 ``--ref`` steps (default 10), so stopping at ``k`` leaves the solver at its float32 floor. Families:
-those of ``study_newton_start.py`` and ``study_newton_variants.py`` (adversarial crowds below the
-top entry, staircases, mixed scales). docs/entmax.md, "A schedule by row length", has the table.
+those of ``study_newton_start.py``, ``study_newton_variants.py`` (adversarial crowds below the
+top entry, staircases, mixed scales) and ``study_entmax_exact_step.py`` (graded, geometric and
+two-level rows: a random number of tied top entries, the rest one gap below). docs/entmax.md,
+"A schedule by row length", has the table.
 
     PYTHONPATH=. python scripts/study_newton_schedule.py [--alpha 1.25 1.5] [--n 256 512]
 """
@@ -21,6 +24,7 @@ from unittest import mock
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study_entmax_exact_step import families as graded_families  # noqa: E402
 from study_newton_start import families  # noqa: E402
 from study_newton_variants import crowd_families  # noqa: E402
 
@@ -37,9 +41,9 @@ def entmax_steps(z: torch.Tensor, alpha: float, steps: int) -> torch.Tensor:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--alpha", type=float, nargs="+", default=[1.1, 1.25, 1.4, 1.5])
-    parser.add_argument("--n", type=int, nargs="+", default=[16, 64, 256, 512, 1024, 2048, 4096])
-    parser.add_argument("--steps", type=int, nargs="+", default=[4, 5, 6, 7])
+    parser.add_argument("--alpha", type=float, nargs="+", default=[1.5])
+    parser.add_argument("--n", type=int, nargs="+", default=[16, 64, 128, 256, 512, 1024, 2048, 4096, 8192])
+    parser.add_argument("--steps", type=int, nargs="+", default=[3, 4, 5, 6])
     parser.add_argument("--ref", type=int, default=10)
     parser.add_argument("--slack", type=float, default=5e-7)
     parser.add_argument("--rows", type=int, default=32)
@@ -50,6 +54,9 @@ def main() -> None:
     for alpha in args.alpha:
         for n in args.n:
             rows = {**families(n, rows=args.rows), **crowd_families(n, rows=args.rows)}
+            # graded_families gives s = (z − max z) / 2; as z for α: 2s has its max at 0 as well
+            g = torch.Generator().manual_seed(n)
+            rows.update({name: 2 * s for name, s in graded_families(n, 32 * args.rows, g).items()})
             floor, excess = 0.0, {k: (0.0, "") for k in args.steps}
             for name, z in rows.items():
                 want = entmax_bisect(z.double(), alpha)

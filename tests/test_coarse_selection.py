@@ -783,6 +783,51 @@ def test_cuda_narrow_entmax_rows_in_a_wide_output(kv_heads):
     assert probs[:, :, n_rows:].isnan().all() and mean_log[:, :, n_rows:].isnan().all()
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                                  reason="needs CUDA")])]  # fmt: skip
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("width, tail", [(16, 0), (1024, 0), (2048, 0), (512, 256)])
+def test_group_entmax_ignores_what_lies_past_the_eligible_blocks(device, width, tail):
+    """The entmax kernel reads whole padded rows of the score chunk (vectorised loads) and masks the
+    ineligible blocks in registers: scores above the causal diagonal and in the row's padding
+    columns are never written by the GEMM, so they hold any bits. Filled with NaN, ±inf or large
+    values, they leave p̄ and the mean log p̄ bitwise as with −inf there; rows of 2048 blocks take
+    the per-entry load masks instead, the same bits. The mean log p̄ equals the definition, 0 on
+    the rows that see no key block yet (the first chunk's)."""
+    B, Hq, Hkv, bs, n_rows = 1, 4, 1, 4, 64
+    nb = width + tail + 3  # padding columns past the last block
+    row0 = (width + tail) * bs - n_rows  # causal: the chunk's last row reaches the register row's end
+    g = torch.Generator().manual_seed(width)
+    buffer = torch.empty(B, Hq, n_rows, -(-nb // 16) * 16)
+    t = row0 + torch.arange(n_rows)[:, None]
+    eligible = torch.arange(nb)[None, :] < t // bs
+    results = []
+    for fill in (float("-inf"), float("nan"), float("inf"), 3e38):
+        buffer.fill_(fill)
+        scores = 3 * torch.randn(B, Hq, n_rows, nb, generator=g) if not results else results[0][2]
+        buffer[..., :nb] = torch.where(eligible, scores, fill)
+        z = buffer.to(device)[..., :nb]
+        assert split_kernels.readable_columns(z) == buffer.shape[-1]
+        probs = torch.full((B, Hkv, row0 + n_rows, nb), float("nan"), device=device)
+        mean_log = torch.full((B, Hkv, row0 + n_rows), float("nan"), device=device)
+        schedule = solver_schedule(1.5, nb, torch.float32)
+        rows, warps = split_kernels.entmax_config(2 * width if tail else width, interpreted=device == "cpu")
+        split_kernels.launch_group_entmax(z, probs, mean_log, row0, n_rows, width, nb, 1.5, True, 0, bs, schedule,
+                                          rows, warps, tail)  # fmt: skip
+        results.append((probs[:, :, row0:].cpu(), mean_log[:, :, row0:].cpu(), scores))
+    for probs, mean_log, _ in results[1:]:
+        assert torch.equal(probs, results[0][0]) and torch.equal(mean_log, results[0][1])
+    want = entmax_forward(results[0][2].masked_fill(~eligible, float("-inf")), 1.5).mean(1, keepdim=True)
+    assert rel_err(results[0][0], want) <= 1e-5
+    selected = want > 0
+    want_mean = torch.where(selected, want.clamp_min(1e-30).log(), 0).sum(-1) / selected.sum(-1).clamp_min(1)
+    assert rel_err(results[0][1], want_mean) <= 1e-5
+    if row0 == 0:  # the rows before the first whole key block select nothing
+        assert (results[0][1][..., :bs] == 0).all()
+
+
 @pytest.mark.parametrize("nb, wide", [(512, False), (1024, False), (2048, True), (4096, True)])
 def test_score_gemm_tile_follows_the_row_length(monkeypatch, nb, wide):
     """The looped score GEMM walks 64 blocks a step on rows of 2048 blocks or more (128K) and 32

@@ -135,23 +135,29 @@ def _coarse_scores(
                         IEEE)  # fmt: skip
 
 
+# lg2.approx.ftz.f32 flushes subnormal inputs; _log2_scaled's inputs are scaled by 2^64 first, so a
+# subnormal p̄ (down to 2^-149) is read as a normal number and its logarithm stays exact.
+LOG2_SCALE = tl.constexpr(18446744073709551616.0)  # 2^64
+
+
 @triton.jit
-def _log2_approx(x, INTERPRETED: tl.constexpr):
-    """``log₂ x`` of ``x > 0`` (subnormals included) in one MUFU op, ``lg2.approx.f32`` (relative
-    error ~2⁻²²): Triton lowers ``tl.log`` and ``tl.log2`` to a ~22-instruction polynomial, which in
-    the entmax kernel's per-row mean of ``log p̄`` cost a third as many instructions as its five
-    Newton steps (sm_90 SASS at 512 blocks: 617 → 264 instructions after the solve). The Triton
-    interpreter (CPU tests) has no inline assembly: ``tl.log2`` there."""
+def _log2_scaled(x, INTERPRETED: tl.constexpr):
+    """``log₂ x + 64`` of ``0 < x ≤ 1`` in one MUFU op, ``lg2.approx.ftz.f32`` of ``x · 2⁶⁴`` (relative
+    error ~2⁻²²; the caller subtracts the 64 once per row, not per entry). Triton lowers ``tl.log``
+    and ``tl.log2`` to a ~22-instruction polynomial, which in the entmax kernel's per-row mean of
+    ``log p̄`` cost a third as many instructions as its five Newton steps (sm_90 SASS at 512
+    blocks: 617 → 269 instructions after the solve). The Triton interpreter (CPU tests) has no
+    inline assembly: ``tl.log2`` there."""
     if INTERPRETED:
-        return tl.log2(x)
+        return tl.log2(tl.where(x > 0, x, 1.0)) + 64.0
     else:
-        return tl.inline_asm_elementwise("lg2.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
-                                         pack=1)  # fmt: skip
+        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [x * LOG2_SCALE], dtype=tl.float32,
+                                         is_pure=True, pack=1)  # fmt: skip
 
 
 @triton.jit
 def _group_entmax(
-    Z, PROBS, MEAN_LOG, q_len, row0, num_blocks, num_kv_heads, causal_offset,
+    Z, PROBS, MEAN_LOG, q_len, row0, num_blocks, z_cols, causal_offset,
     stride_zb, stride_zh, stride_zt, stride_zc,
     stride_pb, stride_ph, stride_pt, stride_pc,
     stride_mb, stride_mh,
@@ -168,29 +174,47 @@ def _group_entmax(
     am1, d, one_minus_alpha = tl.cast(am1, tl.float32), tl.cast(d, tl.float32), tl.cast(one_minus_alpha, tl.float32)
     HAS_TAIL: tl.constexpr = TAIL > 0
     TAIL_PIECES: tl.constexpr = max(TAIL // SUB, 1)
-    bh = tl.program_id(1).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
-    b = bh // num_kv_heads
-    h_kv = bh % num_kv_heads
+    # the grid is (row programs, KV heads, batch): no integer division by the head count (~20
+    # instructions of a one-row program); int64 offsets: the outputs pass 2³¹ elements at 128K
+    h_kv = tl.program_id(1).to(tl.int64)
+    b = tl.program_id(2).to(tl.int64)
     t = (row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS))[None, :, None]  # [1, ROWS, 1]
     t_ok = t < q_len
     # block c of row r sits at [c // SUB, r, c % SUB]; the launch sizes SUB so warps split SUB, not K
     cols = tl.arange(0, NB // SUB)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
     cols_t = NB + tl.arange(0, TAIL_PIECES)[:, None, None] * SUB + tl.arange(0, SUB)[None, None, :]
     own = (t + causal_offset) // BLOCK_SIZE
-    if CAUSAL:
-        eligible = (cols < own) & t_ok
-        eligible_t = (cols_t < own) & t_ok
+    # BOUND (rows of up to 1024 blocks): loads masked only by the row's allocated columns (z_cols,
+    # a multiple of 16 for the chunk buffers) vectorise, 4 entries a load; the ineligible entries
+    # they read (unwritten above the causal diagonal: any bits, NaN included) become −inf through a
+    # min with a bound tile, +inf on the eligible blocks and −inf past them (min ignores a NaN
+    # operand). The bound is arithmetic, (blocks left − ½)·∞: as a select the compiler turned the
+    # min back into per-entry predicates. A per-entry load mask costs one load and ~3 predicate
+    # instructions per entry (sm_90 SASS at 512 blocks: a thread's 16 predicates do not fit its 7
+    # predicate registers; 119 → 99 instructions per head before the solve). Wider rows keep the
+    # per-entry masks: the bound tile's registers made 2048-block rows spill.
+    BOUND: tl.constexpr = NB + TAIL <= 1024
+    end = own if CAUSAL else num_blocks
+    if BOUND:
+        load_ok = (cols < z_cols) & t_ok
+        load_ok_t = (cols_t < z_cols) & t_ok
+        bound = ((end - cols).to(tl.float32) - 0.5) * float("inf")
+        bound_t = ((end - cols_t).to(tl.float32) - 0.5) * float("inf")
     else:
-        eligible = (cols < num_blocks) & t_ok
-        eligible_t = (cols_t < num_blocks) & t_ok
+        load_ok = (cols < end) & t_ok
+        load_ok_t = (cols_t < end) & t_ok
     p_bar = tl.zeros([NB // SUB, ROWS, SUB], tl.float32)
     p_bar_t = tl.zeros([TAIL_PIECES, ROWS, SUB], tl.float32)
     z_row = Z + b * stride_zb + (t - row0) * stride_zt
     for g in range(GROUP):
         head = (h_kv * GROUP + g) * stride_zh
-        z = tl.load(z_row + head + cols * stride_zc, mask=eligible, other=-float("inf"))
+        z = tl.load(z_row + head + cols * stride_zc, mask=load_ok, other=-float("inf"))
+        if BOUND:
+            z = tl.minimum(z, bound)
         if HAS_TAIL:
-            z_t = tl.load(z_row + head + cols_t * stride_zc, mask=eligible_t, other=-float("inf"))
+            z_t = tl.load(z_row + head + cols_t * stride_zc, mask=load_ok_t, other=-float("inf"))
+            if BOUND:
+                z_t = tl.minimum(z_t, bound_t)
             p, p_t = entmax_rows_split_tail(z, z_t, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, True)
             p_bar += p
             p_bar_t += p_t
@@ -203,11 +227,12 @@ def _group_entmax(
     if HAS_TAIL:
         tl.store(out_row + cols_t * stride_pc, p_bar_t, mask=t_ok & (cols_t < num_blocks))
     selected, selected_t = p_bar > 0, p_bar_t > 0
-    log_p = tl.where(selected, _log2_approx(tl.where(selected, p_bar, 1.0), INTERPRETED), 0.0)
-    log_p_t = tl.where(selected_t, _log2_approx(tl.where(selected_t, p_bar_t, 1.0), INTERPRETED), 0.0)
-    n_sel = tl.maximum(_rows_sum(selected.to(tl.float32), selected_t.to(tl.float32), HAS_TAIL), 1.0)
+    log_p = tl.where(selected, _log2_scaled(p_bar, INTERPRETED), 0.0)  # log₂ p̄ + 64 on the support
+    log_p_t = tl.where(selected_t, _log2_scaled(p_bar_t, INTERPRETED), 0.0)
+    n_sel = _rows_sum(selected.to(tl.float32), selected_t.to(tl.float32), HAS_TAIL)
     rows = row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS)
-    mean = _rows_sum(log_p, log_p_t, HAS_TAIL) * LN2 / n_sel  # natural log, as the prior's
+    # natural log, as the prior's; 0 for a row that selects nothing (before any key block)
+    mean = (_rows_sum(log_p, log_p_t, HAS_TAIL) - 64.0 * n_sel) / tl.maximum(n_sel, 1.0) * LN2
     tl.store(MEAN_LOG + b * stride_mb + h_kv * stride_mh + rows, mean, mask=rows < q_len)
     # blocks past this launch's register row (NB + TAIL, cut to the chunk's causal reach): zeros
     t2 = tl.reshape(t, [ROWS, 1])
@@ -581,6 +606,17 @@ def launch_scores(
     )  # fmt: skip
 
 
+def readable_columns(z: torch.Tensor) -> int:
+    """How many columns of each row of ``z [B, H, rows, nb]`` lie in its storage: the row stride
+    for the chunk buffers (rows padded to a multiple of 16 columns, ``[..., :nb]`` views), else
+    ``nb``. The entmax kernel loads that many and masks the ineligible ones in registers."""
+    *dims, nb = z.shape
+    if z.stride(3) != 1 or z.stride(2) < nb or z.numel() == 0:
+        return nb
+    last = z.storage_offset() + sum((n - 1) * st for n, st in zip(dims, z.stride()[:3])) + z.stride(2)
+    return z.stride(2) if last * z.element_size() <= z.untyped_storage().nbytes() else nb
+
+
 def launch_group_entmax(
     z: torch.Tensor,
     probs: torch.Tensor,
@@ -607,8 +643,8 @@ def launch_group_entmax(
     B, Hq = z.shape[:2]
     Hkv, Sq, nb = probs.shape[1:]
     mode, n_bisect, n_newton = schedule
-    _group_entmax[(triton.cdiv(n_rows, rows), B * Hkv)](
-        z, probs, mean_log, Sq, row0, nb, Hkv, offset,
+    _group_entmax[(triton.cdiv(n_rows, rows), Hkv, B)](
+        z, probs, mean_log, Sq, row0, nb, readable_columns(z), offset,
         *z.stride(), *probs.stride(), *mean_log.stride()[:2],
         alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
         GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=tail or piece_width(width, rows, warps),

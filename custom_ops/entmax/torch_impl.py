@@ -18,7 +18,13 @@ also their readable specification. For a row ``z`` (``d = 1/(α−1)``):
    needs far fewer steps than Newton on ``f``, whose ``d``-th powers bend strongly for α near 1.
    With ``S = Σ x^d``, ``D = Σ x^(d−1)``, ``x = [s − τ]_+``: ``τ ← τ + S (1 − S^(−1/d)) / D``
    (for sparsemax, ``d = 1``, this is Michelot's fixed-point iteration).
-5. ``p /= Σ p`` removes the last rounding error in the mass.
+5. α = 1.5 only: one **exact step**. On the current support ``A`` (the entries with ``x > 0``) the
+   mass is the quadratic ``Σ_A (x_i − δ)²``; its smaller root
+   ``δ = (S − 1) / (D + √(D² − |A|(S − 1)))`` (the cancellation-free form) is the threshold itself
+   once ``A`` is the final support, and lands within the float32 floor of it after the Newton
+   steps the schedule gives (``scripts/study_newton_schedule.py``). It may overshoot (past ``τ*``,
+   when an entry of ``A`` should still drop out); step 6 absorbs what that leaves.
+6. ``p /= Σ p`` removes the last rounding error in the mass.
 
 All arithmetic is float32 (float64 for float64 inputs); the output has the input dtype.
 """
@@ -41,17 +47,16 @@ MODE_GENERIC = 2  # any other α: p = exp2(d·log2 x)
 def solver_schedule(alpha: float, n: int, dtype: torch.dtype) -> tuple[int, int, int]:
     """``(mode, n_bisect, n_newton)`` for rows of length ``n``.
 
-    α ≤ 1.5: Newton from ``τ = −1``, no bisection, ``newton_steps(n)`` steps: 5 up to 512
-    entries, 6 up to 4096, 7 up to 8192. Each is the fewest whose worst error against a float64
-    bisection oracle stays within 5e-7 (a few float32 ulps of a probability) of the error after 10
-    steps, over Gaussian, heavy-tailed, uniform, near-tie, one-dominant rows and adversarial
-    crowds just below the top entry, α ∈ {1.1, 1.25, 1.4, 1.5} (``scripts/study_newton_schedule.py``,
-    docs/entmax.md): one step fewer leaves up to 1e-4 at α = 1.5 (5 steps are at the
-    edge at 1024 entries: 5.4e-7 on some crowds, so 6 there). For larger α the support, not
-    the curvature, is what converges slowly: 6 bisection steps first, then 8 Newton steps (4 at
-    α = 1.6 to 7 at α = 2 reach the floor, one spare). Rows past 8192 entries crowd the threshold
-    more: one more halving per doubling and one more Newton step. float64 takes two more Newton
-    steps for its own floor.
+    Measured against a float64 bisection oracle (rows: Gaussian, uniform, heavy-tailed, near-tie,
+    one-dominant, graded, geometric, two-level and crowds just below the top entry; n = 16 to
+    65536; scales 0.01 to 1e4). α = 1.5: ``exact_step_newtons(n)`` Newton steps, then the exact
+    step (module docstring): 4 up to 1024 entries, as accurate as 6 Newton steps alone, which
+    two-level rows need from 128 entries on (5 leave 1e-5 there); see that function. Other
+    α ≤ 1.5: 7 Newton steps from ``τ = −1`` (float32 reaches its rounding floor with 2 at
+    α = 1.01, 4 at α = 1.25; one spare). For larger α the support, not the curvature, is what
+    converges slowly: 6 bisection steps first leave 4 (α = 1.6) to 7 (α = 2) Newton steps; 8 run.
+    Rows past 8192 entries crowd the threshold more: one more halving per doubling and one more
+    Newton step. float64 takes two more Newton steps for its own floor.
     """
     if alpha == 2.0:
         mode = MODE_SPARSEMAX
@@ -59,7 +64,10 @@ def solver_schedule(alpha: float, n: int, dtype: torch.dtype) -> tuple[int, int,
         mode = MODE_ENTMAX15
     else:
         mode = MODE_GENERIC
-    n_bisect, n_newton = (0, newton_steps(n)) if alpha <= 1.5 else (6, 8)
+    if alpha == 1.5:
+        n_bisect, n_newton = 0, exact_step_newtons(n)
+    else:
+        n_bisect, n_newton = (0, 7) if alpha < 1.5 else (6, 8)
     if n > 8192:  # more entries crowd the threshold: one more halving per doubling of the row
         n_bisect += math.ceil(math.log2(n / 8192))
         n_newton += 1
@@ -68,10 +76,12 @@ def solver_schedule(alpha: float, n: int, dtype: torch.dtype) -> tuple[int, int,
     return mode, n_bisect, n_newton
 
 
-def newton_steps(n: int) -> int:
-    """Newton steps from ``τ = −1`` for α ≤ 1.5 on rows of ``n`` entries (``n ≤ 8192``; see
-    :func:`solver_schedule`); until session 16 every row took 7."""
-    return 5 if n <= 512 else 6 if n <= 4096 else 7
+def exact_step_newtons(n: int) -> int:
+    """Newton steps before the exact step at α = 1.5 for rows of ``n ≤ 8192`` entries (see
+    :func:`solver_schedule`): the fewest whose result stays within 5e-7 of ten Newton steps' on
+    every row family (``scripts/study_newton_schedule.py``). Until session 16 every row took 7
+    Newton steps and no exact step."""
+    return 4 if n <= 1024 else 5 if n <= 4096 else 6
 
 
 def _check_alpha(alpha: float) -> float:
@@ -146,10 +156,24 @@ def entmax_forward(x: Tensor, alpha: float) -> Tensor:
         slope = dp.sum(-1, keepdim=True)  # D; 0 only on an all -inf row
         tau = tau + torch.where(slope > 0, mass * (1.0 - _root(mass, mode, alpha)) / slope.clamp(min=1e-30), 0.0)
 
+    if mode == MODE_ENTMAX15:
+        tau = tau + exact_step(s, tau)
+
     p = _powers((s - tau).clamp(min=0), mode, d)[0]
     total = p.sum(-1, keepdim=True)
     p = p * torch.where(total > 0, 1.0 / total.clamp(min=1e-30), 0.0)
     return _like_input(p.to(x.dtype), x)
+
+
+def exact_step(s: Tensor, tau: Tensor) -> Tensor:
+    """α = 1.5: the root ``δ`` of ``Σ_A (x_i − δ)² = 1`` on the support ``A`` of ``x = [s − τ]_+``
+    (0 for a row without one), from ``S = Σ x²``, ``D = Σ x`` and ``|A|``; ``D² ≥ |A|(S − 1)``
+    whenever the root exists (Cauchy–Schwarz gives ``D² ≤ |A|·S``), clamped at 0 against rounding."""
+    x = (s - tau).clamp(min=0)
+    mass, slope = (x * x).sum(-1, keepdim=True), x.sum(-1, keepdim=True)
+    size = (x > 0).sum(-1, keepdim=True).to(s.dtype)
+    root = (slope * slope - size * (mass - 1.0)).clamp(min=0).sqrt()
+    return torch.where(slope > 0, (mass - 1.0) / (slope + root).clamp(min=torch.finfo(s.dtype).tiny), 0.0)
 
 
 def _support_weights(p: Tensor, alpha: float) -> Tensor:

@@ -1,6 +1,7 @@
 """Triton kernels for α-entmax over the last dimension, and their launchers.
 
 Same solver as ``torch_impl`` (bracket → bisection → monotone Newton on ``‖[s − τ]_+‖_d − 1``
+→ at α = 1.5 the exact step on the support
 → renormalise), float32 inside whatever the storage dtype. Two variants per direction:
 
 * **register** (``n ≤ MAX_REGISTER_BLOCK``): a program holds ``ROWS`` whole rows in registers as a
@@ -114,6 +115,16 @@ def _newton_increment(mass, slope, one_minus_alpha, MODE: tl.constexpr):
 
 
 @triton.jit
+def _exact_increment(mass, slope, size):
+    """α = 1.5: the root ``δ`` of ``Σ_A (x_i − δ)² = 1`` on a row's support ``A`` from ``mass = Σ x²``,
+    ``slope = Σ x`` and ``size = |A|`` (0 for an empty row), as ``torch_impl.exact_step``: after the
+    schedule's Newton steps it lands on the threshold within the float32 floor, where two more
+    Newton steps were needed (two-level rows, docs/entmax.md)."""
+    root = tl.sqrt(tl.maximum(slope * slope - size * (mass - 1.0), 0.0))
+    return tl.where(slope > 0, (mass - 1.0) / tl.where(slope > 0, slope + root, 1.0), 0.0)
+
+
+@triton.jit
 def _rows_sum(x, y, HAS_TAIL: tl.constexpr):
     """Per-row sum over a ``[K, R, S]`` tile and, with ``HAS_TAIL``, a ``[K2, R, S]`` tail tile (the
     pieces first, so the two tiles share one reduction over ``S``)."""
@@ -185,6 +196,13 @@ def entmax_rows_split_tail(
             p_t, dp_t = _power_and_slope(tl.maximum(s_t - tau[None, :, None], 0.0), d, MODE)
         mass = _rows_sum(p, p_t, HAS_TAIL)
         tau += _newton_increment(mass, _rows_sum(dp, dp_t, HAS_TAIL), one_minus_alpha, MODE)
+    if MODE == 1:  # α = 1.5: the exact step on the current support (torch_impl.exact_step)
+        x = tl.maximum(s - tau[None, :, None], 0.0)
+        x_t = x
+        if HAS_TAIL:
+            x_t = tl.maximum(s_t - tau[None, :, None], 0.0)
+        size = _rows_sum((x > 0).to(tl.float32), (x_t > 0).to(tl.float32), HAS_TAIL)
+        tau += _exact_increment(_rows_sum(x * x, x_t * x_t, HAS_TAIL), _rows_sum(x, x_t, HAS_TAIL), size)
 
     p = _entmax_power(tl.maximum(s - tau[None, :, None], 0.0), d, MODE)
     p_t = p
@@ -289,6 +307,18 @@ def _entmax_fwd_chunked_kernel(
             acc += p
             dacc += dp
         tau = tau + _newton_increment(tl.sum(acc, axis=0), tl.sum(dacc, axis=0), one_minus_alpha, MODE)
+    if MODE == 1:  # α = 1.5: the exact step on the current support (torch_impl.exact_step)
+        acc = tl.zeros([CHUNK], tl.float32)
+        dacc = tl.zeros([CHUNK], tl.float32)
+        size = tl.zeros([CHUNK], tl.float32)
+        for start in range(0, n_cols, CHUNK):
+            m = start + cols < n_cols
+            z = tl.load(X + base + start + cols, mask=m, other=-float("inf")).to(tl.float32)
+            x = tl.maximum((z - top) * am1 - tau, 0.0)
+            acc += x * x
+            dacc += x
+            size += (x > 0).to(tl.float32)
+        tau = tau + _exact_increment(tl.sum(acc, axis=0), tl.sum(dacc, axis=0), tl.sum(size, axis=0))
 
     acc = tl.zeros([CHUNK], tl.float32)
     for start in range(0, n_cols, CHUNK):
