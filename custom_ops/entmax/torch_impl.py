@@ -50,7 +50,7 @@ def solver_schedule(alpha: float, n: int, dtype: torch.dtype) -> tuple[int, int,
     Measured against a float64 bisection oracle (rows: Gaussian, uniform, heavy-tailed, near-tie,
     one-dominant, graded, geometric, two-level and crowds just below the top entry; n = 16 to
     65536; scales 0.01 to 1e4). α = 1.5: ``exact_step_newtons(n)`` Newton steps, then the exact
-    step (module docstring): 4 up to 1024 entries, as accurate as 6 Newton steps alone, which
+    step (module docstring): 4 up to 2048 entries, as accurate as 6 Newton steps alone, which
     two-level rows need from 128 entries on (5 leave 1e-5 there); see that function. Other
     α ≤ 1.5: 7 Newton steps from ``τ = −1`` (float32 reaches its rounding floor with 2 at
     α = 1.01, 4 at α = 1.25; one spare). For larger α the support, not the curvature, is what
@@ -78,10 +78,12 @@ def solver_schedule(alpha: float, n: int, dtype: torch.dtype) -> tuple[int, int,
 
 def exact_step_newtons(n: int) -> int:
     """Newton steps before the exact step at α = 1.5 for rows of ``n ≤ 8192`` entries (see
-    :func:`solver_schedule`): the fewest whose result stays within 5e-7 of ten Newton steps' on
-    every row family (``scripts/study_newton_schedule.py``). Until session 16 every row took 7
-    Newton steps and no exact step."""
-    return 4 if n <= 1024 else 5 if n <= 4096 else 6
+    :func:`solver_schedule`): the fewest whose worst error on every row family stays within
+    ``max(5e-7, 0.6 × floor)`` of ten Newton steps' error, the floor being that error's worst
+    (``scripts/study_newton_schedule.py``): 4 up to 2048 entries (at 2048 the floor is 1e-6 and
+    4 + exact adds at most 5.2e-7, on crowds of tied entries), 5 up to 4096 (4 + exact adds
+    1.4e-6 there). Until session 16 every row took 7 Newton steps and no exact step."""
+    return 4 if n <= 2048 else 5 if n <= 4096 else 6
 
 
 def _check_alpha(alpha: float) -> float:
