@@ -278,8 +278,9 @@ def test_rows_launch_with_tail_tiles(monkeypatch):
 
 
 def test_only_the_inference_op_asks_for_split_rows(monkeypatch):
-    """The Triton branch of ``coarse_selection_rows`` (inference) launches with ``tails=True``; the
-    block-major ``coarse_selection``, whose VJP repeats whole rows, with the default (whole rows).
+    """The Triton branch of ``coarse_selection_rows`` (inference) launches with ``tails=True`` and
+    the taller score chunks (``ROWS_Z_BUDGET_BYTES``); the block-major ``coarse_selection``, whose
+    VJP repeats whole rows and the backward's chunks, with the defaults.
     A spy stands in for the launch (its result is the torch definition's)."""
     from custom_ops.coarse_selection import coarse_selection_rows
     from custom_ops.coarse_selection import ops as coarse_ops
@@ -287,8 +288,8 @@ def test_only_the_inference_op_asks_for_split_rows(monkeypatch):
 
     asked = []
 
-    def spy(query, k_bar, alpha, selection_scale, causal, kv_len, block_size, tails=False, **_):
-        asked.append(tails)
+    def spy(query, k_bar, alpha, selection_scale, causal, kv_len, block_size, tails=False, z_budget=None, **_):
+        asked.append((tails, z_budget))
         return coarse_selection_rows_torch(query, k_bar, alpha, selection_scale, causal, kv_len, block_size)
 
     monkeypatch.setattr(coarse_ops, "_use_triton", lambda query: True)
@@ -297,7 +298,7 @@ def test_only_the_inference_op_asks_for_split_rows(monkeypatch):
     alpha, scale_c, inv_sigma, causal, Skv, bs, sq_pad, nb_pad = args
     coarse_selection_rows(q, k_bar, alpha, scale_c, causal, Skv, bs)
     coarse_selection(q, k_bar, *args)
-    assert asked == [True, False]
+    assert asked == [(True, split_kernels.ROWS_Z_BUDGET_BYTES), (False, None)]
 
 
 def test_split_kernels_narrow_rows_in_early_causal_chunks():

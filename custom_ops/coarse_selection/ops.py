@@ -124,15 +124,16 @@ def coarse_selection_rows(
     Hkv, Sq])``, p̄ row-major and each row's mean ``log p̄`` over its support, which
     ``dash_flex::sparse_attention_rows`` reads directly. Skips :func:`coarse_selection`'s
     block-major prior and flags (a bandwidth-bound pass, ~0.29 ms at 32K on the H200), and on
-    CUDA solves some register rows in two tiles (``split_kernels.inference_row_split``), so p̄
+    CUDA solves some register rows in two tiles (``split_kernels.inference_row_split``) and in
+    taller score chunks (``ROWS_Z_BUDGET_BYTES``), so p̄
     equals :func:`coarse_selection`'s up to fp32 rounding (sum order), not bit for bit. No
     autograd: with gradients, use :func:`coarse_selection`."""
     args = (query, k_bar, alpha, selection_scale, causal, kv_len, block_size)
     if not _use_triton(query):
         return coarse_selection_rows_torch(*args)
-    from .split_kernels import coarse_selection_rows_launch
+    from .split_kernels import ROWS_Z_BUDGET_BYTES, coarse_selection_rows_launch
 
-    return coarse_selection_rows_launch(*args, tails=True)
+    return coarse_selection_rows_launch(*args, z_budget=ROWS_Z_BUDGET_BYTES, tails=True)
 
 
 @coarse_selection_rows.register_fake

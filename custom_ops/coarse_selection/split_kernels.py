@@ -59,7 +59,9 @@ SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 32, 8, 4)
 # chunks, (128, 64, 8, 4) 7.74 ms against 8.08-8.22 at 128K, but 0.657 against 0.607 at 32K.
 SCORE_WIDE_FROM, SCORE_WIDE_TILE = 2048, (128, 64, 8, 4)
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
-# The inference launch (coarse_selection_rows_launch) takes twice that: fewer, taller chunks. H100,
+# The inference op (coarse_selection_rows, split register rows) takes twice that: fewer, taller
+# chunks. Training keeps Z_BUDGET_BYTES: its VJP repeats the forward's chunks (the same chunk widths
+# give the same p̄ bits, which the prior's gradient needs). H100,
 # run 93, the launch at 256 / 512 / 1024 MiB, two passes: 32K (4096 / 8192 / 16384 rows) 1.466 /
 # 1.422, 1.362 / 1.371, 1.413 / 1.423 ms; 128K (1024 / 2048 / 4096 rows) 20.64 / 20.61, 19.80 /
 # 19.77, 19.41 / 19.41 ms. Smaller chunks lose (run 92: 128 MiB 1.55 / 1.49 ms at 32K, 32.1 at
@@ -676,8 +678,8 @@ def coarse_selection_rows_launch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
-    interpreter on CPU tensors in tests); ``z_budget`` (bytes of the score chunk,
-    ``ROWS_Z_BUDGET_BYTES`` by default), ``rows`` and
+    interpreter on CPU tensors in tests); ``z_budget`` (bytes of the score chunk; the inference op
+    passes ``ROWS_Z_BUDGET_BYTES``), ``rows`` and
     ``num_warps`` (of the entmax kernel) override :func:`entmax_config`, ``score_tile`` and
     ``score_loop`` the GEMM's tile and ``SCORE_LOOP``. ``tails``: split register rows as
     :func:`inference_row_split` says (the inference op asks for it); by default whole rows, the
@@ -692,7 +694,7 @@ def coarse_selection_rows_launch(
     dev = query.device
     probs = torch.empty(B, Hkv, Sq, nb, device=dev, dtype=torch.float32)
     mean_log = torch.empty(B, Hkv, Sq, device=dev, dtype=torch.float32)
-    chunk = chunk_rows(B, Hq, nb, Sq, ROWS_Z_BUDGET_BYTES if z_budget is None else z_budget)
+    chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
     # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
     # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
     # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
