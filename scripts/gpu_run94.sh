@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 17, run 94: the final code (the inference coarse launch's score chunks at 512 MiB): the
+# Session 17, run 94: NOT RUN (too little device time was left to start a machine). The final code (the
+# inference coarse launch's score chunks at 512 MiB): the
 # attention benchmark at 8K, 32K, 128K in one process, then the coarse-stage GPU tests.
 set -uo pipefail
 source scripts/gpu_preamble.sh
