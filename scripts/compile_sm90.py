@@ -155,7 +155,7 @@ def main() -> None:
                         (1024, 512)):  # fmt: skip
         rows, warps = coarse.entmax_config(triton.next_power_of_2(width + tail))
         consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=4096, SUB=tail or piece_width(width, rows, warps),
-                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=7, TAIL=tail,
+                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=4, TAIL=tail,
                       INTERPRETED=False)  # fmt: skip
         k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
         report(f"group entmax width={width} tail={tail}", k)
@@ -164,7 +164,7 @@ def main() -> None:
         rows, warps = coarse.entmax_config(width)
         consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=4096, SUB=piece_width(width, rows, warps), BLOCK_SIZE=64,
                       CAUSAL=True,
-                      MODE=1, N_BISECT=0, N_NEWTON=7, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True)  # fmt: skip
+                      MODE=1, N_BISECT=0, N_NEWTON=4, HAS_GRAD_PROBS=True, HAS_GRAD_PRIOR=True, SPLIT=True)  # fmt: skip
         k = compile_kernel(coarse._group_entmax_vjp, vjp_ptrs, consts, ("am1", "d", "one_minus_alpha", "inv_sigma"),
                            num_warps=warps)  # fmt: skip
         report(f"group entmax VJP width={width}", k)
@@ -195,7 +195,7 @@ def main() -> None:
     select_ptrs = dict(Z="*fp32", LENGTHS="*i64", NUM_NEW="*i64", ACTIVE="*i8", PRIOR="*fp32", LIST="*i32",
                        COUNT="*i32", POS="*i64")  # fmt: skip
     consts = dict(GROUP=4, GROUP_P2=4, NB=2048, SUB=512, BLOCK_SIZE=64, HAS_NUM_NEW=False, MODE=1,
-                  N_BISECT=0, N_NEWTON=7)  # fmt: skip
+                  N_BISECT=0, N_NEWTON=4)  # fmt: skip
     k = compile_kernel(decode_select._decode_select, select_ptrs, consts,
                        ("inv_sigma", "am1", "d", "one_minus_alpha"), num_warps=4)  # fmt: skip
     report("decode select nb=2048", k)

@@ -220,18 +220,28 @@ def test_sparsity_report_matches_a_brute_force_count():
     assert 0 < report.token_sparsity < 1 and 0 <= report.tile_sparsity < 1
 
 
-def test_sparsity_report_counts_in_small_chunks_alike(monkeypatch):
+@pytest.mark.parametrize("with_mask", [False, True], ids=["causal", "head-mask"])
+def test_sparsity_report_counts_in_small_chunks_alike(monkeypatch, with_mask):
     """At 128K the report counts in 64-row chunks (a 1024-row chunk's flags did not fit an H100):
-    chunks of 3 rows (a ragged last chunk) give the same counts as one chunk of all 300 rows."""
+    chunks of 3 rows (a ragged last chunk) give the same counts as one chunk of all 300 rows, with
+    visibility shared by every head or (a user mask that depends on the batch and head) not."""
     import dash_flex.selection as selection
+
+    def mask_mod(b, h, q_idx, kv_idx):  # a per-(batch, head) band: visibility is [B, H, rows, keys]
+        return (q_idx - kv_idx) < 40 + 30 * h + 50 * b
 
     q, k, v, u = make_inputs(12, 2, 4, 2, 300, 300, 32)
     with torch.no_grad():
-        _, sel = dash_attention(q, k, v, pool_query=u, block_size=16, return_selection=True)
+        kw = dict(mask_mod=mask_mod) if with_mask else {}
+        _, sel = dash_attention(q, k, v, pool_query=u, block_size=16, return_selection=True, **kw)
     whole = sel.sparsity()
     monkeypatch.setattr(selection, "_PAIR_FLAGS_PER_CHUNK", 3 * 2 * 4 * 300)
     chunked = sel.sparsity()
     assert chunked == whole and 0 < whole.token_sparsity < 1
+    _, ref_sel = dash_attention_reference(q, k, v, pool_query=u, block_size=16, return_selection=True, **kw)
+    allowed = ref_sel.visible & ref_sel.active[..., torch.arange(300) // 16]
+    expected = 1 - allowed.sum().item() / ref_sel.visible.expand_as(allowed).sum().item()
+    assert abs(whole.token_sparsity - expected) < 1e-9
 
 
 # ----------------------------------------------------------------------------- input validation

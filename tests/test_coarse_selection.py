@@ -610,8 +610,10 @@ def test_cuda_kernel_matches_definition(shape, dtype):
 def test_cuda_rows_op_equals_the_block_major_op(shape):
     """On CUDA, bf16: ``coarse_selection_rows`` runs the same kernels as ``coarse_selection`` minus
     the block-major pass; at these lengths (≤ 64 blocks) no register row is split
-    (``inference_row_split``), so its p̄ is bitwise the same; its mean log p̄ gives the same prior
-    (``block_major_from_rows``) up to the two kernels' fp32 logs."""
+    (``inference_row_split``), and both fit one score chunk under either budget (256 MiB for the
+    block-major op, ``ROWS_Z_BUDGET_BYTES`` for the rows op; taller shapes would chunk differently),
+    so its p̄ is bitwise the same; its mean log p̄ gives the same prior (``block_major_from_rows``)
+    up to the two kernels' fp32 logs."""
     from custom_ops.coarse_selection import coarse_selection_rows
     from custom_ops.coarse_selection.torch_impl import block_major_from_rows
 
@@ -789,21 +791,24 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipi
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("width, tail", [(16, 0), (1024, 0), (2048, 0), (512, 256)])
-def test_group_entmax_ignores_what_lies_past_the_eligible_blocks(device, width, tail):
+@pytest.mark.parametrize("width, tail, causal", [(16, 0, True), (1024, 0, True), (2048, 0, True), (512, 256, True),
+                                                 (64, 0, False)])  # fmt: skip
+def test_group_entmax_ignores_what_lies_past_the_eligible_blocks(device, width, tail, causal):
     """The entmax kernel reads whole padded rows of the score chunk (vectorised loads) and masks the
     ineligible blocks in registers: scores above the causal diagonal and in the row's padding
     columns are never written by the GEMM, so they hold any bits. Filled with NaN, ±inf or large
-    values, they leave p̄ and the mean log p̄ bitwise as with −inf there; rows of 2048 blocks take
-    the per-entry load masks instead, the same bits. The mean log p̄ equals the definition, 0 on
-    the rows that see no key block yet (the first chunk's)."""
-    B, Hq, Hkv, bs, n_rows = 1, 4, 1, 4, 64
-    nb = width + tail + 3  # padding columns past the last block
+    values, they leave p̄ and the mean log p̄ bitwise as with −inf there (rows of 2048 blocks take
+    the per-entry load masks instead: there nothing past the eligible blocks is read). Non-causal:
+    the garbage lies in the padding columns only. The chunk's 61 rows end inside a program. The
+    mean log p̄ equals the definition, 0 on the rows that see no key block yet (the first
+    chunk's)."""
+    B, Hq, Hkv, bs, n_rows = 1, 4, 1, 4, 61
+    nb = width + tail + (3 if causal else 0)  # causal: padding past the last block, inside the row
     row0 = (width + tail) * bs - n_rows  # causal: the chunk's last row reaches the register row's end
     g = torch.Generator().manual_seed(width)
-    buffer = torch.empty(B, Hq, n_rows, -(-nb // 16) * 16)
+    buffer = torch.empty(B, Hq, n_rows, -(-(nb + 1) // 16) * 16)  # at least one padding column
     t = row0 + torch.arange(n_rows)[:, None]
-    eligible = torch.arange(nb)[None, :] < t // bs
+    eligible = torch.arange(nb)[None, :] < (t // bs if causal else nb)
     results = []
     for fill in (float("-inf"), float("nan"), float("inf"), 3e38):
         buffer.fill_(fill)
@@ -815,7 +820,7 @@ def test_group_entmax_ignores_what_lies_past_the_eligible_blocks(device, width, 
         mean_log = torch.full((B, Hkv, row0 + n_rows), float("nan"), device=device)
         schedule = solver_schedule(1.5, nb, torch.float32)
         rows, warps = split_kernels.entmax_config(2 * width if tail else width, interpreted=device == "cpu")
-        split_kernels.launch_group_entmax(z, probs, mean_log, row0, n_rows, width, nb, 1.5, True, 0, bs, schedule,
+        split_kernels.launch_group_entmax(z, probs, mean_log, row0, n_rows, width, nb, 1.5, causal, 0, bs, schedule,
                                           rows, warps, tail)  # fmt: skip
         results.append((probs[:, :, row0:].cpu(), mean_log[:, :, row0:].cpu(), scores))
     for probs, mean_log, _ in results[1:]:
@@ -825,8 +830,9 @@ def test_group_entmax_ignores_what_lies_past_the_eligible_blocks(device, width, 
     selected = want > 0
     want_mean = torch.where(selected, want.clamp_min(1e-30).log(), 0).sum(-1) / selected.sum(-1).clamp_min(1)
     assert rel_err(results[0][1], want_mean) <= 1e-5
-    if row0 == 0:  # the rows before the first whole key block select nothing
-        assert (results[0][1][..., :bs] == 0).all()
+    if causal:  # the rows before the first whole key block select nothing
+        empty = t[:, 0] // bs == 0
+        assert empty.any() == (width == 16) and (results[0][1][..., empty] == 0).all()
 
 
 @pytest.mark.parametrize("nb, wide", [(512, False), (1024, False), (2048, True), (4096, True)])

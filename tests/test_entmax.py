@@ -368,6 +368,11 @@ def _interpreter_child() -> None:
     from custom_ops.entmax import triton_kernels
 
     out["near-threshold"] = triton_kernels.entmax_forward(near_threshold_row(), 2.0)[0, :3].tolist()
+    for n in (512, 2048):  # the α = 1.5 schedule's rows: register kernel, then the chunked kernel
+        x = _hard_rows(n, rows=4)
+        want = entmax_bisect(x.double(), alpha=1.5, n_iter=200)
+        for key, cfg in ((f"hard-rows-{n}", None), (f"hard-rows-{n}-chunk256", triton_kernels.LaunchConfig(chunk=256))):
+            out[key] = (triton_kernels.entmax_forward(x, 1.5, cfg).double() - want).abs().max().item()
     print("@@RESULTS@@" + json.dumps(out))
 
 
@@ -415,6 +420,14 @@ def test_triton_kernels_interpreted(interpreter_results, key):
 def test_triton_kernels_interpreted_near_threshold_support(interpreter_results):
     """The Newton schedule keeps sparsemax exact on :func:`near_threshold_row`."""
     assert interpreter_results["near-threshold"] == pytest.approx([0.75, 0.25, 0.0], abs=1e-6)
+
+
+@pytest.mark.parametrize("key", [f"hard-rows-{n}{kind}" for n in (512, 2048) for kind in ("", "-chunk256")])
+def test_triton_kernels_interpreted_hard_rows(interpreter_results, key):
+    """Both Triton kernels (register and chunked) run the α = 1.5 schedule's Newton steps and exact
+    step: on :func:`_hard_rows` they stay at the float64 oracle's floor (~1e-6; 4 Newton steps
+    without the exact step leave up to ~1e-4 there)."""
+    assert interpreter_results[key] <= 1.5e-6
 
 
 def test_launcher_on_cpu_without_interpreter_is_a_clear_error():
@@ -465,7 +478,8 @@ def _hard_rows(n: int, rows: int = 64, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("n", [256, 512, 1024, 2048])
 def test_schedule_reaches_the_float32_floor_on_hard_rows(n, alpha):
     """The schedule (at α = 1.5 its Newton steps and the exact step) leaves the hardest rows found
-    within max(5e-7, 0.6 × floor) of ten Newton steps' error, the float64 oracle's floor; at α = 1.5 and
+    within max(5e-7, 0.6 × floor) of the error after ten Newton steps (and the exact step), the
+    float64 oracle's floor; at α = 1.5 and
     512 or 1024 entries one Newton step fewer is far off (so the test sees a schedule cut too
     short)."""
     x = _hard_rows(n, rows=16 if n > 1024 else 64)

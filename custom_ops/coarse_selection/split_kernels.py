@@ -143,21 +143,24 @@ def _coarse_scores(
                         IEEE)  # fmt: skip
 
 
-# lg2.approx.ftz.f32 flushes subnormal inputs; _log2_scaled's inputs are scaled by 2^64 first, so a
-# subnormal p̄ (down to 2^-149) is read as a normal number and its logarithm stays exact.
-LOG2_SCALE = tl.constexpr(18446744073709551616.0)  # 2^64
+# lg2.approx.ftz.f32 flushes subnormal inputs; _log2_scaled's inputs are scaled by 2^24 first, so a
+# subnormal p̄ (down to 2^-149) is read as a normal number and its logarithm stays exact. (2^64 would
+# do as well for the range, but each log then rounds at the ulp of numbers near 64: the row mean's
+# error grew from ~1e-6 to 5-10e-6 in a float32 emulation; near 24 it stays ~1e-6.)
+LOG2_SCALE = tl.constexpr(16777216.0)  # 2^24
+LOG2_OFFSET = tl.constexpr(24.0)
 
 
 @triton.jit
 def _log2_scaled(x, INTERPRETED: tl.constexpr):
-    """``log₂ x + 64`` of ``0 < x ≤ 1`` in one MUFU op, ``lg2.approx.ftz.f32`` of ``x · 2⁶⁴`` (relative
-    error ~2⁻²²; the caller subtracts the 64 once per row, not per entry). Triton lowers ``tl.log``
+    """``log₂ x + 24`` of ``0 < x ≤ 1`` in one MUFU op, ``lg2.approx.ftz.f32`` of ``x · 2²⁴`` (relative
+    error ~2⁻²²; the caller subtracts the 24 once per row, not per entry). Triton lowers ``tl.log``
     and ``tl.log2`` to a ~22-instruction polynomial, which in the entmax kernel's per-row mean of
-    ``log p̄`` cost a third as many instructions as its five Newton steps (sm_90 SASS at 512
-    blocks: 617 → 269 instructions after the solve). The Triton interpreter (CPU tests) has no
+    ``log p̄`` cost about as many instructions as three of its Newton steps (sm_90 SASS at 512
+    blocks: 617 → 222 instructions after the solves). The Triton interpreter (CPU tests) has no
     inline assembly: ``tl.log2`` there."""
     if INTERPRETED:
-        return tl.log2(tl.where(x > 0, x, 1.0)) + 64.0
+        return tl.log2(tl.where(x > 0, x, 1.0)) + LOG2_OFFSET
     else:
         return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=r,r", [x * LOG2_SCALE], dtype=tl.float32,
                                          is_pure=True, pack=1)  # fmt: skip
@@ -200,7 +203,9 @@ def _group_entmax(
     # min back into per-entry predicates. A per-entry load mask costs one load and ~3 predicate
     # instructions per entry (sm_90 SASS at 512 blocks: a thread's 16 predicates do not fit its 7
     # predicate registers; 119 → 99 instructions per head before the solve). Wider rows keep the
-    # per-entry masks: the bound tile's registers made 2048-block rows spill.
+    # per-entry masks: the bound tile's registers made 2048-block rows spill. (A NaN score on an
+    # eligible block, from non-finite inputs, becomes +inf here and empties the row; with the
+    # masks, as in the VJP, it is dropped. Finite inputs give finite scores.)
     BOUND: tl.constexpr = NB + TAIL <= 1024
     end = own if CAUSAL else num_blocks
     if BOUND:
@@ -218,11 +223,11 @@ def _group_entmax(
         head = (h_kv * GROUP + g) * stride_zh
         z = tl.load(z_row + head + cols * stride_zc, mask=load_ok, other=-float("inf"))
         if BOUND:
-            z = tl.minimum(z, bound)
+            z = tl.minimum(z, bound, propagate_nan=tl.PropagateNan.NONE)
         if HAS_TAIL:
             z_t = tl.load(z_row + head + cols_t * stride_zc, mask=load_ok_t, other=-float("inf"))
             if BOUND:
-                z_t = tl.minimum(z_t, bound_t)
+                z_t = tl.minimum(z_t, bound_t, propagate_nan=tl.PropagateNan.NONE)
             p, p_t = entmax_rows_split_tail(z, z_t, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, True)
             p_bar += p
             p_bar_t += p_t
@@ -235,12 +240,12 @@ def _group_entmax(
     if HAS_TAIL:
         tl.store(out_row + cols_t * stride_pc, p_bar_t, mask=t_ok & (cols_t < num_blocks))
     selected, selected_t = p_bar > 0, p_bar_t > 0
-    log_p = tl.where(selected, _log2_scaled(p_bar, INTERPRETED), 0.0)  # log₂ p̄ + 64 on the support
+    log_p = tl.where(selected, _log2_scaled(p_bar, INTERPRETED), 0.0)  # log₂ p̄ + 24 on the support
     log_p_t = tl.where(selected_t, _log2_scaled(p_bar_t, INTERPRETED), 0.0)
     n_sel = _rows_sum(selected.to(tl.float32), selected_t.to(tl.float32), HAS_TAIL)
     rows = row0 + tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     # natural log, as the prior's; 0 for a row that selects nothing (before any key block)
-    mean = (_rows_sum(log_p, log_p_t, HAS_TAIL) - 64.0 * n_sel) / tl.maximum(n_sel, 1.0) * LN2
+    mean = (_rows_sum(log_p, log_p_t, HAS_TAIL) - LOG2_OFFSET * n_sel) / tl.maximum(n_sel, 1.0) * LN2
     tl.store(MEAN_LOG + b * stride_mb + h_kv * stride_mh + rows, mean, mask=rows < q_len)
     # blocks past this launch's register row (NB + TAIL, cut to the chunk's causal reach): zeros
     t2 = tl.reshape(t, [ROWS, 1])
@@ -695,8 +700,6 @@ def coarse_selection_rows_launch(
     probs = torch.empty(B, Hkv, Sq, nb, device=dev, dtype=torch.float32)
     mean_log = torch.empty(B, Hkv, Sq, device=dev, dtype=torch.float32)
     chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
-    # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
-    # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
     # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
     # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
     z = torch.empty(B, Hq, min(chunk, Sq), -(-nb // 16) * 16, device=dev, dtype=torch.float32)[..., :nb]
