@@ -14,7 +14,7 @@ from torch.nn.attention.flex_attention import flex_attention
 
 from custom_ops.block_summary import block_summaries
 from custom_ops.coarse_selection import coarse_selection_rows
-from custom_ops.sparse_attention import sparse_attention_forward, sparse_attention_rows
+from custom_ops.sparse_attention import sparse_attention_forward, sparse_attention_rows, sparse_attention_rows_into
 
 from ._validation import AttentionShapes, check_attention_inputs
 from .mods import apply_score_mod, evaluate_mask_mod
@@ -200,15 +200,19 @@ def _fused_fine_stage(query, key, value, sel: DashSelection, scale: float, causa
     return sparse_attention_forward(query, key, value, prior, active, causal, scale, bs, has_prior, residual)[0]
 
 
-def _attend_from_rows(query, key, value, k_bar, shapes: AttentionShapes, scale: float, select_args):
+def _attend_from_rows(query, key, value, k_bar, shapes: AttentionShapes, scale: float, select_args, out=None):
     """The fused path for inference: the selection as p̄ rows and their mean log p̄, read directly by
     the fine kernel (no block-major prior or flags, no DashSelection). ``k_bar``: the block
-    summaries when the caller has them (``[B, Hkv, ≥ nb, D]``), else computed from ``key``."""
+    summaries when the caller has them (``[B, Hkv, ≥ nb, D]``), else computed from ``key``.
+    ``out``: the output is written there (a query chunk's rows of the call's output) and returned."""
     alpha, causal, selection_scale, sigma, pool_query = select_args[:5]
     bs = shapes.block_size
     k_bar = block_summaries(key, pool_query, bs) if k_bar is None else k_bar[:, :, : shapes.num_blocks]
     probs, mean_log = coarse_selection_rows(query, k_bar, alpha, selection_scale, causal, shapes.kv_len, bs)
     inv_sigma = 1.0 / sigma if math.isfinite(sigma) else 0.0
+    if out is not None:
+        sparse_attention_rows_into(query, key, value, probs, mean_log, out, causal, scale, bs, inv_sigma)
+        return out
     return sparse_attention_rows(query, key, value, probs, mean_log, causal, scale, bs, inv_sigma)[0]
 
 
@@ -319,6 +323,8 @@ def _fused_in_query_chunks(
         inputs = (query[:, :, r0:r1], key[:, :, :kv_end], value[:, :, :kv_end], k_bar)
         if checkpointed:
             out[:, :, r0:r1] = torch.utils.checkpoint.checkpoint(chunk, *inputs, use_reentrant=False)
+        elif from_rows:  # the fine kernel writes the chunk's rows in place: no strided copy
+            chunk(*inputs, out=out[:, :, r0:r1])
         else:
             out[:, :, r0:r1] = chunk(*inputs)
     return out

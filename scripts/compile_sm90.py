@@ -139,7 +139,8 @@ def main() -> None:
         report(f"fine {name} lists", k)
     k = compile_kernel(list_kernels._tile_lists_and_bias_from_rows,
                        dict(PROBS="*fp32", MEAN_LOG="*fp32", LIST="*i32", COUNT="*i32", BIAS="*fp32"),
-                       dict(BLOCK_M=32, STEP=128, BLOCK_SIZE=64, CAUSAL=True, HAS_PRIOR=True), ("inv_sigma",),
+                       dict(BLOCK_M=32, STEP=128, BLOCK_SIZE=64, CAUSAL=True, HAS_PRIOR=True, INTERPRETED=False),
+                       ("inv_sigma",),
                        unit=("stride_pc",), divisible=("stride_pt",), num_warps=4)  # fmt: skip
     report("fine tile lists and bias from the rows", k)
     score_ptrs = dict(Q="*bf16", KB_HI="*bf16", KB_LO="*bf16", Z="*fp32")

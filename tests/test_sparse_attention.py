@@ -279,6 +279,55 @@ def test_rows_triton_kernel_matches_definition(case, dtype, block_m, packed):
     torch.testing.assert_close(lse, expected_lse, atol=1e-3 if dtype == torch.float16 else 1e-5, rtol=1e-5)
 
 
+ON_CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_CUDA)])
+def test_rows_kernel_writes_into_a_strided_out(device):
+    """``out=`` (the chunked fused path: a query chunk's rows of the call's output, a strided view)
+    gets the same bits as a fresh output, and nothing outside the view is touched; a wrong shape
+    or dtype raises. CPU: the Triton interpreter (fp32)."""
+    from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
+    from custom_ops.sparse_attention.triton_kernels import sparse_attention_rows_launch
+
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    q, k, v, kw, probs, mean_log, inv_sigma, _ = rows_problem(CASES[0], dtype)
+    q, k, v, probs, mean_log = (t.to(device) for t in (q, k, v, probs, mean_log))
+    B, Hq, Sq, D = q.shape
+    bs, scale = kw["block_size"], 1 / math.sqrt(D)
+    pack = forward_tiling(Hq, k.shape[1], probs.shape[1], probs.shape[1])[1]
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, inv_sigma, True, k.shape[2], bs, 32)
+    fresh, fresh_lse = sparse_attention_rows_launch(q, k, v, *lists, True, scale, bs, 32, pack=pack)
+    whole = torch.full((B, Hq, Sq + 40, v.shape[-1]), 7.0, device=device, dtype=dtype)
+    out, lse = sparse_attention_rows_launch(
+        q, k, v, *lists, True, scale, bs, 32, pack=pack, out=whole[:, :, 17 : 17 + Sq]
+    )
+    assert out.data_ptr() == whole[:, :, 17:].data_ptr()
+    assert torch.equal(whole[:, :, 17 : 17 + Sq], fresh) and torch.equal(lse, fresh_lse)
+    assert (whole[:, :, :17] == 7).all() and (whole[:, :, 17 + Sq :] == 7).all()
+    for wrong in (whole[:, :, : Sq - 1], whole[:, :, :Sq].double()):
+        with pytest.raises(ValueError, match="out .* must be"):
+            sparse_attention_rows_launch(q, k, v, *lists, True, scale, bs, 32, pack=pack, out=wrong)
+
+
+def test_rows_into_op_equals_the_rows_op_and_passes_opcheck():
+    """``dash_flex::sparse_attention_rows_into`` (CPU: the torch definition copied into ``out``)
+    writes what ``sparse_attention_rows`` returns into a strided view and returns its LSE; opcheck
+    (schema with the mutated ``out``, fake kernel)."""
+    from custom_ops.sparse_attention import sparse_attention_rows, sparse_attention_rows_into
+
+    q, k, v, kw, probs, mean_log, inv_sigma, _ = rows_problem(CASES[0])
+    args = (True, 0.2, kw["block_size"], inv_sigma)
+    want, want_lse = sparse_attention_rows(q, k, v, probs, mean_log, *args)
+    whole = torch.full((*q.shape[:2], q.shape[2] + 5, v.shape[-1]), 3.0)
+    lse = sparse_attention_rows_into(q, k, v, probs, mean_log, whole[:, :, 5:], *args)
+    assert torch.equal(whole[:, :, 5:], want) and torch.equal(lse, want_lse) and (whole[:, :, :5] == 3).all()
+    torch.library.opcheck(
+        torch.ops.dash_flex.sparse_attention_rows_into.default,
+        (q, k, v, probs, mean_log, torch.empty_like(want), *args),
+    )
+
+
 def check_heavy_tiles_first(device: str, dtype: torch.dtype, monkeypatch, S: int, D: int, bs: int, block_m: int):
     """Launching a causal fine forward's query tiles last-first (``HEAVY_TILES_FIRST``) changes only
     the order programs start in: the rows launch gives the same bits (the block-major launch shares

@@ -680,6 +680,9 @@ def coarse_selection_rows_launch(
     score_tile: tuple[int, int, int] | None = None,
     score_loop: int | None = None,
     tails: bool = False,
+    zero_fill: bool = True,
+    entmax_rows: int | None = None,
+    split_widths: tuple[int, ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
@@ -708,17 +711,21 @@ def coarse_selection_rows_launch(
     offset = kv_len - Sq
     for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
-        width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
         launch_scores(
             query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
         )
-        config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
-        main, tail = (width, 0)
-        if tails:
-            main, tail = inference_row_split(width, causal, row0, n_rows, Sq, offset, block_size)
-        schedule = (mode, n_bisect, n_newton)
-        launch_group_entmax(z, probs, mean_log, row0, n_rows, main, NB, alpha, causal, offset, block_size, schedule,
-                            rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
+        step = entmax_rows or n_rows
+        for sub0 in range(row0, row0 + n_rows, step):
+            n_sub = min(step, row0 + n_rows - sub0)
+            width = chunk_width(NB, causal, sub0, n_sub, Sq, offset, block_size)
+            config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
+            main, tail = (width, 0)
+            if tails:
+                main, tail = inference_row_split(width, causal, sub0, n_sub, Sq, offset, block_size, split_widths)
+            schedule = (mode, n_bisect, n_newton)
+            launch_group_entmax(z[:, :, sub0 - row0 :], probs, mean_log, sub0, n_sub, main,
+                                NB if zero_fill else main + tail, alpha, causal, offset, block_size, schedule,
+                                rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
     return probs, mean_log
 
 

@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..coarse_selection.split_kernels import LOG2_OFFSET, _log2_scaled
 from .triton_kernels import LOG2E
 
 BLOCKS_PER_STEP = 128  # key blocks per step of _tile_lists
@@ -103,7 +104,7 @@ def _tile_lists_and_bias_from_rows(
     PROBS, MEAN_LOG, LIST, COUNT, BIAS, q_len, num_blocks, num_heads, num_tiles, causal_offset,
     stride_pb, stride_ph, stride_pt, stride_pc, stride_mb, stride_mh, inv_sigma,
     BLOCK_M: tl.constexpr, STEP: tl.constexpr, BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr,
-    HAS_PRIOR: tl.constexpr,
+    HAS_PRIOR: tl.constexpr, INTERPRETED: tl.constexpr,
 ):  # fmt: skip
     """``LIST [B·H, num_tiles, num_blocks]`` (zeroed), ``COUNT [B·H, num_tiles]`` and ``BIAS [B·H,
     num_tiles, num_blocks, BLOCK_M]`` from ``PROBS [B, H, q_len, num_blocks]`` and ``MEAN_LOG [B, H,
@@ -144,7 +145,9 @@ def _tile_lists_and_bias_from_rows(
         tl.store(out + slot, c, mask=listed)
         bias = tl.zeros([STEP, BLOCK_M], tl.float32)
         if HAS_PRIOR:
-            bias = tl.where(selected, (tl.log2(tl.where(selected, p, 1.0)) - shift[None, :]) * inv_sigma, 0.0)
+            # log₂ p̄ in one MUFU op (_log2_scaled: Triton's tl.log2 is a ~22-instruction polynomial)
+            log_p = _log2_scaled(tl.where(selected, p, 1.0), INTERPRETED) - LOG2_OFFSET
+            bias = tl.where(selected, (log_p - shift[None, :]) * inv_sigma, 0.0)
         bias = tl.where(keep, bias, float("-inf"))
         tl.store(bias_out + slot[:, None].to(tl.int64) * BLOCK_M + offs_r[None, :], bias, mask=listed[:, None])
         n = n_next
@@ -205,6 +208,7 @@ def tile_lists_and_bias_from_rows_launch(
         probs, mean_log, lists, count, bias, Sq, nb, H, n_tiles, kv_len - Sq, *probs.stride(),
         *mean_log.stride()[:2], inv_sigma,
         BLOCK_M=block_m, STEP=min(BLOCKS_PER_STEP, BIAS_STEP_ENTRIES // block_m, triton.next_power_of_2(nb)),
-        BLOCK_SIZE=block_size, CAUSAL=causal, HAS_PRIOR=inv_sigma != 0, num_warps=4,
+        BLOCK_SIZE=block_size, CAUSAL=causal, HAS_PRIOR=inv_sigma != 0, INTERPRETED=probs.device.type != "cuda",
+        num_warps=4,
     )  # fmt: skip
     return lists, count, bias

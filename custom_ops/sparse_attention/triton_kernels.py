@@ -296,12 +296,14 @@ def sparse_attention_rows_launch(
     num_stages: int | None = None,
     pack: int = 1,
     use_descriptors: bool | None = None,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(out, lse)`` of the same attention on lists whose entries carry their bias rows: ``bias [B,
     H_sel, n_tiles, nb, block_m]`` (log2 units, ``−inf`` where a row does not keep the block), as
     :func:`list_kernels.tile_lists_and_bias_from_rows_launch` builds them from p̄ rows. No residual
     (inference). ``use_descriptors``: K and V through TMA descriptors where their layout allows
-    (:func:`_kv_descriptors`); by default as :func:`default_descriptors` says."""
+    (:func:`_kv_descriptors`); by default as :func:`default_descriptors` says. ``out``: written in
+    place when given (any strides: a query chunk's rows of a whole call's output)."""
     B, H_sel, n_tiles, nb, rows = bias.shape
     if rows != block_m or not bias.is_contiguous():
         raise ValueError(f"bias {tuple(bias.shape)} must be contiguous with block_m={block_m} rows per slot")
@@ -311,7 +313,7 @@ def sparse_attention_rows_launch(
     out, _, lse = _launch(
         query, key, value, bias, (nb * block_m, 0, block_m, 1), None, (0, 0, 0, 0), H_sel, block_list, count,
         causal, scale, block_size, True, block_m, num_warps, num_stages, pack, False,
-        default_descriptors(query, key, value, pack) if use_descriptors is None else use_descriptors,
+        default_descriptors(query, key, value, pack) if use_descriptors is None else use_descriptors, out,
     )  # fmt: skip
     return out, lse
 
@@ -358,16 +360,20 @@ def _check_pack(pack: int, q_heads: int, kv_heads: int, sel_heads: int, act_head
 
 def _launch(query, key, value, prior, prior_strides, active, active_strides, rows_heads, block_list, count, causal,
             scale, block_size, has_prior, block_m, num_warps, num_stages, pack, store_residual,
-            use_descriptors=False):  # fmt: skip
+            use_descriptors=False, out=None):  # fmt: skip
     """Both launches: ``rows_heads`` (H_sel) given means ``prior`` is the bias by list slot
     (``FROM_ROWS``) and ``active`` is None (its strides zeros; ``prior`` is passed in its place and
     never read). ``use_descriptors``: K and V through TMA descriptors where :func:`_kv_descriptors`
-    allows them."""
+    allows them. ``out``: where the output goes (any strides), else a new tensor."""
     B, Hq, Sq, D = query.shape
     Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
     n_tiles = block_list.shape[2]
     from_rows = rows_heads is not None
-    out = torch.empty(B, Hq, Sq, Dv, device=query.device, dtype=query.dtype)
+    if out is None:
+        out = torch.empty(B, Hq, Sq, Dv, device=query.device, dtype=query.dtype)
+    elif out.shape != (B, Hq, Sq, Dv) or out.dtype != query.dtype or out.device != query.device:
+        want = f"{(B, Hq, Sq, Dv)} {query.dtype} on {query.device}"
+        raise ValueError(f"out {tuple(out.shape)} {out.dtype} on {out.device} must be {want}")
     out_res = torch.empty_like(out) if store_residual else out.new_empty(0)
     lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
     list_rows = block_list.view(-1, block_list.shape[-1])

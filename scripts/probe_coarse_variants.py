@@ -1,0 +1,78 @@
+"""The inference coarse launch's variants, timed interleaved on the benchmark's inputs (GPU).
+
+Each variant is ``coarse_selection_rows_launch`` (score GEMM + grouped entmax, as
+``fused_select_only`` runs it without the block summaries) with some of its knobs changed:
+
+* ``zero_fill=False``: p̄ past each chunk's register row is left unwritten (the list builder
+  never reads there), instead of zero-filled up to the padded row;
+* ``entmax_rows``: the entmax runs over sub-chunks of that many rows, each at its own causal
+  reach (the score GEMM keeps the chunk), so fewer register lanes lie past the rows' reach;
+* ``split_widths``: which register widths may split into W/2 + W/4 (64-wide tails included);
+* ``score_tile``: the GEMM's (BM, BN, warps, stages).
+
+Prints the median of ``triton.testing.do_bench`` (ms) per variant, two passes, and the largest
+difference of p̄ from the first variant on the causal region (blocks up to each row's own).
+
+    PYTHONPATH=. python scripts/probe_coarse_variants.py [--seq 32768 131072]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_attention import BS, topic_inputs  # noqa: E402
+
+from custom_ops.block_summary import block_summaries  # noqa: E402
+from custom_ops.coarse_selection import split_kernels as sk  # noqa: E402
+
+WIDE = (256, 512, 1024, 2048)
+VARIANTS = {
+    "current": {},
+    "no fill": dict(zero_fill=False),
+    "no fill, entmax 4096 rows": dict(zero_fill=False, entmax_rows=4096),
+    "no fill, entmax 4096 rows, 64 tails": dict(zero_fill=False, entmax_rows=4096, split_widths=WIDE),
+    "no fill, entmax 2048 rows, 64 tails": dict(zero_fill=False, entmax_rows=2048, split_widths=WIDE),
+    "no fill, 64 tails": dict(zero_fill=False, split_widths=WIDE),
+    "no fill, GEMM (128, 32, 8, 2)": dict(zero_fill=False, score_tile=(128, 32, 8, 2)),
+    "no fill, GEMM (128, 32, 8, 3)": dict(zero_fill=False, score_tile=(128, 32, 8, 3)),
+    "no fill, GEMM (64, 32, 4, 3)": dict(zero_fill=False, score_tile=(64, 32, 4, 3)),
+    "no fill, GEMM (128, 16, 4, 3)": dict(zero_fill=False, score_tile=(128, 16, 4, 3)),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seq", type=int, nargs="+", default=[32768])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--passes", type=int, default=2)
+    args = parser.parse_args()
+    print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
+    for S in args.seq:
+        q, k, _ = topic_inputs(S)
+        k_bar = block_summaries(k, None, BS)
+        own = torch.arange(S, device=q.device) // BS
+        causal_region = torch.arange(k_bar.shape[2], device=q.device)[None, :] <= own[:, None]
+
+        def launch(name: str):
+            return sk.coarse_selection_rows_launch(q, k_bar, 1.5, 1.0, True, S, BS, z_budget=sk.ROWS_Z_BUDGET_BYTES,
+                                                   tails=True, **VARIANTS[name])  # fmt: skip
+
+        want = launch(args.variants[0])
+        for repeat in range(args.passes):
+            for name in args.variants:
+                probs, mean_log = launch(name)
+                err = ((probs - want[0]).abs() * causal_region).max().item()
+                err_mean = (mean_log - want[1]).abs().max().item()
+                ms = triton.testing.do_bench(lambda: launch(name), warmup=3, rep=300)
+                print(f"S={S} pass {repeat}: {name}: {ms:.3f} ms, max |Δp̄| {err:.1e}, max |Δ mean log| {err_mean:.1e}",
+                      flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
