@@ -278,8 +278,8 @@ def test_rows_launch_with_tail_tiles(monkeypatch):
 
 
 def test_only_the_inference_op_asks_for_split_rows(monkeypatch):
-    """The Triton branch of ``coarse_selection_rows`` (inference) launches with ``tails=True`` and
-    the taller score chunks (``ROWS_Z_BUDGET_BYTES``); the block-major ``coarse_selection``, whose
+    """The Triton branch of ``coarse_selection_rows`` (inference) launches with ``tails=True``, the
+    taller score chunks (``ROWS_Z_BUDGET_BYTES``) and no zero fill; the block-major ``coarse_selection``, whose
     VJP repeats whole rows and the backward's chunks, with the defaults.
     A spy stands in for the launch (its result is the torch definition's)."""
     from custom_ops.coarse_selection import coarse_selection_rows
@@ -288,8 +288,9 @@ def test_only_the_inference_op_asks_for_split_rows(monkeypatch):
 
     asked = []
 
-    def spy(query, k_bar, alpha, selection_scale, causal, kv_len, block_size, tails=False, z_budget=None, **_):
-        asked.append((tails, z_budget))
+    def spy(query, k_bar, alpha, selection_scale, causal, kv_len, block_size, tails=False, z_budget=None,
+            zero_fill=True, **_):  # fmt: skip
+        asked.append((tails, z_budget, zero_fill))
         return coarse_selection_rows_torch(query, k_bar, alpha, selection_scale, causal, kv_len, block_size)
 
     monkeypatch.setattr(coarse_ops, "_use_triton", lambda query: True)
@@ -298,7 +299,7 @@ def test_only_the_inference_op_asks_for_split_rows(monkeypatch):
     alpha, scale_c, inv_sigma, causal, Skv, bs, sq_pad, nb_pad = args
     coarse_selection_rows(q, k_bar, alpha, scale_c, causal, Skv, bs)
     coarse_selection(q, k_bar, *args)
-    assert asked == [(True, split_kernels.ROWS_Z_BUDGET_BYTES), (False, None)]
+    assert asked == [(True, split_kernels.ROWS_Z_BUDGET_BYTES, False), (False, None, True)]
 
 
 def test_split_kernels_narrow_rows_in_early_causal_chunks():
@@ -878,3 +879,47 @@ def test_cuda_looped_score_gemm_equals_tiled(tile):
         for z in zs:
             assert not z[..., eligible].isnan().any()
         torch.testing.assert_close(zs[1][..., eligible], zs[0][..., eligible], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rows_launch_without_zero_fill_feeds_the_list_builder_the_same(device, monkeypatch):
+    """The inference launch (``zero_fill=False``) leaves p̄ past each score chunk's register row
+    unwritten. With the output pre-filled with a positive poison (which any reader would take for a
+    kept block): chunks start at multiples of ``ROWS_CHUNK_MULTIPLE`` rows (a budget of 192 rows
+    gives 128), p̄ and the mean log equal the zero-filled launch's bitwise on each row's blocks up
+    to its own, poison is left past some rows' reach, and the fine stage's list builder, with the
+    packed 32-row and the unpacked 128-row tiles, gives the same lists and bias rows from both."""
+    from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
+
+    if device == "cpu":
+        B, Hq, Hkv, S, D, bs, dtype = 1, 4, 2, 1024, 32, 16, torch.float32
+        g = torch.Generator().manual_seed(21)
+        q = 2 * torch.randn(B, Hq, S, D, generator=g)
+        k_bar = block_summaries(2 * torch.randn(B, Hkv, S, D, generator=g), torch.randn(Hkv, D, generator=g), bs)
+    else:
+        B, Hq, Hkv, S, D, bs, dtype = 1, 8, 2, 24576, 128, 64, torch.bfloat16
+        q, k_bar, _ = cuda_problem(31, B, Hq, Hkv, S, S, D, bs, dtype)
+    nb = k_bar.shape[2]
+    budget = 192 * B * Hq * nb * 4 if device == "cpu" else 3000 * B * Hq * nb * 4  # 128 / 2944 rows a chunk
+    starts = []
+    real_launch = split_kernels.launch_group_entmax
+    monkeypatch.setattr(
+        split_kernels, "launch_group_entmax", lambda *a, **kw: starts.append(a[3]) or real_launch(*a, **kw)
+    )
+    args = (q, k_bar, 1.5, 1.0, True, S, bs)
+    clean = split_kernels.coarse_selection_rows_launch(*args, z_budget=budget, tails=True)
+    monkeypatch.setattr(split_kernels, "_empty_probs", lambda shape, dev: torch.full(shape, 0.75, device=dev))
+    starts.clear()
+    probs, mean_log = split_kernels.coarse_selection_rows_launch(*args, z_budget=budget, tails=True, zero_fill=False)
+    step = 128 if device == "cpu" else 2944
+    assert starts == list(range(0, S, step)) and step % split_kernels.ROWS_CHUNK_MULTIPLE == 0
+    own = torch.arange(S, device=q.device) // bs
+    up_to_own = torch.arange(nb, device=q.device)[None, :] <= own[:, None]
+    assert torch.equal(probs[..., up_to_own], clean[0][..., up_to_own]) and torch.equal(mean_log, clean[1])
+    assert (probs == 0.75).any(), "nothing was left unwritten: the poison shows nothing"
+    for block_m in (32, 128):
+        got = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, S, bs, block_m)
+        want = tile_lists_and_bias_from_rows_launch(*clean, 1.0, True, S, bs, block_m)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        listed = torch.arange(nb, device=q.device) < want[1][..., None]  # [B, H, tiles, nb]
+        assert torch.equal(got[2][listed], want[2][listed])

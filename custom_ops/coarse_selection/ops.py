@@ -127,13 +127,19 @@ def coarse_selection_rows(
     CUDA solves some register rows in two tiles (``split_kernels.inference_row_split``) and in
     taller score chunks (``ROWS_Z_BUDGET_BYTES``), so p̄
     equals :func:`coarse_selection`'s up to fp32 rounding (sum order), not bit for bit. No
-    autograd: with gradients, use :func:`coarse_selection`."""
+    autograd: with gradients, use :func:`coarse_selection`.
+
+    Causal, on CUDA: a row's entries after its own block are 0 up to at least the own block of the
+    last row of its aligned 128-row group (``split_kernels.ROWS_CHUNK_MULTIPLE``) and *unspecified*
+    past that (the launch writes each score chunk's causal reach and does not zero-fill the rest:
+    ~0.8 ms at 128K on the H100). The fine stage's list builder reads a query tile's rows up to the
+    tile's reach, which lies within; any other reader must stop at each row's own block."""
     args = (query, k_bar, alpha, selection_scale, causal, kv_len, block_size)
     if not _use_triton(query):
         return coarse_selection_rows_torch(*args)
     from .split_kernels import ROWS_Z_BUDGET_BYTES, coarse_selection_rows_launch
 
-    return coarse_selection_rows_launch(*args, z_budget=ROWS_Z_BUDGET_BYTES, tails=True)
+    return coarse_selection_rows_launch(*args, z_budget=ROWS_Z_BUDGET_BYTES, tails=True, zero_fill=False)
 
 
 @coarse_selection_rows.register_fake
