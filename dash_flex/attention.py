@@ -228,7 +228,8 @@ TRAINING_BYTES_PER_ENTRY = SELECTION_BYTES_PER_ENTRY + 4
 # at 128K tokens the whole selection would take ~19 GiB (docs/benchmarks.md). 1.25 GiB lets 32K
 # (1.16 GiB, B=1, Hkv=8) run whole: in two chunks (the second's launches, a strided copy of each
 # output chunk) its forward took 9.98 ms, whole 9.36 (H200, two processes), for 0.16 GiB more
-# extra peak (1.25 -> 1.41 GiB).
+# extra peak (1.25 -> 1.41 GiB). Since session 18 inference chunks write their output in place
+# (no copy): 128K at 1.75 / 2.25 GiB saved <= 1 ms for 1.65 / 2.17 GiB of extra peak (H100, run 96).
 INFERENCE_CHUNK_BYTES = 5 * 2**28
 # Training chunks recompute their forward in the backward (a second coarse + fine forward, ~20%
 # of a step at 32K), so they start at a larger state: 32K (1.7 GiB) runs whole, 128K in chunks.
@@ -267,8 +268,9 @@ def fused_chunk_bounds(shapes: AttentionShapes, rows: int, causal: bool) -> list
     chunk's selection state is narrower: each chunk is the tallest whole number of ``rows``' units
     (1024 or 128 rows) whose selection state, rows × key blocks, is at most ``rows`` rows over
     every key block (the budget's). 128K inference: 9 chunks instead of 15, fewer launches and
-    partial last waves; the selection state per chunk stays within the budget, while the taller
-    chunks' outputs add to the peak (1.21 → 1.35 GiB; docs/benchmarks.md, session 15).
+    partial last waves; the selection state per chunk stays within the budget (the taller
+    chunks' outputs added to the peak, 1.21 → 1.35 GiB, until inference chunks wrote their
+    output in place: 1.15 GiB; docs/benchmarks.md, sessions 15 and 18).
     Non-causal: ``rows`` each."""
     q_len = shapes.q_len
     if not causal or rows >= q_len:

@@ -3,6 +3,9 @@
 # register row, entmax sub-chunks, 64-wide tails, GEMM tiles), the list builder with the MUFU log
 # against session 17's, and the benchmark with both plus the fine kernel writing each query chunk's
 # rows in place (sparse_attention_rows_into); then the fine stage's GPU tests.
+# scripts/list_kernels_session17.py (not kept) was session 17's kernel file, made with
+#   git show c23e1b5:custom_ops/sparse_attention/list_kernels.py > scripts/list_kernels_session17.py
+# and its relative import of LOG2E made absolute (custom_ops.sparse_attention.triton_kernels).
 set -uo pipefail
 source scripts/gpu_preamble.sh
 timeout 170 python scripts/probe_coarse_variants.py --seq 32768 131072 > "$OUT/variants.log" 2>&1

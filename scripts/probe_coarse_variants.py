@@ -3,12 +3,14 @@
 Each variant is ``coarse_selection_rows_launch`` (score GEMM + grouped entmax, as
 ``fused_select_only`` runs it without the block summaries) with some of its knobs changed:
 
-* ``zero_fill=False``: p̄ past each chunk's register row is left unwritten (the list builder
-  never reads there), instead of zero-filled up to the padded row;
-* ``entmax_rows``: the entmax runs over sub-chunks of that many rows, each at its own causal
-  reach (the score GEMM keeps the chunk), so fewer register lanes lie past the rows' reach;
-* ``split_widths``: which register widths may split into W/2 + W/4 (64-wide tails included);
+* ``zero_fill``: p̄ zero-filled past each chunk's register row up to the padded row (session
+  17) or left unwritten there (the inference op since session 18: the list builder never reads
+  there);
 * ``score_tile``: the GEMM's (BM, BN, warps, stages).
+
+Run 95 also timed entmax launches over 4096- and 2048-row sub-chunks of each score chunk and
+64-block tails (knobs ``entmax_rows`` and ``split_widths`` of the launch at commit 04b8c76, removed
+since: no gain; docs/benchmarks.md, session 18).
 
 Prints the median of ``triton.testing.do_bench`` (ms) per variant, two passes, and the largest
 difference of p̄ from the first variant on the causal region (blocks up to each row's own).
@@ -31,14 +33,9 @@ from bench_attention import BS, topic_inputs  # noqa: E402
 from custom_ops.block_summary import block_summaries  # noqa: E402
 from custom_ops.coarse_selection import split_kernels as sk  # noqa: E402
 
-WIDE = (256, 512, 1024, 2048)
 VARIANTS = {
-    "current": {},
+    "zero fill": {},
     "no fill": dict(zero_fill=False),
-    "no fill, entmax 4096 rows": dict(zero_fill=False, entmax_rows=4096),
-    "no fill, entmax 4096 rows, 64 tails": dict(zero_fill=False, entmax_rows=4096, split_widths=WIDE),
-    "no fill, entmax 2048 rows, 64 tails": dict(zero_fill=False, entmax_rows=2048, split_widths=WIDE),
-    "no fill, 64 tails": dict(zero_fill=False, split_widths=WIDE),
     "no fill, GEMM (128, 32, 8, 2)": dict(zero_fill=False, score_tile=(128, 32, 8, 2)),
     "no fill, GEMM (128, 32, 8, 3)": dict(zero_fill=False, score_tile=(128, 32, 8, 3)),
     "no fill, GEMM (64, 32, 4, 3)": dict(zero_fill=False, score_tile=(64, 32, 4, 3)),

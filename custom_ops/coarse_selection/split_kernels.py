@@ -736,8 +736,9 @@ def coarse_selection_rows_launch(
         if tails:
             main, tail = inference_row_split(width, causal, row0, n_rows, Sq, offset, block_size)
         schedule = (mode, n_bisect, n_newton)
-        launch_group_entmax(z, probs, mean_log, row0, n_rows, main, NB if zero_fill else main + tail, alpha, causal,
-                            offset, block_size, schedule, rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
+        nb_out = NB if zero_fill else main + tail
+        launch_group_entmax(z, probs, mean_log, row0, n_rows, main, nb_out, alpha, causal, offset, block_size,
+                            schedule, rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
     return probs, mean_log
 
 
