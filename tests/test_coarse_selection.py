@@ -613,8 +613,9 @@ def test_cuda_rows_op_equals_the_block_major_op(shape):
     the block-major pass; at these lengths (≤ 64 blocks) no register row is split
     (``inference_row_split``), and both fit one score chunk under either budget (256 MiB for the
     block-major op, ``ROWS_Z_BUDGET_BYTES`` for the rows op; taller shapes would chunk differently),
-    so its p̄ is bitwise the same; its mean log p̄ gives the same prior (``block_major_from_rows``)
-    up to the two kernels' fp32 logs."""
+    so its p̄ is bitwise the same (every entry written: one chunk at the full register row, which
+    the no-zero-fill launch leaves unwritten past it otherwise); its mean log p̄ gives the same
+    prior (``block_major_from_rows``) up to the two kernels' fp32 logs."""
     from custom_ops.coarse_selection import coarse_selection_rows
     from custom_ops.coarse_selection.torch_impl import block_major_from_rows
 
@@ -884,42 +885,64 @@ def test_cuda_looped_score_gemm_equals_tiled(tile):
 @pytest.mark.parametrize("device", DEVICES)
 def test_rows_launch_without_zero_fill_feeds_the_list_builder_the_same(device, monkeypatch):
     """The inference launch (``zero_fill=False``) leaves p̄ past each score chunk's register row
-    unwritten. With the output pre-filled with a positive poison (which any reader would take for a
-    kept block): chunks start at multiples of ``ROWS_CHUNK_MULTIPLE`` rows (a budget of 192 rows
-    gives 128), p̄ and the mean log equal the zero-filled launch's bitwise on each row's blocks up
-    to its own, poison is left past some rows' reach, and the fine stage's list builder, with the
-    packed 32-row and the unpacked 128-row tiles, gives the same lists and bias rows from both."""
+    unwritten. With its output pre-filled with a poison (a positive value, which any reader would
+    take for a kept block, or NaN) instead of zeros: p̄ and the mean log are bitwise the same where
+    written, the poison is left past some rows' reach, and the fine stage's list builder, with
+    the packed 32-row and the unpacked 128-row tiles, gives the same lists and bias rows. Chunks
+    start at multiples of ``ROWS_CHUNK_MULTIPLE`` (both tile heights divide it; a budget under 128
+    rows rounds up to 128), and p̄ equals the zero-filled launch's on each row's blocks up to its
+    own. CPU: batch 2, more keys than queries, a ragged last chunk."""
     from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
+    from custom_ops.sparse_attention.ops import FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE
 
+    multiple = split_kernels.ROWS_CHUNK_MULTIPLE
+    assert multiple % FORWARD_ROWS_PACKED == 0 and multiple % FORWARD_ROWS_SINGLE == 0
     if device == "cpu":
-        B, Hq, Hkv, S, D, bs, dtype = 1, 4, 2, 1024, 32, 16, torch.float32
+        B, Hq, Hkv, Sq, Skv, D, bs, dtype = 2, 4, 2, 600, 728, 16, 16, torch.float32
         g = torch.Generator().manual_seed(21)
-        q = 2 * torch.randn(B, Hq, S, D, generator=g)
-        k_bar = block_summaries(2 * torch.randn(B, Hkv, S, D, generator=g), torch.randn(Hkv, D, generator=g), bs)
+        q = 2 * torch.randn(B, Hq, Sq, D, generator=g)
+        k_bar = block_summaries(2 * torch.randn(B, Hkv, Skv, D, generator=g), torch.randn(Hkv, D, generator=g), bs)
+        budget_rows, step = 100, 128  # chunk_rows gives 64 rows; the launch takes 128
+        # (the 128-row offset puts chunks 0 and 2 at a reach of exactly their register rows, 16 and 32)
     else:
-        B, Hq, Hkv, S, D, bs, dtype = 1, 8, 2, 24576, 128, 64, torch.bfloat16
-        q, k_bar, _ = cuda_problem(31, B, Hq, Hkv, S, S, D, bs, dtype)
+        B, Hq, Hkv, Sq, Skv, D, bs, dtype = 1, 8, 2, 24576, 24576, 128, 64, torch.bfloat16
+        q, k_bar, _ = cuda_problem(31, B, Hq, Hkv, Sq, Skv, D, bs, dtype)
+        budget_rows, step = 3000, 2944  # chunk_rows gives 2944 = 23 · 128
     nb = k_bar.shape[2]
-    budget = 192 * B * Hq * nb * 4 if device == "cpu" else 3000 * B * Hq * nb * 4  # 128 / 2944 rows a chunk
+    budget = budget_rows * B * Hq * nb * 4
     starts = []
     real_launch = split_kernels.launch_group_entmax
     monkeypatch.setattr(
         split_kernels, "launch_group_entmax", lambda *a, **kw: starts.append(a[3]) or real_launch(*a, **kw)
     )
-    args = (q, k_bar, 1.5, 1.0, True, S, bs)
-    clean = split_kernels.coarse_selection_rows_launch(*args, z_budget=budget, tails=True)
-    monkeypatch.setattr(split_kernels, "_empty_probs", lambda shape, dev: torch.full(shape, 0.75, device=dev))
-    starts.clear()
-    probs, mean_log = split_kernels.coarse_selection_rows_launch(*args, z_budget=budget, tails=True, zero_fill=False)
-    step = 128 if device == "cpu" else 2944
-    assert starts == list(range(0, S, step)) and step % split_kernels.ROWS_CHUNK_MULTIPLE == 0
-    own = torch.arange(S, device=q.device) // bs
+    args = (q, k_bar, 1.5, 1.0, True, Skv, bs)
+    runs = {}
+    for poison in ("0", "0.75", "nan"):
+        monkeypatch.setattr(
+            split_kernels, "_empty_probs", lambda shape, dev: torch.full(shape, float(poison), device=dev)
+        )
+        starts.clear()
+        runs[poison] = split_kernels.coarse_selection_rows_launch(*args, z_budget=budget, tails=True, zero_fill=False)
+        assert starts == list(range(0, Sq, step))
+    probs, mean_log = runs["0"]
+    own = torch.arange(Sq, device=q.device) // bs + (Skv - Sq) // bs
     up_to_own = torch.arange(nb, device=q.device)[None, :] <= own[:, None]
-    assert torch.equal(probs[..., up_to_own], clean[0][..., up_to_own]) and torch.equal(mean_log, clean[1])
-    assert (probs == 0.75).any(), "nothing was left unwritten: the poison shows nothing"
+    written = ~runs["nan"][0].isnan()  # p̄ of finite inputs is never NaN
+    assert not written.all(), "nothing was left unwritten: the poison shows nothing"
+    assert written[..., up_to_own].all()
+    lists = {}
+    for poison, (got, got_mean) in runs.items():
+        assert torch.equal(got[written], probs[written]) and torch.equal(got_mean, mean_log)
+        for block_m in (32, 128):
+            lists[poison, block_m] = tile_lists_and_bias_from_rows_launch(got, got_mean, 1.0, True, Skv, bs, block_m)
     for block_m in (32, 128):
-        got = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, S, bs, block_m)
-        want = tile_lists_and_bias_from_rows_launch(*clean, 1.0, True, S, bs, block_m)
-        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        want = lists["0", block_m]
         listed = torch.arange(nb, device=q.device) < want[1][..., None]  # [B, H, tiles, nb]
-        assert torch.equal(got[2][listed], want[2][listed])
+        for poison in ("0.75", "nan"):
+            got = lists[poison, block_m]
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+            assert torch.equal(got[2][listed], want[2][listed])
+    monkeypatch.setattr(split_kernels, "_empty_probs", lambda shape, dev: torch.empty(shape, device=dev))
+    filled, filled_mean = split_kernels.coarse_selection_rows_launch(*args, z_budget=budget, tails=True)
+    assert rel_err(probs[..., up_to_own], filled[..., up_to_own]) <= 1e-6
+    assert rel_err(mean_log, filled_mean) <= 2e-5

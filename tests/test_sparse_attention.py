@@ -283,7 +283,8 @@ ON_CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), re
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_CUDA)])
-def test_rows_kernel_writes_into_a_strided_out(device):
+@pytest.mark.parametrize("block_m,packed", [(32, True), (128, False)])
+def test_rows_kernel_writes_into_a_strided_out(device, block_m, packed):
     """``out=`` (the chunked fused path: a query chunk's rows of the call's output, a strided view)
     gets the same bits as a fresh output, and nothing outside the view is touched; a wrong shape
     or dtype raises. CPU: the Triton interpreter (fp32)."""
@@ -295,25 +296,26 @@ def test_rows_kernel_writes_into_a_strided_out(device):
     q, k, v, probs, mean_log = (t.to(device) for t in (q, k, v, probs, mean_log))
     B, Hq, Sq, D = q.shape
     bs, scale = kw["block_size"], 1 / math.sqrt(D)
-    pack = forward_tiling(Hq, k.shape[1], probs.shape[1], probs.shape[1])[1]
-    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, inv_sigma, True, k.shape[2], bs, 32)
-    fresh, fresh_lse = sparse_attention_rows_launch(q, k, v, *lists, True, scale, bs, 32, pack=pack)
+    pack = forward_tiling(Hq, k.shape[1], probs.shape[1], probs.shape[1])[1] if packed else 1
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, inv_sigma, True, k.shape[2], bs, block_m)
+    fresh, fresh_lse = sparse_attention_rows_launch(q, k, v, *lists, True, scale, bs, block_m, pack=pack)
     whole = torch.full((B, Hq, Sq + 40, v.shape[-1]), 7.0, device=device, dtype=dtype)
     out, lse = sparse_attention_rows_launch(
-        q, k, v, *lists, True, scale, bs, 32, pack=pack, out=whole[:, :, 17 : 17 + Sq]
+        q, k, v, *lists, True, scale, bs, block_m, pack=pack, out=whole[:, :, 17 : 17 + Sq]
     )
     assert out.data_ptr() == whole[:, :, 17:].data_ptr()
     assert torch.equal(whole[:, :, 17 : 17 + Sq], fresh) and torch.equal(lse, fresh_lse)
     assert (whole[:, :, :17] == 7).all() and (whole[:, :, 17 + Sq :] == 7).all()
     for wrong in (whole[:, :, : Sq - 1], whole[:, :, :Sq].double()):
         with pytest.raises(ValueError, match="out .* must be"):
-            sparse_attention_rows_launch(q, k, v, *lists, True, scale, bs, 32, pack=pack, out=wrong)
+            sparse_attention_rows_launch(q, k, v, *lists, True, scale, bs, block_m, pack=pack, out=wrong)
 
 
 def test_rows_into_op_equals_the_rows_op_and_passes_opcheck():
     """``dash_flex::sparse_attention_rows_into`` (CPU: the torch definition copied into ``out``)
-    writes what ``sparse_attention_rows`` returns into a strided view and returns its LSE; opcheck
-    (schema with the mutated ``out``, fake kernel)."""
+    writes what ``sparse_attention_rows`` returns into a strided view and returns its LSE; a wrong
+    ``out`` raises, and so do inputs that require grad outside ``no_grad``; opcheck (schema with
+    the mutated ``out``, fake kernel)."""
     from custom_ops.sparse_attention import sparse_attention_rows, sparse_attention_rows_into
 
     q, k, v, kw, probs, mean_log, inv_sigma, _ = rows_problem(CASES[0])
@@ -322,6 +324,13 @@ def test_rows_into_op_equals_the_rows_op_and_passes_opcheck():
     whole = torch.full((*q.shape[:2], q.shape[2] + 5, v.shape[-1]), 3.0)
     lse = sparse_attention_rows_into(q, k, v, probs, mean_log, whole[:, :, 5:], *args)
     assert torch.equal(whole[:, :, 5:], want) and torch.equal(lse, want_lse) and (whole[:, :, :5] == 3).all()
+    for wrong in (whole[:, :, 6:], whole[:, :, 5:].double()):  # checked on every path, not only CUDA's
+        with pytest.raises(ValueError, match="out .* must be"):
+            sparse_attention_rows_into(q, k, v, probs, mean_log, wrong, *args)
+    with pytest.raises(RuntimeError, match="inference-only"):  # its out would silently drop the gradient
+        sparse_attention_rows_into(q.clone().requires_grad_(), k, v, probs, mean_log, whole[:, :, 5:], *args)
+    with torch.no_grad():
+        sparse_attention_rows_into(q.clone().requires_grad_(), k, v, probs, mean_log, whole[:, :, 5:], *args)
     torch.library.opcheck(
         torch.ops.dash_flex.sparse_attention_rows_into.default,
         (q, k, v, probs, mean_log, torch.empty_like(want), *args),
@@ -721,9 +730,10 @@ def test_fused_inference_in_query_chunks_equals_whole_call(case, monkeypatch):
     q, k, v, u, kw, _, _ = problem(case)
     with torch.no_grad():
         whole = dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
-    calls = []
-    chunked = attention._fused_in_query_chunks
+    calls, in_place = [], []
+    chunked, into = attention._fused_in_query_chunks, attention.sparse_attention_rows_into
     monkeypatch.setattr(attention, "_fused_in_query_chunks", lambda *a: calls.append((a[4], a[-1])) or chunked(*a))
+    monkeypatch.setattr(attention, "sparse_attention_rows_into", lambda *a: in_place.append(a[5].shape) or into(*a))
     B, Hq, Hkv, Sq, Skv, D, bs, _ = case
     shared = kw.get("share_kv_groups", True)  # shared: the selection stays as p̄ rows (from_rows)
     heads = Hkv if shared else Hq
@@ -733,6 +743,8 @@ def test_fused_inference_in_query_chunks_equals_whole_call(case, monkeypatch):
     with torch.no_grad():
         out = dash_attention(q, k, v, pool_query=u, fine_stage="fused", **kw)
     assert calls == [(128, shared)], "the chunked path did not run"
+    # p̄ rows (shared): each chunk's fine kernel writes its rows of the output in place
+    assert (len(in_place) >= 2 and sum(shape[2] for shape in in_place) == Sq) if shared else not in_place
     ref = dash_attention_reference(q.double(), k.double(), v.double(), pool_query=u.double(), **kw)
     assert rel_err(out, whole) < 1e-6
     assert rel_err(out, ref) < 1e-4
@@ -1037,20 +1049,38 @@ def test_cuda_rows_kernel_descriptor_loads_equal_pointer_loads(dtype):
 def test_cuda_rows_list_kernel_equals_the_torch_lists():
     """On the GPU, at the benchmark's shape (32K rows, 512 blocks, 8 heads, a view of padded rows,
     zeros past each row's eligible blocks), the tile lists from p̄ rows equal the torch lists of
-    the flags they define."""
+    the flags they define, and (32-row tiles) each listed slot's bias rows equal the prior in log2
+    units (the kernel's ``lg2.approx`` log), with p̄ values of 1, 1e-30 and subnormal 1e-40 among
+    them."""
     from custom_ops.coarse_selection.torch_impl import block_major_from_rows
     from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
 
     g = torch.Generator(device="cuda").manual_seed(0)
     probs = torch.rand(1, 8, 32768 + 100, 520, generator=g, device="cuda")[:, :, :32700, :512]
     own = (torch.arange(32700, device="cuda") + 68) // 64
-    probs = torch.where((probs < 0.01) & (torch.arange(512, device="cuda")[None, :] < own[:, None]), probs, 0.0)
-    mean_log = torch.zeros(probs.shape[:3], device="cuda")
-    _, active = block_major_from_rows(probs, mean_log, 1.0, True, 32768, 64)
+    eligible = torch.arange(512, device="cuda")[None, :] < own[:, None]
+    special = torch.tensor([1.0, 1e-30, 1e-40], device="cuda")[torch.randint(0, 3, probs.shape, generator=g,
+                                                                              device="cuda")]  # fmt: skip
+    probs = torch.where((probs < 0.01) & eligible, probs, torch.where((probs > 0.995) & eligible, special, 0.0))
+    assert (probs == 1e-40).any() and (probs == 1.0).any()
+    mean_log = torch.randn(probs.shape[:3], generator=g, device="cuda") - 5
+    prior, active = block_major_from_rows(probs, mean_log, 1.0, True, 32768, 64)
     for block_m in (16, 32, 64, 128):
         want = tile_block_lists(active, block_m)
         got = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, 32768, 64, block_m)
         assert torch.equal(got[1], want[1]) and torch.equal(got[0], want[0]), block_m
+        if block_m != 32:
+            continue
+        want_bias = torch.where(active, prior.double() * math.log2(math.e), -math.inf)  # [1, 8, nb, Sq]
+        want_bias = torch.nn.functional.pad(want_bias, (0, 32 * got[2].shape[2] - 32700), value=-math.inf)
+        want_bias = want_bias.view(1, 8, 512, -1, 32).transpose(2, 3)  # [1, 8, tiles, nb, 32]
+        slots = got[0].long()[..., None].expand(*got[0].shape, 32)
+        listed = (torch.arange(512, device="cuda") < got[1][..., None])[..., None].expand_as(slots)
+        want_slots = want_bias.gather(3, slots)[listed]
+        got_slots = got[2][listed].double()
+        assert torch.equal(torch.isinf(got_slots), torch.isinf(want_slots))
+        finite = torch.isfinite(want_slots)
+        torch.testing.assert_close(got_slots[finite], want_slots[finite], atol=1e-5, rtol=1e-6)
 
 
 def _cuda_gradient_problem(dtype):

@@ -650,7 +650,8 @@ def launch_group_entmax(
     """``_group_entmax`` on the query chunk ``[row0, row0 + n_rows)`` whose scores ``z`` hold:
     ``p̄`` into ``probs [B, Hkv, Sq, nb]`` and the mean ``log p̄`` into ``mean_log``; ``width`` is the
     chunk's register row (:func:`chunk_width`; with ``tail``, its first tile, see
-    :func:`inference_row_split`), ``nb_out`` the padded row zero-filled past it, ``schedule =
+    :func:`inference_row_split`), ``nb_out`` the row zero-filled past it up to ``nb_out`` (from ``width``
+    + ``tail``: nothing filled), ``schedule =
     (mode, n_bisect, n_newton)`` (:func:`solver_schedule`), ``(rows, warps)`` the launch
     (:func:`entmax_config`)."""
     B, Hq = z.shape[:2]
@@ -716,7 +717,7 @@ def coarse_selection_rows_launch(
     dev = query.device
     mean_log = torch.empty(B, Hkv, Sq, device=dev, dtype=torch.float32)
     chunk = chunk_rows(B, Hq, nb, Sq, z_budget)
-    if not zero_fill:
+    if not zero_fill and chunk < Sq:  # (at least 128 rows: a chunk may then pass the budget, up to 2x)
         chunk = max(ROWS_CHUNK_MULTIPLE, chunk // ROWS_CHUNK_MULTIPLE * ROWS_CHUNK_MULTIPLE)
     probs = _empty_probs((B, Hkv, Sq, nb), dev)
     # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
@@ -760,6 +761,8 @@ def coarse_selection_split_launch(
     takes the ``overrides``), then ``_block_major_prior``."""
     if max(16, triton.next_power_of_2(nb_pad)) > MAX_BLOCKS:
         raise ValueError(f"coarse_selection: {nb_pad} blocks exceed the register row limit {MAX_BLOCKS}")
+    if not overrides.get("zero_fill", True) or overrides.get("tails", False):
+        raise ValueError("coarse_selection: the block-major prior reads whole zero-filled rows (no zero_fill/tails)")
     probs, mean_log = coarse_selection_rows_launch(
         query, k_bar, alpha, selection_scale, causal, kv_len, block_size, **overrides
     )

@@ -13,7 +13,8 @@ From the block-major flags ``active [B, H, nb, Sq]`` (query index contiguous):
   writes each listed block's bias rows (log-prior in log2 units, ``−inf`` where a row does not keep
   it) by list slot, so the fine kernel reads one contiguous row per step, as from the block-major
   prior, and no flags. Blocks past the tile's causal reach are neither read nor listed (the
-  coarse stage's ``p̄`` is 0 there).
+  inference coarse launch leaves ``p̄`` unwritten past its score chunk's reach, and its chunks
+  start at multiples of 128 rows, so ``block_m`` must divide 128).
 
 Slots past a list's count stay zero, as in the torch definitions. The torch versions make ~10
 passes over flag-sized tensors (an OR of 8-byte words, a pad, a transpose, a cumsum, a where, a

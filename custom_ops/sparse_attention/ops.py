@@ -21,6 +21,9 @@ BACKWARD_ROWS = 64  # backward: query rows per program, over the packed heads (a
 # Session 11's kernel (row max on the raw products; scripts/probe_fine_variants.py): 4 heads × 32
 # rows 5.41 ms; at 8 warps 7.48; three stages 8.28; block pairs (branch wip/key-pairs) 7.48–9.52.
 FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE, FORWARD_WARPS, FORWARD_STAGES = 32, 128, 4, 2
+# The inference coarse launch starts its score chunks at multiples of split_kernels.
+# ROWS_CHUNK_MULTIPLE rows (a test checks that both tile heights divide it): it leaves p̄ past
+# each chunk's causal reach unwritten, so each query tile of the list builder must lie in one chunk.
 
 
 def forward_tiling(q_heads: int, kv_heads: int, sel_heads: int, act_heads: int) -> tuple[int, int]:
@@ -212,6 +215,13 @@ def sparse_attention_rows(
 def _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, inv_sigma, out=None):
     """:func:`sparse_attention_rows`, its output written into ``out`` when given."""
     _check_rows(query, key, probs, mean_log, block_size)
+    if out is not None:
+        want = (*query.shape[:3], value.shape[-1])
+        if tuple(out.shape) != want or out.dtype != query.dtype or out.device != query.device:
+            raise ValueError(
+                f"sparse_attention_rows_into: out {tuple(out.shape)} {out.dtype} on {out.device} must be {want} "
+                f"{query.dtype} on {query.device}"
+            )
     if query.device.type != "cuda" or query.dtype == torch.float64:
         result = sparse_attention_rows_torch(query, key, value, probs, mean_log, causal, scale, block_size, inv_sigma)
         if out is None:
@@ -221,8 +231,8 @@ def _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, 
     from .list_kernels import tile_lists_and_bias_from_rows_launch
     from .triton_kernels import sparse_attention_rows_launch
 
-    check_in_slice_offsets(query=query, key=key, value=value)  # p̄ and the bias rows: int64 offsets
-    H_sel = probs.shape[1]
+    check_in_slice_offsets(query=query, key=key, value=value, **({} if out is None else {"out": out}))
+    H_sel = probs.shape[1]  # p̄ and the bias rows: int64 offsets
     rows, pack = forward_tiling(query.shape[1], key.shape[1], H_sel, H_sel)
     lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, inv_sigma, causal, key.shape[2], block_size, rows)
     return sparse_attention_rows_launch(
@@ -231,6 +241,21 @@ def _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, 
 
 
 @torch.library.custom_op("dash_flex::sparse_attention_rows_into", mutates_args=("out",))
+def _sparse_attention_rows_into_op(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    probs: torch.Tensor,
+    mean_log: torch.Tensor,
+    out: torch.Tensor,
+    causal: bool,
+    scale: float,
+    block_size: int,
+    inv_sigma: float,
+) -> torch.Tensor:
+    return _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, inv_sigma, out)[1]
+
+
 def sparse_attention_rows_into(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -244,14 +269,22 @@ def sparse_attention_rows_into(
     inv_sigma: float,
 ) -> torch.Tensor:
     """:func:`sparse_attention_rows` writing its output into ``out [B, Hq, Sq, Dv]`` (the query
-    dtype, any strides) and returning ``lse``: a query chunk of a longer call writes its rows of
-    the call's output in place (at 128K, 9 chunks, the strided copies of their outputs took ~1.3
-    ms on the H100). Inference only, like :func:`sparse_attention_rows` (an op that mutates an
-    argument has no autograd formula; a call that needs gradients takes the training path)."""
-    return _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, inv_sigma, out)[1]
+    dtype, any strides) and returning ``lse``, through ``dash_flex::sparse_attention_rows_into``: a
+    query chunk of a longer call writes its rows of the call's output in place (at 128K, 9 chunks,
+    the strided copies of their outputs took ~1.3 ms on the H100). Inference only, like
+    :func:`sparse_attention_rows`: an op that mutates an argument has no autograd formula, so a
+    call that would want gradients (grad mode on and an input that requires grad) raises here,
+    where grad mode is visible (inside the op it is always off), instead of giving an ``out`` that
+    silently drops them."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value, out)):
+        raise RuntimeError(
+            "dash_flex::sparse_attention_rows_into is inference-only: call it under torch.no_grad() or on "
+            "tensors that do not require grad (use dash_flex::sparse_attention_forward for gradients)"
+        )
+    return _sparse_attention_rows_into_op(query, key, value, probs, mean_log, out, causal, scale, block_size, inv_sigma)
 
 
-@sparse_attention_rows_into.register_fake
+@_sparse_attention_rows_into_op.register_fake
 def _(query, key, value, probs, mean_log, out, causal, scale, block_size, inv_sigma):
     B, Hq, Sq, _ = query.shape
     return query.new_empty(B, Hq, Sq, dtype=torch.float64 if query.dtype == torch.float64 else torch.float32)

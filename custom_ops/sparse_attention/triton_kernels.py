@@ -369,6 +369,8 @@ def _launch(query, key, value, prior, prior_strides, active, active_strides, row
     Hkv, Skv, Dv = key.shape[1], key.shape[2], value.shape[-1]
     n_tiles = block_list.shape[2]
     from_rows = rows_heads is not None
+    if out is not None and store_residual:  # the residual would be allocated dense but indexed with out's strides
+        raise ValueError("out= is for the inference launch (no residual)")
     if out is None:
         out = torch.empty(B, Hq, Sq, Dv, device=query.device, dtype=query.dtype)
     elif out.shape != (B, Hq, Sq, Dv) or out.dtype != query.dtype or out.device != query.device:
