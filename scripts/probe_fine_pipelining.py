@@ -5,9 +5,10 @@
 Variants are copies of ``custom_ops/sparse_attention/triton_kernels.py`` whose list loop (the
 ``for j in range(j0, j1)`` of ``_fwd_blocks``) becomes a ``tl.range`` with one option: Hopper's
 automatic warp specialisation (``warp_specialize=True``; Triton 3.6 routes sm_90 to its Hopper
-pass), or an unroll factor. Each copy is written beside the original (so its imports resolve),
-imported, timed on the attention benchmark's lists with their bias rows at the shipped launch
-(32 rows × 4 heads, 2 stages) and at 8 warps, and checked bitwise against the shipped kernel.
+pass), or an unroll factor; or whose masked-tail walk (``_first_masked_entry``) is static. Each
+copy is written beside the original (so its imports resolve), imported, timed on the attention
+benchmark's lists with their bias rows at the shipped launch (32 rows × 4 heads, 2 stages) and
+at 8 warps, and checked bitwise against the shipped kernel.
 Median ms (``triton.testing.do_bench``), every candidate timed twice in turn.
 """
 
@@ -32,20 +33,39 @@ from profile_stages import print_kernel_resources  # noqa: E402
 from custom_ops.sparse_attention import triton_kernels  # noqa: E402
 
 LOOP = "for j in range(j0, j1):"
+# _first_masked_entry's data-dependent walk back from the list's end, and a static walk of at most
+# ⌈BLOCK_M / BLOCK_SIZE⌉ + 1 entries: exact for lists that end at the tile's causal reach (the
+# benchmark's, built from p̄ rows), not for lists a caller's flags extend past it. Compiled for
+# sm_90 with Triton 3.6 on the CPU (session 18): the shipped inference forward spills 180 B a
+# thread, the static walk none; the warp-specialised loop crashes at 4 warps either way
+# ("Other parent ops are not supported" with the `while`, a dominance assertion without it) and
+# compiles at 8 warps without a warp_specialize op (the pass returns unless num_warps is 4).
+WALK = """    while last >= first_block:
+        n_lead -= 1
+        last = tl.load(LIST + list_row * stride_lh + (n_lead - 1) * stride_lt, mask=n_lead > 0, other=-1)
+"""
+STATIC_WALK = """    for _ in tl.static_range(BLOCK_M // BLOCK_SIZE + 2):
+        past = last >= first_block
+        n_lead -= past.to(tl.int32)
+        last = tl.load(LIST + list_row * stride_lh + (n_lead - 1) * stride_lt, mask=past & (n_lead > 0), other=-1)
+"""
 VARIANTS = {
-    "warp_specialize": "for j in tl.range(j0, j1, warp_specialize=True):",
-    "unroll2": "for j in tl.range(j0, j1, loop_unroll_factor=2):",
+    "warp_specialize": [(LOOP, "for j in tl.range(j0, j1, warp_specialize=True):")],
+    "unroll2": [(LOOP, "for j in tl.range(j0, j1, loop_unroll_factor=2):")],
+    "static_walk": [(WALK, STATIC_WALK)],
 }
 # (variant, warps): None is the shipped kernel
-CANDIDATES = [(None, 4), ("warp_specialize", 4), ("warp_specialize", 8), ("unroll2", 4)]
+CANDIDATES = [(None, 4), ("static_walk", 4), ("warp_specialize", 4), ("warp_specialize", 8), ("unroll2", 4)]
 
 
 def variant_module(name: str):
     source = (ROOT / "custom_ops/sparse_attention/triton_kernels.py").read_text()
-    if source.count(LOOP) != 1:
-        raise RuntimeError(f"expected one list loop {LOOP!r} in triton_kernels.py")
+    for old, new in VARIANTS[name]:
+        if source.count(old) != 1:
+            raise RuntimeError(f"expected one {old!r} in triton_kernels.py")
+        source = source.replace(old, new)
     path = ROOT / f"custom_ops/sparse_attention/_probe_{name}.py"
-    path.write_text(source.replace(LOOP, VARIANTS[name]))
+    path.write_text(source)
     return importlib.import_module(f"custom_ops.sparse_attention._probe_{name}")
 
 
