@@ -37,7 +37,10 @@ LOOP = "for j in range(j0, j1):"
 # ⌈BLOCK_M / BLOCK_SIZE⌉ + 1 entries: exact for lists that end at the tile's causal reach (the
 # benchmark's, built from p̄ rows), not for lists a caller's flags extend past it. Compiled for
 # sm_90 with Triton 3.6 on the CPU (session 18): the shipped inference forward spills 180 B a
-# thread, the static walk none; the warp-specialised loop crashes at 4 warps either way
+# thread, this static walk none (3.9: 84 B against none), though a variant that masks the load
+# with `past` instead of selecting after it spills 176 B: at 255 registers ptxas's spills swing
+# with small changes, so only the device's timing says whether this helps. The warp-specialised
+# loop crashes at 4 warps either way
 # ("Other parent ops are not supported" with the `while`, a dominance assertion without it) and
 # compiles at 8 warps without a warp_specialize op (the pass returns unless num_warps is 4).
 WALK = """    while last >= first_block:
@@ -47,7 +50,8 @@ WALK = """    while last >= first_block:
 STATIC_WALK = """    for _ in tl.static_range(BLOCK_M // BLOCK_SIZE + 2):
         past = last >= first_block
         n_lead -= past.to(tl.int32)
-        last = tl.load(LIST + list_row * stride_lh + (n_lead - 1) * stride_lt, mask=past & (n_lead > 0), other=-1)
+        last = tl.where(past, tl.load(LIST + list_row * stride_lh + (n_lead - 1) * stride_lt, mask=n_lead > 0,
+                                      other=-1), -1)
 """
 VARIANTS = {
     "warp_specialize": [(LOOP, "for j in tl.range(j0, j1, warp_specialize=True):")],
