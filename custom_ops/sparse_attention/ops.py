@@ -11,7 +11,12 @@ import torch
 
 from ..selection.torch_impl import any_in_row_groups
 from ..sparse_decode.ops import compact_block_list
-from .torch_impl import sparse_attention_backward_torch, sparse_attention_forward_torch, sparse_attention_rows_torch
+from .torch_impl import (
+    check_out,
+    sparse_attention_backward_torch,
+    sparse_attention_forward_torch,
+    sparse_attention_rows_torch,
+)
 
 BACKWARD_ROWS = 64  # backward: query rows per program, over the packed heads (a smaller union than 128)
 # Forward launch, from sweeps at 32K on the H200 (scripts/profile_stages.py --sweep, docs/benchmarks.md).
@@ -216,12 +221,7 @@ def _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, 
     """:func:`sparse_attention_rows`, its output written into ``out`` when given."""
     _check_rows(query, key, probs, mean_log, block_size)
     if out is not None:
-        want = (*query.shape[:3], value.shape[-1])
-        if tuple(out.shape) != want or out.dtype != query.dtype or out.device != query.device:
-            raise ValueError(
-                f"sparse_attention_rows_into: out {tuple(out.shape)} {out.dtype} on {out.device} must be {want} "
-                f"{query.dtype} on {query.device}"
-            )
+        check_out(out, query, value.shape[-1])
     if query.device.type != "cuda" or query.dtype == torch.float64:
         result = sparse_attention_rows_torch(query, key, value, probs, mean_log, causal, scale, block_size, inv_sigma)
         if out is None:
@@ -231,8 +231,9 @@ def _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, 
     from .list_kernels import tile_lists_and_bias_from_rows_launch
     from .triton_kernels import sparse_attention_rows_launch
 
-    check_in_slice_offsets(query=query, key=key, value=value, **({} if out is None else {"out": out}))
-    H_sel = probs.shape[1]  # p̄ and the bias rows: int64 offsets
+    outs = {} if out is None else {"out": out}
+    check_in_slice_offsets(query=query, key=key, value=value, **outs)  # p̄ and the bias rows: int64 offsets
+    H_sel = probs.shape[1]
     rows, pack = forward_tiling(query.shape[1], key.shape[1], H_sel, H_sel)
     lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, inv_sigma, causal, key.shape[2], block_size, rows)
     return sparse_attention_rows_launch(

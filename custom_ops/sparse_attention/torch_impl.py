@@ -25,6 +25,17 @@ import torch
 from ..coarse_selection.torch_impl import block_major_from_rows
 
 
+def check_out(out: torch.Tensor, query: torch.Tensor, value_dim: int) -> None:
+    """Raise unless ``out`` can take the fine stage's output: ``[B, Hq, Sq, value_dim]`` in the
+    query's dtype, on its device (any strides)."""
+    want = (*query.shape[:3], value_dim)
+    if tuple(out.shape) != want or out.dtype != query.dtype or out.device != query.device:
+        raise ValueError(
+            f"sparse_attention: out {tuple(out.shape)} {out.dtype} on {out.device} must be {want} {query.dtype} "
+            f"on {query.device}"
+        )
+
+
 def sparse_attention_forward_torch(
     query: torch.Tensor,
     key: torch.Tensor,

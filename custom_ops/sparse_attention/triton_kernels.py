@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .torch_impl import check_out
+
 LOG2E = tl.constexpr(1.4426950408889634)
 # The rows launch (inference) loads K and V through TMA descriptors where their layout allows it
 # (`_kv_descriptors`) and `default_descriptors` says (from DESCRIPTOR_MIN_KV_LEN keys, on the
@@ -373,9 +375,8 @@ def _launch(query, key, value, prior, prior_strides, active, active_strides, row
         raise ValueError("out= is for the inference launch (no residual)")
     if out is None:
         out = torch.empty(B, Hq, Sq, Dv, device=query.device, dtype=query.dtype)
-    elif out.shape != (B, Hq, Sq, Dv) or out.dtype != query.dtype or out.device != query.device:
-        want = f"{(B, Hq, Sq, Dv)} {query.dtype} on {query.device}"
-        raise ValueError(f"out {tuple(out.shape)} {out.dtype} on {out.device} must be {want}")
+    else:
+        check_out(out, query, Dv)
     out_res = torch.empty_like(out) if store_residual else out.new_empty(0)
     lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
     list_rows = block_list.view(-1, block_list.shape[-1])
