@@ -283,6 +283,40 @@ ON_CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), re
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_CUDA)])
+@pytest.mark.parametrize("climb", [0.3, 4.0, 30.0])
+def test_kernels_follow_a_climbing_row_max(device, climb):
+    """Scores that climb by ``climb`` (log2 units) from each key block to the next, so a row's
+    running max moves at every block by less or by far more than the kernels' rescale threshold
+    (``RESCALE_THRESHOLD``: below it they keep the stale max), over 13 × 30 log2 units at the top:
+    both fine kernels (the block-major flags' and the bias rows') equal their definitions, output
+    and LSE, and stay finite (to 1e-4: fp32 scores of ~400 carry ~3e-5 of rounding each way). CPU:
+    the interpreter (fp32)."""
+    from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
+    from custom_ops.sparse_attention.torch_impl import sparse_attention_rows_torch
+    from custom_ops.sparse_attention.triton_kernels import sparse_attention_rows_launch
+
+    # the selection of random inputs (many blocks a row), then queries and keys that climb
+    q, k, v, kw, probs, mean_log, inv_sigma, (prior, active, has_prior) = rows_problem(CASES[0])
+    D, bs = q.shape[-1], kw["block_size"]
+    scale = 1 / math.sqrt(D)
+    q, k = 0.25 * q, 0.25 * k
+    q[..., 0] = 1.0
+    k[..., 0] = climb * math.log(2) / scale * (torch.arange(k.shape[2]) // bs)
+    q, k, v, prior, active, probs, mean_log = (t.to(device) for t in (q, k, v, prior, active, probs, mean_log))
+    want, _, want_lse = sparse_attention_forward_torch(q, k, v, prior, active, True, scale, bs, has_prior)
+    got, _, lse = sparse_attention_launch(q, k, v, prior, active, *tile_block_lists(active, 16), True, scale, bs,
+                                          has_prior, 16)  # fmt: skip
+    assert torch.isfinite(got).all() and rel_err(got, want) < 1e-4
+    torch.testing.assert_close(lse, want_lse, atol=1e-4, rtol=1e-6)
+    want, want_lse = sparse_attention_rows_torch(q, k, v, probs, mean_log, True, scale, bs, inv_sigma)
+    pack = forward_tiling(q.shape[1], k.shape[1], probs.shape[1], probs.shape[1])[1]
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, inv_sigma, True, k.shape[2], bs, 32)
+    got, lse = sparse_attention_rows_launch(q, k, v, *lists, True, scale, bs, 32, pack=pack)
+    assert torch.isfinite(got).all() and rel_err(got, want) < 1e-4
+    torch.testing.assert_close(lse, want_lse, atol=1e-4, rtol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=ON_CUDA)])
 @pytest.mark.parametrize("block_m,packed", [(32, True), (128, False)])
 def test_rows_kernel_writes_into_a_strided_out(device, block_m, packed):
     """``out=`` (the chunked fused path: a query chunk's rows of the call's output, a strided view)
