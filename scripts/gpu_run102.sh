@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Session 19, run 102: lazy rescaling in the fine forward kernel (the running max moves only past
 # 2⁸): the probe times the shipped (lazy) kernel against the eager rescale of sessions 1-18 and the
-# static masked-tail walk with either (32K, 128K, kernel alone on the benchmark's lists); the
-# attention benchmark at 32K and 128K; then the fine stage's and the coarse selection's GPU tests
+# static masked-tail walk with either (32K, 128K, kernel alone on the benchmark's lists); the score
+# GEMM's TMA stores against its pointer stores (the inference coarse launch); the attention benchmark at 32K and 128K; then the fine stage's and the coarse selection's GPU tests
 # (the climbing-max test, and run 100's review-fix tests never GPU-run).
 set -uo pipefail
 source scripts/gpu_preamble.sh
 timeout 230 python scripts/probe_fine_pipelining.py --seq 32768 131072 > "$OUT/pipelining.log" 2>&1
 echo "pipelining rc=$? after $((SECONDS - start)) s"; grep -E "S=|--|registers|spill" "$OUT/pipelining.log" | cut -c1-160
+timeout 100 python scripts/probe_coarse_variants.py --seq 32768 131072 --variants "no fill, pointer stores" \
+  "no fill, TMA stores" "no fill, TMA stores, GEMM (128, 64, 8, 4)" "no fill, TMA stores, GEMM (128, 64, 8, 3)" \
+  > "$OUT/coarse.log" 2>&1
+echo "coarse rc=$? after $((SECONDS - start)) s"; grep -E "S=|Error" "$OUT/coarse.log" | cut -c1-160
 timeout 150 python benchmarks/bench_attention.py --seq 32768 131072 --methods sdpa_cudnn fused_select_only \
   dash_fused fused_fine_only --out "$OUT/attn" > "$OUT/attn.log" 2>&1
 echo "attn rc=$? after $((SECONDS - start)) s"; grep -E "^\| (32768|131072)|Error" "$OUT/attn.log" | tail -12

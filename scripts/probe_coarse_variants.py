@@ -6,7 +6,8 @@ Each variant is ``coarse_selection_rows_launch`` (score GEMM + grouped entmax, a
 * ``zero_fill``: p̄ zero-filled past each chunk's register row up to the padded row (session
   17) or left unwritten there (the inference op since session 18: the list builder never reads
   there);
-* ``score_tile``: the GEMM's (BM, BN, warps, stages).
+* ``score_tile``: the GEMM's (BM, BN, warps, stages);
+* ``score_store_desc``: the GEMM's scores through TMA stores or masked pointer stores (session 19).
 
 Run 95 also timed entmax launches over 4096- and 2048-row sub-chunks of each score chunk and
 64-block tails (knobs ``entmax_rows`` and ``split_widths`` of the launch at commit 04b8c76, removed
@@ -40,6 +41,17 @@ VARIANTS = {
     "no fill, GEMM (128, 32, 8, 3)": dict(zero_fill=False, score_tile=(128, 32, 8, 3)),
     "no fill, GEMM (64, 32, 4, 3)": dict(zero_fill=False, score_tile=(64, 32, 4, 3)),
     "no fill, GEMM (128, 16, 4, 3)": dict(zero_fill=False, score_tile=(128, 16, 4, 3)),
+    "no fill, pointer stores": dict(zero_fill=False, score_store_desc=False),
+    "no fill, TMA stores": dict(zero_fill=False, score_store_desc=True),
+    "no fill, TMA stores, GEMM (128, 64, 8, 4)": dict(
+        zero_fill=False, score_store_desc=True, score_tile=(128, 64, 8, 4)
+    ),
+    "no fill, TMA stores, GEMM (128, 64, 8, 3)": dict(
+        zero_fill=False, score_store_desc=True, score_tile=(128, 64, 8, 3)
+    ),
+    "no fill, TMA stores, GEMM (128, 128, 8, 3)": dict(
+        zero_fill=False, score_store_desc=True, score_tile=(128, 128, 8, 3)
+    ),
 }
 
 
