@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Session 19, run 102: lazy rescaling in the fine forward kernel (the running max moves only past
-# 2⁸): the probe times the shipped (lazy) kernel against the eager rescale of sessions 1-18 and the
-# static masked-tail walk with either (32K, 128K, kernel alone on the benchmark's lists); the score
-# GEMM's TMA stores against its pointer stores (the inference coarse launch); the attention benchmark at 32K and 128K; then the fine stage's and the coarse selection's GPU tests
-# (the climbing-max test, and run 100's review-fix tests never GPU-run).
+# Session 19, run 102: the fine forward kernel with lazy rescaling (the running max moves only
+# past 2⁸), with the static masked-tail walk, and with both, against the shipped kernel (32K, 128K,
+# the kernel alone on the benchmark's lists); the score GEMM's TMA stores against its pointer
+# stores (the inference coarse launch); the attention benchmark at 32K and 128K; then the fine
+# stage's and the coarse selection's GPU tests (the climbing-max test, the descriptor-store test,
+# and run 100's review-fix tests, never GPU-run).
 set -uo pipefail
 source scripts/gpu_preamble.sh
 timeout 230 python scripts/probe_fine_pipelining.py --seq 32768 131072 > "$OUT/pipelining.log" 2>&1

@@ -53,44 +53,49 @@ STATIC_WALK = """    for _ in tl.static_range(BLOCK_M // BLOCK_SIZE + 2):
         last = tl.where(past, tl.load(LIST + list_row * stride_lh + (n_lead - 1) * stride_lt, mask=n_lead > 0,
                                       other=-1), -1)
 """
-# The shipped kernel rescales lazily (session 19: the running max moves, acc and l are rescaled,
-# only past RESCALE_THRESHOLD); "eager" puts back the rescale at every block (sessions 1-18).
-EAGER_RESCALE = [
+# Lazy rescaling: the running max moves (and acc, l are rescaled) only when some row of the tile
+# would grow by more than 2⁸ (log2 units); otherwise p = 2^(s − stale max) ≤ 2⁸, exact in the
+# same math and far from fp32 / bf16 range limits. Saves the [rows, Dv] multiply of acc on most
+# blocks for one tile-wide max (a cross-warp reduction) a block. Session 11 measured a first form
+# slower (H200, 32K: 6.51 against 5.41 ms, docs/design.md); this one, compiled for sm_90 with
+# Triton 3.6 on the CPU (session 19), spills 36 B against the shipped 180 B, but ptxas warns that
+# the P·V wgmma is serialised ("non wgmma instructions defining accumulator registers": the
+# multiply of acc inside the branch), which the shipped kernel's compile does not.
+LAZY_RESCALE = [
     (
-        """    # lazy rescaling: the running max moves (acc and l rescaled) only past RESCALE_THRESHOLD
-    grow = tl.max(tl.where(m_new > m_i, m_new - m_i, 0.0), axis=0)
-    if grow > RESCALE_THRESHOLD:
+        """    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
+    rescale = tl.exp2(m_i - m_safe)
+""",
+        """    grow = tl.max(tl.where(m_new > m_i, m_new - m_i, 0.0), axis=0)
+    if grow > 8.0:
         rescale = tl.exp2(m_i - tl.where(m_new == float("-inf"), 0.0, m_new))
         acc = acc * rescale[:, None]
         l_i = l_i * rescale
         m_i = m_new
     m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)  # rows that keep nothing so far: no NaN
 """,
-        """    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
-    rescale = tl.exp2(m_i - m_safe)
-""",
     ),
-    ("    l_i = l_i + tl.sum(p, axis=1)\n", "    l_i = l_i * rescale + tl.sum(p, axis=1)\n"),
+    ("    l_i = l_i * rescale + tl.sum(p, axis=1)\n", "    l_i = l_i + tl.sum(p, axis=1)\n"),
     (
-        """        acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
-    else:
-        acc = tl.dot(p.to(v.dtype), v, acc)
-    return acc, m_i, l_i""",
         """        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
     else:
         acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
     return acc, m_new, l_i""",
+        """        acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
+    else:
+        acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, m_i, l_i""",
     ),
 ]
 VARIANTS = {
     "warp_specialize": [(LOOP, "for j in tl.range(j0, j1, warp_specialize=True):")],
     "unroll2": [(LOOP, "for j in tl.range(j0, j1, loop_unroll_factor=2):")],
     "static_walk": [(WALK, STATIC_WALK)],
-    "eager_rescale": EAGER_RESCALE,
-    "static_walk_eager": [(WALK, STATIC_WALK), *EAGER_RESCALE],
+    "lazy_rescale": LAZY_RESCALE,
+    "static_walk_lazy": [(WALK, STATIC_WALK), *LAZY_RESCALE],
 }
 # (variant, warps): None is the shipped kernel
-CANDIDATES = [(None, 4), ("eager_rescale", 4), ("static_walk", 4), ("static_walk_eager", 4)]
+CANDIDATES = [(None, 4), ("static_walk", 4), ("lazy_rescale", 4), ("static_walk_lazy", 4)]
 
 
 def variant_module(name: str):

@@ -286,8 +286,8 @@ ON_CUDA = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), re
 @pytest.mark.parametrize("climb", [0.3, 4.0, 30.0])
 def test_kernels_follow_a_climbing_row_max(device, climb):
     """Scores that climb by ``climb`` (log2 units) from each key block to the next, so a row's
-    running max moves at every block by less or by far more than the kernels' rescale threshold
-    (``RESCALE_THRESHOLD``: below it they keep the stale max), over 13 × 30 log2 units at the top:
+    running max moves at every block by less or by far more than a lazy rescale's threshold (2⁸,
+    ``scripts/probe_fine_pipelining.py``), over 13 × 30 log2 units at the top:
     both fine kernels (the block-major flags' and the bias rows') equal their definitions, output
     and LSE, and stay finite (to 1e-4: fp32 scores of ~400 carry ~3e-5 of rounding each way). CPU:
     the interpreter (fp32)."""

@@ -40,13 +40,6 @@ DESCRIPTOR_MIN_KV_LEN = 65536
 # even (before fused_chunk_bounds). Same bits.
 HEAVY_TILES_FIRST = True
 LN2 = tl.constexpr(0.6931471805599453)
-# Lazy rescaling (session 19): a tile's running row max m moves, and acc and l are rescaled to it,
-# only when some row would grow by more than this (log2 units); otherwise the block's
-# p = 2^(s − m) uses the stale m and stays ≤ 2⁸ (the growth is measured from the stale m, so it
-# never accumulates past the threshold): the same sums in fp32, and a bf16 / fp16 p is no less
-# exact at 2⁸ than at 1. Most blocks past a tile's first few skip the [rows, Dv] multiply of acc,
-# the largest elementwise step of a block, for one tile-wide max.
-RESCALE_THRESHOLD = tl.constexpr(8.0)
 
 
 @triton.jit
@@ -103,8 +96,7 @@ def _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_o
                BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, VALUE_DIM: tl.constexpr,
                BLOCK_DV: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr,
                FOLD_MAX: tl.constexpr, USE_DESC: tl.constexpr):  # fmt: skip
-    """One online-softmax step over key block ``c`` (scores in log2 units; the running max ``m_i``
-    moves only past ``RESCALE_THRESHOLD``, so ``l_i`` and ``acc`` are relative to it). ``bias`` is the block's
+    """One online-softmax step over key block ``c`` (scores in log2 units). ``bias`` is the block's
     row vector (from :func:`_row_bias`, or the list entry's bias rows with ``FROM_ROWS``; ``-inf``
     where a row does not keep the block). On an
     unmasked block with ``qk_scale > 0`` (``FOLD_MAX``) the bias is constant along each row, so the
@@ -135,28 +127,22 @@ def _fwd_block(acc, m_i, l_i, q, c, bias, rows, k_base, v_base, kv_len, causal_o
                 ok = ok & (keys[None, :] <= rows[:, None] + causal_offset)
             s = tl.where(ok, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
-    # lazy rescaling: the running max moves (acc and l rescaled) only past RESCALE_THRESHOLD
-    grow = tl.max(tl.where(m_new > m_i, m_new - m_i, 0.0), axis=0)
-    if grow > RESCALE_THRESHOLD:
-        rescale = tl.exp2(m_i - tl.where(m_new == float("-inf"), 0.0, m_new))
-        acc = acc * rescale[:, None]
-        l_i = l_i * rescale
-        m_i = m_new
-    m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)  # rows that keep nothing so far: no NaN
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
+    rescale = tl.exp2(m_i - m_safe)
     if FOLD:
         p = tl.exp2(raw * qk_scale + (bias - m_safe)[:, None])
     else:
         p = tl.exp2(s - m_safe[:, None])
-    l_i = l_i + tl.sum(p, axis=1)
+    l_i = l_i * rescale + tl.sum(p, axis=1)
     if USE_DESC:
         v = v_base.load([bh_kv, c * BLOCK_SIZE, 0]).reshape(BLOCK_SIZE, BLOCK_DV)
     else:
         v = _load_keys(v_base, keys, key_ok, stride_vn, stride_vd, VALUE_DIM, BLOCK_DV, MASKED)
     if IEEE:
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision="ieee")
+        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
     else:
-        acc = tl.dot(p.to(v.dtype), v, acc)
-    return acc, m_i, l_i
+        acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
 
 
 @triton.jit
