@@ -95,7 +95,7 @@ VARIANTS = {
     "static_walk_lazy": [(WALK, STATIC_WALK), *LAZY_RESCALE],
 }
 # (variant, warps): None is the shipped kernel
-CANDIDATES = [(None, 4), ("static_walk", 4), ("lazy_rescale", 4), ("static_walk_lazy", 4)]
+CANDIDATES = [(None, 4), ("static_walk", 4), ("lazy_rescale", 4)]
 
 
 def variant_module(name: str):
