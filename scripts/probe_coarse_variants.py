@@ -6,12 +6,15 @@ Each variant is ``coarse_selection_rows_launch`` (score GEMM + grouped entmax, a
 * ``zero_fill``: p̄ zero-filled past each chunk's register row up to the padded row (session
   17) or left unwritten there (the inference op since session 18: the list builder never reads
   there);
-* ``score_tile``: the GEMM's (BM, BN, warps, stages);
-* ``score_store_desc``: the GEMM's scores through TMA stores or masked pointer stores (session 19).
+* ``score_tile``: the GEMM's (BM, BN, warps, stages).
 
 Run 95 also timed entmax launches over 4096- and 2048-row sub-chunks of each score chunk and
 64-block tails (knobs ``entmax_rows`` and ``split_widths`` of the launch at commit 04b8c76, removed
-since: no gain; docs/benchmarks.md, session 18).
+since: no gain; docs/benchmarks.md, session 18). Run 102 (session 19, H100) timed the GEMM's
+scores leaving through TMA stores (a ``[B·Hq, rows, nb]`` tensor descriptor, knob
+``score_store_desc`` at commit 0f3c9eb, removed since): 32K 1.357 / 1.366 ms against 1.348 /
+1.347 with the masked pointer stores, 128K 21.03 / 21.00 against 19.04 / 19.08; with a (128, 64,
+8, 3) tile 1.467 / 21.09.
 
 Prints the median of ``triton.testing.do_bench`` (ms) per variant, two passes, and the largest
 difference of p̄ from the first variant on the causal region (blocks up to each row's own).
@@ -41,17 +44,6 @@ VARIANTS = {
     "no fill, GEMM (128, 32, 8, 3)": dict(zero_fill=False, score_tile=(128, 32, 8, 3)),
     "no fill, GEMM (64, 32, 4, 3)": dict(zero_fill=False, score_tile=(64, 32, 4, 3)),
     "no fill, GEMM (128, 16, 4, 3)": dict(zero_fill=False, score_tile=(128, 16, 4, 3)),
-    "no fill, pointer stores": dict(zero_fill=False, score_store_desc=False),
-    "no fill, TMA stores": dict(zero_fill=False, score_store_desc=True),
-    "no fill, TMA stores, GEMM (128, 64, 8, 4)": dict(
-        zero_fill=False, score_store_desc=True, score_tile=(128, 64, 8, 4)
-    ),
-    "no fill, TMA stores, GEMM (128, 64, 8, 3)": dict(
-        zero_fill=False, score_store_desc=True, score_tile=(128, 64, 8, 3)
-    ),
-    "no fill, TMA stores, GEMM (128, 128, 8, 3)": dict(
-        zero_fill=False, score_store_desc=True, score_tile=(128, 128, 8, 3)
-    ),
 }
 
 

@@ -859,36 +859,6 @@ def test_score_gemm_tile_follows_the_row_length(monkeypatch, nb, wide):
     assert split_kernels.SCORE_LOOP_TILE != split_kernels.SCORE_WIDE_TILE
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("looped", [0, 1])
-def test_score_gemm_stores_through_a_descriptor_as_through_pointers(device, looped):
-    """``store_desc=True`` (TMA stores of ``[1, BM, BN]`` boxes through ``_score_descriptor``)
-    writes the bits of the masked pointer stores: a chunk buffer taller than its rows (the last
-    chunk) and rows of blocks padded to 16 columns (a ``[..., :nb]`` view), neither a multiple of
-    the tile; nothing past the chunk's rows or past ``nb`` is written. Layouts a descriptor cannot
-    express get none. CPU: the interpreter (fp32 queries: the IEEE dot)."""
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    B, Hq, Hkv, S, D, bs, nb = 2, 4, 2, 200, 32, 16, 13
-    g = torch.Generator().manual_seed(7)
-    q = torch.randn(B, Hq, S, D, generator=g).to(device, dtype)
-    parts = split_kernels.split_summaries(torch.randn(B, Hkv, nb, D, generator=g).to(device), dtype)
-    tile = (64, 16, 4, 2)
-    for row0, n_rows in ((0, 150), (150, 50)):
-        zs = [torch.full((B, Hq, 150, 16), float("nan"), device=device)[..., :nb] for _ in range(2)]
-        for z, desc in zip(zs, (False, True)):
-            split_kernels.launch_scores(q, parts, z, row0, n_rows, 1.3, True, 0, bs, tile, looped, store_desc=desc)
-        padded = [z.as_strided((B, Hq, 150, 16), z.stride()) for z in zs]
-        assert torch.equal(padded[0].isnan(), padded[1].isnan())  # the same entries written
-        assert padded[1][:, :, n_rows:].isnan().all() and padded[1][..., nb:].isnan().all()
-        t = torch.arange(row0, row0 + n_rows, device=device)
-        assert not zs[1][:, :, :n_rows][:, :, t >= bs, 0].isnan().any()  # block 0 of every row past it
-        assert torch.equal(torch.nan_to_num(zs[0]), torch.nan_to_num(zs[1]))
-    z = torch.empty(B, Hq, 150, 16, device=device)
-    assert split_kernels._score_descriptor(z, 150, 64, 16) is not None
-    assert split_kernels._score_descriptor(z.transpose(0, 1), 150, 64, 16) is None  # heads do not merge
-    assert split_kernels._score_descriptor(z[..., 1:14], 150, 64, 16) is None  # base not 16-byte aligned
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("tile", [(128, 64, 8), (64, 64, 4), split_kernels.SCORE_WIDE_TILE])

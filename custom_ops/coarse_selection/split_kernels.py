@@ -58,9 +58,6 @@ SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 32, 8, 4)
 # Rows of SCORE_WIDE_FROM blocks or more (128K) walk 64 blocks a step: H200, run 79, sum over the
 # chunks, (128, 64, 8, 4) 7.74 ms against 8.08-8.22 at 128K, but 0.657 against 0.607 at 32K.
 SCORE_WIDE_FROM, SCORE_WIDE_TILE = 2048, (128, 64, 8, 4)
-# Scores leave the GEMM through TMA stores (a tensor descriptor of the chunk, `_score_descriptor`)
-# instead of masked pointer stores. Session 19: measured by scripts/probe_coarse_variants.py.
-SCORE_STORE_DESC = False
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 # The inference op (coarse_selection_rows, split register rows) takes twice that: fewer, taller
 # chunks. Training keeps Z_BUDGET_BYTES: its VJP repeats the forward's chunks (the same chunk widths
@@ -89,38 +86,31 @@ def _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd,
 
 @triton.jit
 def _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                Z_DESC, bh, tile_row, c0, IEEE: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                Z_STORE_DESC: tl.constexpr):  # fmt: skip
-    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``).
-    ``Z_STORE_DESC``: through ``Z_DESC`` (``[B·Hq, rows, num_blocks]``, a TMA store that clips the
-    box at the chunk's rows and blocks) at the tile's row ``tile_row`` and first block ``c0``."""
+                IEEE: tl.constexpr):  # fmt: skip
+    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``)."""
     if IEEE:
         z = tl.dot(q, tl.trans(kb_hi), input_precision="ieee")
     else:
         z = tl.dot(q, tl.trans(kb_hi)) + tl.dot(q, tl.trans(kb_lo))
-    if Z_STORE_DESC:
-        Z_DESC.store([bh, tile_row, c0], (z * z_scale).reshape(1, BM, BN))
-    else:
-        tl.store(Z + z_base + (t - row0)[:, None] * stride_zt + c[None, :] * stride_zc, z * z_scale,
-                 mask=(t < q_len)[:, None] & (c < num_blocks)[None, :])  # fmt: skip
+    tl.store(Z + z_base + (t - row0)[:, None] * stride_zt + c[None, :] * stride_zc, z * z_scale,
+             mask=(t < q_len)[:, None] & (c < num_blocks)[None, :])  # fmt: skip
 
 
 @triton.jit
 def _coarse_scores(
-    Q, KB_HI, KB_LO, Z, Z_DESC, q_len, row0, num_blocks, num_q_heads, causal_offset,
+    Q, KB_HI, KB_LO, Z, q_len, row0, num_blocks, num_q_heads, causal_offset,
     stride_qb, stride_qh, stride_qt, stride_qd,
     stride_kb, stride_kh, stride_kc, stride_kd,
     stride_zb, stride_zh, stride_zt, stride_zc,
     z_scale,
     GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr, LOOP: tl.constexpr,
-    Z_STORE_DESC: tl.constexpr,
 ):  # fmt: skip
     """Rows ``[row0, q_len)`` (``q_len``: the chunk's end). ``KB_HI`` / ``KB_LO``: k̄'s high and low
     16-bit parts (:func:`split_summaries`); for fp32 queries ``KB_HI`` is k̄ itself (fp32, IEEE
     dot) and ``KB_LO`` is not read. ``LOOP`` 0: one program per (``BM`` rows, ``BN`` blocks) tile;
     1: one per ``BM`` rows, walking the row tile's blocks ``BN`` at a time (its query tile loaded
-    once). ``Z_STORE_DESC``: scores leave through TMA stores (``Z_DESC``, see ``_score_tile``)."""
+    once)."""
     z_scale = tl.cast(z_scale, tl.float32)  # Inductor may pass Python floats as fp64
     bh = tl.program_id(2).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_q_heads
@@ -142,8 +132,7 @@ def _coarse_scores(
             kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM,
                                          BLOCK_D, IEEE)  # fmt: skip
             _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                        Z_DESC, bh.to(tl.int32), tl.program_id(0) * BM, tl.program_id(1) * BN, IEEE, BM, BN,
-                        Z_STORE_DESC)  # fmt: skip
+                        IEEE)  # fmt: skip
     else:
         q = tl.load(q_ptrs, mask=q_mask, other=0.0)
         for c0 in range(0, reach, BN):
@@ -151,7 +140,7 @@ def _coarse_scores(
             kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM, BLOCK_D,
                                          IEEE)  # fmt: skip
             _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                        Z_DESC, bh.to(tl.int32), tl.program_id(0) * BM, c0, IEEE, BM, BN, Z_STORE_DESC)  # fmt: skip
+                        IEEE)  # fmt: skip
 
 
 # lg2.approx.ftz.f32 flushes subnormal inputs; _log2_scaled's inputs are scaled by 2^24 first, so a
@@ -607,15 +596,13 @@ def launch_scores(
     block_size: int,
     tile: tuple[int, ...] | None = None,
     looped: int | None = None,
-    store_desc: bool | None = None,
 ) -> None:
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
     above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
     ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps[, num_stages])``
     overrides the tile (3 stages by default; the looped default is ``SCORE_WIDE_TILE`` for rows of
     ``SCORE_WIDE_FROM`` blocks or more), ``looped`` (0 tiled, 1 a program per row tile walking its
-    blocks; see ``_coarse_scores``) ``SCORE_LOOP``. ``store_desc``: scores leave through a TMA
-    descriptor where :func:`_score_descriptor` can make one (default ``SCORE_STORE_DESC``)."""
+    blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     kb_hi, kb_lo = kb_parts
     nb = kb_hi.shape[2]
@@ -623,31 +610,13 @@ def launch_scores(
     if tile is None:
         tile = (SCORE_WIDE_TILE if nb >= SCORE_WIDE_FROM else SCORE_LOOP_TILE) if looped else SCORE_TILE
     bm, bn, warps, *stages = tile
-    desc = None
-    if SCORE_STORE_DESC if store_desc is None else store_desc:
-        desc = _score_descriptor(z, n_rows, bm, bn)
     _coarse_scores[(triton.cdiv(n_rows, bm), 1 if looped else triton.cdiv(nb, bn), B * Hq)](
-        query, kb_hi, kb_lo, z, z if desc is None else desc, row0 + n_rows, row0, nb, Hq, offset, *query.stride(),
-        *kb_hi.stride(), *z.stride(), selection_scale / D**0.5,
+        query, kb_hi, kb_lo, z, row0 + n_rows, row0, nb, Hq, offset, *query.stride(), *kb_hi.stride(), *z.stride(),
+        selection_scale / D**0.5,
         GROUP=Hq // kb_hi.shape[1], BM=bm, BN=bn, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped),
-        Z_STORE_DESC=desc is not None, num_warps=warps, num_stages=stages[0] if stages else 3,
+        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), num_warps=warps,
+        num_stages=stages[0] if stages else 3,
     )  # fmt: skip
-
-
-def _score_descriptor(z: torch.Tensor, n_rows: int, bm: int, bn: int):
-    """``z [B, Hq, rows, nb]`` as a ``[B·Hq, n_rows, nb]`` tensor descriptor of ``[1, bm, bn]`` boxes
-    (a TMA store clips a box at the chunk's rows and at ``nb``), or None where the layout does not
-    allow one: columns not contiguous, batch and head dims that do not merge, strides or base not
-    16-byte aligned."""
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    B, H, _, nb = z.shape
-    st = z.stride()
-    aligned = all(x * z.element_size() % 16 == 0 for x in st[:3]) and z.data_ptr() % 16 == 0
-    if z.numel() == 0 or st[3] != 1 or (B > 1 and st[0] != H * st[1]) or not aligned:
-        return None
-    return TensorDescriptor(z, [B * H, n_rows, nb], [st[1], st[2], 1], [1, bm, bn])
 
 
 def readable_columns(z: torch.Tensor) -> int:
@@ -725,15 +694,13 @@ def coarse_selection_rows_launch(
     score_loop: int | None = None,
     tails: bool = False,
     zero_fill: bool = True,
-    score_store_desc: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
     interpreter on CPU tensors in tests); ``z_budget`` (bytes of the score chunk; the inference op
     passes ``ROWS_Z_BUDGET_BYTES``), ``rows`` and
     ``num_warps`` (of the entmax kernel) override :func:`entmax_config`, ``score_tile`` and
-    ``score_loop`` the GEMM's tile and ``SCORE_LOOP``, ``score_store_desc`` its
-    ``SCORE_STORE_DESC``. ``tails``: split register rows as
+    ``score_loop`` the GEMM's tile and ``SCORE_LOOP``. ``tails``: split register rows as
     :func:`inference_row_split` says (the inference op asks for it); by default whole rows, the
     launch the VJP repeats (training). ``zero_fill=False`` (the inference op): under causal masking
     ``probs`` is written only up to each chunk's register row (its causal reach rounded up, zeros
@@ -762,18 +729,7 @@ def coarse_selection_rows_launch(
     for row0 in range(0, Sq, chunk):
         n_rows = min(chunk, Sq - row0)
         launch_scores(
-            query,
-            kb_parts,
-            z,
-            row0,
-            n_rows,
-            selection_scale,
-            causal,
-            offset,
-            block_size,
-            score_tile,
-            score_loop,
-            score_store_desc,
+            query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
         )
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
         config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
