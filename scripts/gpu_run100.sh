@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 18, run 100 — NOT RUN in session 18 (too little device time left to start a machine): the review fixes' GPU tests: the list builder's lg2 bias against the torch
+# Session 18, run 100 — NOT RUN (too little device time left in session 18; run 102 ran these tests): the review fixes' GPU tests: the list builder's lg2 bias against the torch
 # prior (p̄ of 1, 1e-30, 1e-40), the fine kernel writing into a strided out (32- and 128-row
 # tiles), the no-zero-fill poison test with the checks tightened.
 set -uo pipefail

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Session 18, run 101 (run in session 19): the review fixes' GPU tests
-# (scripts/gpu_run100.sh), then the fine kernel with a static masked-tail walk (no spills in a
-# local sm_90 compile with Triton 3.6) and lazy rescaling (session 19) against the shipped one at 32K and 128K.
+# Session 18, run 101 — NOT RUN: superseded by run 102 (session 19), which ran its probe and tests.
+# The review fixes' GPU tests (scripts/gpu_run100.sh), then the fine kernel with a static
+# masked-tail walk (no spills in a local sm_90 compile with Triton 3.6) against the shipped one.
 set -uo pipefail
 source scripts/gpu_preamble.sh
 bash scripts/gpu_run100.sh
