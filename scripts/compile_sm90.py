@@ -143,13 +143,17 @@ def main() -> None:
                        ("inv_sigma",),
                        unit=("stride_pc",), divisible=("stride_pt",), num_warps=4)  # fmt: skip
     report("fine tile lists and bias from the rows", k)
-    score_ptrs = dict(Q="*bf16", KB_HI="*bf16", KB_LO="*bf16", Z="*fp32")
-    for bm, bn, warps, loop, stages in ((64, 64, 4, 0, 3), (128, 128, 8, 0, 3), (128, 64, 8, 1, 3),
-                                        (64, 64, 4, 1, 3), (128, 32, 8, 1, 4), (128, 64, 8, 1, 4)):  # fmt: skip
+    # (split: k̄ read in fp32 and split into its bf16 parts in registers, the inference launch's)
+    for bm, bn, warps, loop, stages, split in ((64, 64, 4, 0, 3, False), (128, 128, 8, 0, 3, False),
+                                               (128, 64, 8, 1, 3, False), (64, 64, 4, 1, 3, False),
+                                               (128, 32, 8, 1, 4, False), (128, 64, 8, 1, 4, False),
+                                               (128, 32, 8, 1, 4, True), (128, 64, 8, 1, 4, True)):  # fmt: skip
+        kb = "*fp32" if split else "*bf16"
+        score_ptrs = dict(Q="*bf16", KB_HI=kb, KB_LO=kb, Z="*fp32")
         consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False,
-                      LOOP=loop)  # fmt: skip
+                      LOOP=loop, SPLIT_KB=split)  # fmt: skip
         k = compile_kernel(coarse._coarse_scores, score_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)
-        report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages", k)
+        report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages{' split in registers' if split else ''}", k)
     ent_ptrs = dict(Z="*fp32", PROBS="*fp32", MEAN_LOG="*fp32")
     # (main, tail): 16 in a 2048-block output row is 128K's first chunk; 256 + 128 the inference split
     for width, tail in ((16, 0), (128, 0), (512, 0), (1024, 0), (2048, 0), (4096, 0), (256, 128), (512, 256),

@@ -6,7 +6,12 @@ Each variant is ``coarse_selection_rows_launch`` (score GEMM + grouped entmax, a
 * ``zero_fill``: p̄ zero-filled past each chunk's register row up to the padded row (session
   17) or left unwritten there (the inference op since session 18: the list builder never reads
   there);
-* ``score_tile``: the GEMM's (BM, BN, warps, stages).
+* ``score_tile``: the GEMM's (BM, BN, warps, stages);
+* ``split_in_kernel``: k̄'s 16-bit parts made by ``split_summaries`` (four small kernels between
+  the block summaries and the first GEMM) or in the GEMM's registers from fp32 k̄ (session 19).
+
+``--with-summaries`` times the block summaries with the launch, as the benchmark's
+``fused_select_only`` does (the host's work between the two kernels then shows).
 
 Run 95 also timed entmax launches over 4096- and 2048-row sub-chunks of each score chunk and
 64-block tails (knobs ``entmax_rows`` and ``split_widths`` of the launch at commit 04b8c76, removed
@@ -44,6 +49,11 @@ VARIANTS = {
     "no fill, GEMM (128, 32, 8, 3)": dict(zero_fill=False, score_tile=(128, 32, 8, 3)),
     "no fill, GEMM (64, 32, 4, 3)": dict(zero_fill=False, score_tile=(64, 32, 4, 3)),
     "no fill, GEMM (128, 16, 4, 3)": dict(zero_fill=False, score_tile=(128, 16, 4, 3)),
+    "host split": dict(zero_fill=False, split_in_kernel=False),
+    "split in the GEMM": dict(zero_fill=False, split_in_kernel=True),
+    "split in the GEMM, (128, 32, 8, 3)": dict(zero_fill=False, split_in_kernel=True, score_tile=(128, 32, 8, 3)),
+    "split in the GEMM, (128, 64, 8, 3)": dict(zero_fill=False, split_in_kernel=True, score_tile=(128, 64, 8, 3)),
+    "split in the GEMM, (128, 64, 8, 2)": dict(zero_fill=False, split_in_kernel=True, score_tile=(128, 64, 8, 2)),
 }
 
 
@@ -52,6 +62,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, nargs="+", default=[32768])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--with-summaries", action="store_true")
     args = parser.parse_args()
     print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")
     for S in args.seq:
@@ -61,7 +72,8 @@ def main() -> None:
         causal_region = torch.arange(k_bar.shape[2], device=q.device)[None, :] <= own[:, None]
 
         def launch(name: str):
-            return sk.coarse_selection_rows_launch(q, k_bar, 1.5, 1.0, True, S, BS, z_budget=sk.ROWS_Z_BUDGET_BYTES,
+            summaries = block_summaries(k, None, BS) if args.with_summaries else k_bar
+            return sk.coarse_selection_rows_launch(q, summaries, 1.5, 1.0, True, S, BS, z_budget=sk.ROWS_Z_BUDGET_BYTES,
                                                    tails=True, **VARIANTS[name])  # fmt: skip
 
         want = launch(args.variants[0])

@@ -883,6 +883,33 @@ def test_cuda_looped_score_gemm_equals_tiled(tile):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("looped", [0, 1])
+def test_score_gemm_splits_the_summaries_in_registers_as_split_summaries(device, looped):
+    """The score GEMM given k̄ itself (fp32; the inference launch, ``SCORE_SPLIT_IN_KERNEL``)
+    splits each tile into the 16-bit parts :func:`split_summaries` makes and writes bitwise the
+    scores it writes from those parts, on summaries whose low parts matter (an offset that
+    bf16 / fp16 rounds away); the rows launch gives the same p̄ and mean log either way. CPU: the
+    interpreter in fp16 (its bf16 dot does not run); CUDA: bf16."""
+    dtype = torch.float16 if device == "cpu" else torch.bfloat16
+    B, Hq, Hkv, S, D, bs = 1, 4, 2, 192, 32, 16
+    g = torch.Generator().manual_seed(13)
+    q = torch.randn(B, Hq, S, D, generator=g).to(device, dtype)
+    k_bar = (torch.randn(B, Hkv, S // bs, D, generator=g) + 1 / 3).to(device)
+    parts = split_kernels.split_summaries(k_bar, dtype)
+    assert parts[1].abs().max() > 0  # the low part carries bits
+    zs = [torch.full((B, Hq, S, S // bs), float("nan"), device=device) for _ in range(2)]
+    split_kernels.launch_scores(q, parts, zs[0], 0, S, 1.3, True, 0, bs, (64, 16, 4, 2), looped)
+    split_kernels.launch_scores(q, k_bar, zs[1], 0, S, 1.3, True, 0, bs, (64, 16, 4, 2), looped)
+    assert torch.equal(zs[0].isnan(), zs[1].isnan()) and not zs[1][0, 0, -1, :-1].isnan().any()
+    assert torch.equal(torch.nan_to_num(zs[0]), torch.nan_to_num(zs[1]))
+    args = (q, k_bar, 1.5, 1.0, True, S, bs)
+    kw = dict(z_budget=64 * B * Hq * (S // bs) * 4, tails=True)  # 64-row chunks
+    host = split_kernels.coarse_selection_rows_launch(*args, split_in_kernel=False, **kw)
+    in_gemm = split_kernels.coarse_selection_rows_launch(*args, split_in_kernel=True, **kw)
+    assert torch.equal(host[0], in_gemm[0]) and torch.equal(host[1], in_gemm[1])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_rows_launch_without_zero_fill_feeds_the_list_builder_the_same(device, monkeypatch):
     """The inference launch (``zero_fill=False``) leaves p̄ past each score chunk's register row
     unwritten. With its output pre-filled with a poison (a positive value, which any reader would

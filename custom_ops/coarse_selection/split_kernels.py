@@ -58,6 +58,11 @@ SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 32, 8, 4)
 # Rows of SCORE_WIDE_FROM blocks or more (128K) walk 64 blocks a step: H200, run 79, sum over the
 # chunks, (128, 64, 8, 4) 7.74 ms against 8.08-8.22 at 128K, but 0.657 against 0.607 at 32K.
 SCORE_WIDE_FROM, SCORE_WIDE_TILE = 2048, (128, 64, 8, 4)
+# The inference launch's GEMM reads k̄ in fp32 and splits each tile into its 16-bit parts in
+# registers (the same bits as split_summaries): no split kernels, and no host work between the
+# block summaries and the first GEMM but two allocations (session 19; measured by
+# scripts/probe_coarse_variants.py, variant "split in the GEMM").
+SCORE_SPLIT_IN_KERNEL = True
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 # The inference op (coarse_selection_rows, split register rows) takes twice that: fewer, taller
 # chunks. Training keeps Z_BUDGET_BYTES: its VJP repeats the forward's chunks (the same chunk widths
@@ -73,23 +78,31 @@ PRIOR_TILE = 64  # rows × blocks per program of the block-major prior writer
 
 @triton.jit
 def _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd,
-                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
-    """k̄'s rows ``c`` (zeros past ``num_blocks``) as its two parts; for IEEE the one fp32 part twice."""
+                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+                  SPLIT_KB: tl.constexpr):  # fmt: skip
+    """k̄'s rows ``c`` (zeros past ``num_blocks``) as its two parts; for IEEE (and ``SPLIT_KB``, which
+    splits them later) the one fp32 part twice."""
     offs_d = tl.arange(0, BLOCK_D)
     kb_offs = kb_base + c[:, None] * stride_kc + offs_d[None, :] * stride_kd
     kb_mask = (c < num_blocks)[:, None] & (offs_d < HEAD_DIM)[None, :]
     kb_hi = tl.load(KB_HI + kb_offs, mask=kb_mask, other=0.0)
-    if IEEE:
+    if IEEE or SPLIT_KB:
         return kb_hi, kb_hi
     return kb_hi, tl.load(KB_LO + kb_offs, mask=kb_mask, other=0.0)
 
 
 @triton.jit
 def _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                IEEE: tl.constexpr):  # fmt: skip
-    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``)."""
+                IEEE: tl.constexpr, SPLIT_KB: tl.constexpr):  # fmt: skip
+    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``).
+    ``SPLIT_KB``: ``kb_hi`` is the fp32 tile of k̄ itself, split here into its two 16-bit parts as
+    :func:`split_summaries` does (round to nearest even, then the exact remainder rounded)."""
     if IEEE:
         z = tl.dot(q, tl.trans(kb_hi), input_precision="ieee")
+    elif SPLIT_KB:
+        hi = kb_hi.to(q.dtype)
+        lo = (kb_hi - hi.to(tl.float32)).to(q.dtype)
+        z = tl.dot(q, tl.trans(hi)) + tl.dot(q, tl.trans(lo))
     else:
         z = tl.dot(q, tl.trans(kb_hi)) + tl.dot(q, tl.trans(kb_lo))
     tl.store(Z + z_base + (t - row0)[:, None] * stride_zt + c[None, :] * stride_zc, z * z_scale,
@@ -105,12 +118,14 @@ def _coarse_scores(
     z_scale,
     GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr, LOOP: tl.constexpr,
+    SPLIT_KB: tl.constexpr,
 ):  # fmt: skip
     """Rows ``[row0, q_len)`` (``q_len``: the chunk's end). ``KB_HI`` / ``KB_LO``: k̄'s high and low
     16-bit parts (:func:`split_summaries`); for fp32 queries ``KB_HI`` is k̄ itself (fp32, IEEE
-    dot) and ``KB_LO`` is not read. ``LOOP`` 0: one program per (``BM`` rows, ``BN`` blocks) tile;
-    1: one per ``BM`` rows, walking the row tile's blocks ``BN`` at a time (its query tile loaded
-    once)."""
+    dot) and ``KB_LO`` is not read; with ``SPLIT_KB`` (16-bit queries) ``KB_HI`` is k̄ itself (fp32),
+    split tile by tile in registers, and ``KB_LO`` is not read. ``LOOP`` 0: one program per
+    (``BM`` rows, ``BN`` blocks) tile; 1: one per ``BM`` rows, walking the row tile's blocks ``BN``
+    at a time (its query tile loaded once)."""
     z_scale = tl.cast(z_scale, tl.float32)  # Inductor may pass Python floats as fp64
     bh = tl.program_id(2).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_q_heads
@@ -130,17 +145,17 @@ def _coarse_scores(
             q = tl.load(q_ptrs, mask=q_mask, other=0.0)
             c = tl.program_id(1) * BN + tl.arange(0, BN)
             kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM,
-                                         BLOCK_D, IEEE)  # fmt: skip
+                                         BLOCK_D, IEEE, SPLIT_KB)  # fmt: skip
             _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                        IEEE)  # fmt: skip
+                        IEEE, SPLIT_KB)  # fmt: skip
     else:
         q = tl.load(q_ptrs, mask=q_mask, other=0.0)
         for c0 in range(0, reach, BN):
             c = c0 + tl.arange(0, BN)
             kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM, BLOCK_D,
-                                         IEEE)  # fmt: skip
+                                         IEEE, SPLIT_KB)  # fmt: skip
             _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                        IEEE)  # fmt: skip
+                        IEEE, SPLIT_KB)  # fmt: skip
 
 
 # lg2.approx.ftz.f32 flushes subnormal inputs; _log2_scaled's inputs are scaled by 2^24 first, so a
@@ -599,12 +614,15 @@ def launch_scores(
 ) -> None:
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
     above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
-    ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps[, num_stages])``
+    ``kb_parts`` from :func:`split_summaries`, or k̄ itself (fp32; the kernel then splits each tile
+    in registers, the same bits, with no split kernels); ``tile = (BM, BN, num_warps[, num_stages])``
     overrides the tile (3 stages by default; the looped default is ``SCORE_WIDE_TILE`` for rows of
     ``SCORE_WIDE_FROM`` blocks or more), ``looped`` (0 tiled, 1 a program per row tile walking its
     blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
-    kb_hi, kb_lo = kb_parts
+    split = isinstance(kb_parts, torch.Tensor)
+    kb_hi, kb_lo = (kb_parts.float().contiguous(),) * 2 if split else kb_parts
+    ieee = query.dtype == torch.float32
     nb = kb_hi.shape[2]
     looped = SCORE_LOOP if looped is None else looped
     if tile is None:
@@ -614,7 +632,7 @@ def launch_scores(
         query, kb_hi, kb_lo, z, row0 + n_rows, row0, nb, Hq, offset, *query.stride(), *kb_hi.stride(), *z.stride(),
         selection_scale / D**0.5,
         GROUP=Hq // kb_hi.shape[1], BM=bm, BN=bn, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), num_warps=warps,
+        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=ieee, LOOP=int(looped), SPLIT_KB=split and not ieee, num_warps=warps,
         num_stages=stages[0] if stages else 3,
     )  # fmt: skip
 
@@ -694,13 +712,15 @@ def coarse_selection_rows_launch(
     score_loop: int | None = None,
     tails: bool = False,
     zero_fill: bool = True,
+    split_in_kernel: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
     interpreter on CPU tensors in tests); ``z_budget`` (bytes of the score chunk; the inference op
     passes ``ROWS_Z_BUDGET_BYTES``), ``rows`` and
     ``num_warps`` (of the entmax kernel) override :func:`entmax_config`, ``score_tile`` and
-    ``score_loop`` the GEMM's tile and ``SCORE_LOOP``. ``tails``: split register rows as
+    ``score_loop`` the GEMM's tile and ``SCORE_LOOP``, ``split_in_kernel``
+    ``SCORE_SPLIT_IN_KERNEL``. ``tails``: split register rows as
     :func:`inference_row_split` says (the inference op asks for it); by default whole rows, the
     launch the VJP repeats (training). ``zero_fill=False`` (the inference op): under causal masking
     ``probs`` is written only up to each chunk's register row (its causal reach rounded up, zeros
@@ -723,7 +743,8 @@ def coarse_selection_rows_launch(
     # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
     # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
     z = torch.empty(B, Hq, min(chunk, Sq), -(-nb // 16) * 16, device=dev, dtype=torch.float32)[..., :nb]
-    kb_parts = split_summaries(k_bar, query.dtype)
+    split = SCORE_SPLIT_IN_KERNEL if split_in_kernel is None else split_in_kernel
+    kb_parts = k_bar.float().contiguous() if split else split_summaries(k_bar, query.dtype)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
     offset = kv_len - Sq
     for row0 in range(0, Sq, chunk):
