@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Session 19, run 103: the inference score GEMM reading k̄ in fp32 and splitting it into its bf16
-# parts in registers (SCORE_SPLIT_IN_KERNEL) against split_summaries' four kernels, with the block
-# summaries in the timed call as fused_select_only has them, at 32K and 128K; the coarse
-# selection's GPU tests of the rows launch; the
-# attention benchmark at 32K in the time left (device time was short).
+# Session 19, run 103 — NOT RUN (session 19's device time ran out; for next session): the
+# inference score GEMM reading k̄ in fp32 and splitting it into its bf16 parts in registers
+# (SCORE_SPLIT_IN_KERNEL, off) against split_summaries' four kernels, with the block summaries in
+# the timed call as fused_select_only has them, at 32K and 128K; the coarse selection's GPU tests
+# of the rows launch (the split's bitwise test among them); the 32K benchmark if a minute is left.
 set -uo pipefail
 source scripts/gpu_preamble.sh
 timeout 80 python scripts/probe_coarse_variants.py --seq 32768 131072 --with-summaries --variants "host split" \

@@ -885,7 +885,7 @@ def test_cuda_looped_score_gemm_equals_tiled(tile):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("looped", [0, 1])
 def test_score_gemm_splits_the_summaries_in_registers_as_split_summaries(device, looped):
-    """The score GEMM given k̄ itself (fp32; the inference launch, ``SCORE_SPLIT_IN_KERNEL``)
+    """The score GEMM given k̄ itself (fp32; the inference launch with ``SCORE_SPLIT_IN_KERNEL``)
     splits each tile into the 16-bit parts :func:`split_summaries` makes and writes bitwise the
     scores it writes from those parts, on summaries whose low parts matter (an offset that
     bf16 / fp16 rounds away); the rows launch gives the same p̄ and mean log either way. CPU: the

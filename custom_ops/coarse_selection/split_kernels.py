@@ -58,11 +58,14 @@ SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 32, 8, 4)
 # Rows of SCORE_WIDE_FROM blocks or more (128K) walk 64 blocks a step: H200, run 79, sum over the
 # chunks, (128, 64, 8, 4) 7.74 ms against 8.08-8.22 at 128K, but 0.657 against 0.607 at 32K.
 SCORE_WIDE_FROM, SCORE_WIDE_TILE = 2048, (128, 64, 8, 4)
-# The inference launch's GEMM reads k̄ in fp32 and splits each tile into its 16-bit parts in
-# registers (the same bits as split_summaries): no split kernels, and no host work between the
-# block summaries and the first GEMM but two allocations (session 19; measured by
-# scripts/probe_coarse_variants.py, variant "split in the GEMM").
-SCORE_SPLIT_IN_KERNEL = True
+# Whether the inference launch's GEMM reads k̄ in fp32 and splits each tile into its 16-bit parts
+# in registers (the same bits as split_summaries; tested on the CPU): no split kernels, and no
+# host work between the block summaries and the first GEMM but allocations. Session 19, NOT YET
+# MEASURED (the device time ran out): off until scripts/gpu_run103.sh (probe_coarse_variants.py,
+# "host split" against "split in the GEMM", with the summaries in the timed call) says it helps.
+# A local sm_90 compile: the split tile takes shared memory (128 x 32 tile, 4 stages: 48 -> 96 KiB;
+# 128 x 64: 64 -> 160 KiB), so 128K's wide tile may lose occupancy.
+SCORE_SPLIT_IN_KERNEL = False
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 # The inference op (coarse_selection_rows, split register rows) takes twice that: fewer, taller
 # chunks. Training keeps Z_BUDGET_BYTES: its VJP repeats the forward's chunks (the same chunk widths
