@@ -624,7 +624,9 @@ def launch_scores(
     blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     split = isinstance(kb_parts, torch.Tensor)
-    kb_hi, kb_lo = (kb_parts.float().contiguous(),) * 2 if split else kb_parts
+    if split and kb_parts.dtype != torch.float32:
+        raise ValueError(f"launch_scores: k̄ to split in the kernel must be float32, got {kb_parts.dtype}")
+    kb_hi, kb_lo = (kb_parts, kb_parts) if split else kb_parts
     ieee = query.dtype == torch.float32
     nb = kb_hi.shape[2]
     looped = SCORE_LOOP if looped is None else looped
@@ -747,7 +749,7 @@ def coarse_selection_rows_launch(
     # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
     z = torch.empty(B, Hq, min(chunk, Sq), -(-nb // 16) * 16, device=dev, dtype=torch.float32)[..., :nb]
     split = SCORE_SPLIT_IN_KERNEL if split_in_kernel is None else split_in_kernel
-    kb_parts = k_bar.float().contiguous() if split else split_summaries(k_bar, query.dtype)
+    kb_parts = k_bar.float() if split else split_summaries(k_bar, query.dtype)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
     offset = kv_len - Sq
     for row0 in range(0, Sq, chunk):
