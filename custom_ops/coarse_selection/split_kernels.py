@@ -100,12 +100,12 @@ def _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, 
     """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``).
     ``SPLIT_KB``: ``kb_hi`` is the fp32 tile of k̄ itself, split here into its two 16-bit parts as
     :func:`split_summaries` does (round to nearest even, then the exact remainder rounded)."""
+    if SPLIT_KB:
+        hi = kb_hi.to(q.dtype)
+        kb_lo = (kb_hi - hi.to(tl.float32)).to(q.dtype)
+        kb_hi = hi
     if IEEE:
         z = tl.dot(q, tl.trans(kb_hi), input_precision="ieee")
-    elif SPLIT_KB:
-        hi = kb_hi.to(q.dtype)
-        lo = (kb_hi - hi.to(tl.float32)).to(q.dtype)
-        z = tl.dot(q, tl.trans(hi)) + tl.dot(q, tl.trans(lo))
     else:
         z = tl.dot(q, tl.trans(kb_hi)) + tl.dot(q, tl.trans(kb_lo))
     tl.store(Z + z_base + (t - row0)[:, None] * stride_zt + c[None, :] * stride_zc, z * z_scale,
