@@ -143,27 +143,28 @@ def main() -> None:
                        ("inv_sigma",),
                        unit=("stride_pc",), divisible=("stride_pt",), num_warps=4)  # fmt: skip
     report("fine tile lists and bias from the rows", k)
-    # (split: k̄ read in fp32 and split into its bf16 parts in registers, the inference launch's)
-    for bm, bn, warps, loop, stages, split in ((64, 64, 4, 0, 3, False), (128, 128, 8, 0, 3, False),
-                                               (128, 64, 8, 1, 3, False), (64, 64, 4, 1, 3, False),
-                                               (128, 32, 8, 1, 4, False), (128, 64, 8, 1, 4, False),
-                                               (128, 32, 8, 1, 4, True), (128, 64, 8, 1, 4, True)):  # fmt: skip
-        kb = "*fp32" if split else "*bf16"
-        score_ptrs = dict(Q="*bf16", KB_HI=kb, KB_LO=kb, Z="*fp32")
+    score_ptrs = dict(Q="*bf16", KB_HI="*bf16", KB_LO="*bf16", Z="*fp32")
+    for bm, bn, warps, loop, stages in ((64, 64, 4, 0, 3), (128, 128, 8, 0, 3), (128, 64, 8, 1, 3),
+                                        (64, 64, 4, 1, 3), (128, 32, 8, 1, 4), (128, 64, 8, 1, 4)):  # fmt: skip
         consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False,
-                      LOOP=loop, SPLIT_KB=split)  # fmt: skip
+                      LOOP=loop)  # fmt: skip
         k = compile_kernel(coarse._coarse_scores, score_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)
-        report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages{' split in registers' if split else ''}", k)
+        report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages", k)
     ent_ptrs = dict(Z="*fp32", PROBS="*fp32", MEAN_LOG="*fp32")
-    # (main, tail): 16 in a 2048-block output row is 128K's first chunk; 256 + 128 the inference split
-    for width, tail in ((16, 0), (128, 0), (512, 0), (1024, 0), (2048, 0), (4096, 0), (256, 128), (512, 256),
-                        (1024, 512)):  # fmt: skip
+    # (main, tail, float16 Newton steps): 16 in a 2048-block output row is 128K's first chunk; 256 + 128
+    # the inference split; the inference launch's Newton steps on float16 pairs (N_HALF)
+    for width, tail, n_half in ((16, 0, 0), (128, 0, 0), (512, 0, 0), (1024, 0, 0), (2048, 0, 0), (4096, 0, 0),
+                                (128, 0, 4), (512, 0, 4), (2048, 0, 4), (4096, 0, 5), (256, 128, 4), (512, 256, 4),
+                                (1024, 512, 4)):  # fmt: skip
         rows, warps = coarse.entmax_config(triton.next_power_of_2(width + tail))
         consts = dict(GROUP=4, ROWS=rows, NB=width, NB_OUT=4096, SUB=tail or piece_width(width, rows, warps),
-                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=4, TAIL=tail,
-                      INTERPRETED=False)  # fmt: skip
-        k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"), num_warps=warps)
-        report(f"group entmax width={width} tail={tail}", k)
+                      BLOCK_SIZE=64, CAUSAL=True, MODE=1, N_BISECT=0, N_NEWTON=max(4, n_half), TAIL=tail,
+                      INTERPRETED=False, N_HALF=n_half)  # fmt: skip
+        # the launch's specialisations: unit column strides, 16-divisible row strides
+        k = compile_kernel(coarse._group_entmax, ent_ptrs, consts, ("am1", "d", "one_minus_alpha"),
+                           unit=("stride_zc", "stride_pc"), divisible=("stride_zt", "stride_pt", "z_cols"),
+                           num_warps=warps)  # fmt: skip
+        report(f"group entmax width={width} tail={tail} float16 steps={n_half}", k)
     vjp_ptrs = dict(Z="*fp32", DZ_SPLIT="*bf16", GRAD="*fp32", DPRIOR="*fp32", PROBS="*fp32")
     for width in (16, 128, 512, 1024, 2048, 4096):
         rows, warps = coarse.entmax_config(width)

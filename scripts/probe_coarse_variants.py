@@ -7,8 +7,8 @@ Each variant is ``coarse_selection_rows_launch`` (score GEMM + grouped entmax, a
   17) or left unwritten there (the inference op since session 18: the list builder never reads
   there);
 * ``score_tile``: the GEMM's (BM, BN, warps, stages);
-* ``split_in_kernel``: k̄'s 16-bit parts made by ``split_summaries`` (four small kernels between
-  the block summaries and the first GEMM) or in the GEMM's registers from fp32 k̄ (session 19).
+* ``half_newton``: the entmax kernel's Newton steps on float16 pairs, the exact step in float32
+  (session 20; the inference op's since), or all in float32.
 
 ``--with-summaries`` times the block summaries with the launch, as the benchmark's
 ``fused_select_only`` does (the host's work between the two kernels then shows).
@@ -19,7 +19,11 @@ since: no gain; docs/benchmarks.md, session 18). Run 102 (session 19, H100) time
 scores leaving through TMA stores (a ``[B·Hq, rows, nb]`` tensor descriptor, knob
 ``score_store_desc`` at commit 0f3c9eb, removed since): 32K 1.357 / 1.366 ms against 1.348 /
 1.347 with the masked pointer stores, 128K 21.03 / 21.00 against 19.04 / 19.08; with a (128, 64,
-8, 3) tile 1.467 / 21.09.
+8, 3) tile 1.467 / 21.09. Run 103 (session 19's code, H100) timed k̄'s 16-bit parts made in
+the GEMM's registers from fp32 k̄ (knob ``split_in_kernel`` at commit 1321bb0, removed since)
+against ``split_summaries``' four small kernels, block summaries in the timed call: 32K 1.458 /
+1.493 ms against 1.381 / 1.376, 128K 20.88 / 20.93 against 19.19 / 19.17 (the split tile doubles
+the GEMM's shared memory).
 
 Prints the median of ``triton.testing.do_bench`` (ms) per variant, two passes, and the largest
 difference of p̄ from the first variant on the causal region (blocks up to each row's own).
@@ -49,11 +53,8 @@ VARIANTS = {
     "no fill, GEMM (128, 32, 8, 3)": dict(zero_fill=False, score_tile=(128, 32, 8, 3)),
     "no fill, GEMM (64, 32, 4, 3)": dict(zero_fill=False, score_tile=(64, 32, 4, 3)),
     "no fill, GEMM (128, 16, 4, 3)": dict(zero_fill=False, score_tile=(128, 16, 4, 3)),
-    "host split": dict(zero_fill=False, split_in_kernel=False),
-    "split in the GEMM": dict(zero_fill=False, split_in_kernel=True),
-    "split in the GEMM, (128, 32, 8, 3)": dict(zero_fill=False, split_in_kernel=True, score_tile=(128, 32, 8, 3)),
-    "split in the GEMM, (128, 64, 8, 3)": dict(zero_fill=False, split_in_kernel=True, score_tile=(128, 64, 8, 3)),
-    "split in the GEMM, (128, 64, 8, 2)": dict(zero_fill=False, split_in_kernel=True, score_tile=(128, 64, 8, 2)),
+    "fp32 Newton": dict(zero_fill=False, half_newton=False),
+    "fp16 Newton": dict(zero_fill=False, half_newton=True),
 }
 
 

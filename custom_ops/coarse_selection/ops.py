@@ -125,8 +125,9 @@ def coarse_selection_rows(
     ``dash_flex::sparse_attention_rows`` reads directly. Skips :func:`coarse_selection`'s
     block-major prior and flags (a bandwidth-bound pass, ~0.29 ms at 32K on the H200), and on
     CUDA solves some register rows in two tiles (``split_kernels.inference_row_split``) and in
-    taller score chunks (``ROWS_Z_BUDGET_BYTES``), so p̄
-    equals :func:`coarse_selection`'s up to fp32 rounding (sum order), not bit for bit. No
+    taller score chunks (``ROWS_Z_BUDGET_BYTES``), and at α = 1.5 takes its Newton steps on float16
+    pairs (the exact step that ends the solve in float32), so p̄ equals :func:`coarse_selection`'s
+    up to fp32 rounding, not bit for bit. No
     autograd: with gradients, use :func:`coarse_selection`.
 
     Causal, on CUDA: a row's entries after its own block are 0 up to at least the own block of the
@@ -139,7 +140,8 @@ def coarse_selection_rows(
         return coarse_selection_rows_torch(*args)
     from .split_kernels import ROWS_Z_BUDGET_BYTES, coarse_selection_rows_launch
 
-    return coarse_selection_rows_launch(*args, z_budget=ROWS_Z_BUDGET_BYTES, tails=True, zero_fill=False)
+    return coarse_selection_rows_launch(*args, z_budget=ROWS_Z_BUDGET_BYTES, tails=True, zero_fill=False,
+                                        half_newton=True)  # fmt: skip
 
 
 @coarse_selection_rows.register_fake

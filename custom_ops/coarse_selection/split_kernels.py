@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..entmax.torch_impl import solver_schedule
+from ..entmax.torch_impl import MODE_ENTMAX15, solver_schedule
 from ..entmax.triton_kernels import _row_sum, _rows_sum, entmax_rows_split, entmax_rows_split_tail, piece_width
 
 LN2 = tl.constexpr(0.6931471805599453)
@@ -58,14 +58,6 @@ SCORE_LOOP, SCORE_LOOP_TILE = 1, (128, 32, 8, 4)
 # Rows of SCORE_WIDE_FROM blocks or more (128K) walk 64 blocks a step: H200, run 79, sum over the
 # chunks, (128, 64, 8, 4) 7.74 ms against 8.08-8.22 at 128K, but 0.657 against 0.607 at 32K.
 SCORE_WIDE_FROM, SCORE_WIDE_TILE = 2048, (128, 64, 8, 4)
-# Whether the inference launch's GEMM reads k̄ in fp32 and splits each tile into its 16-bit parts
-# in registers (the same bits as split_summaries; tested on the CPU): no split kernels, and no
-# host work between the block summaries and the first GEMM but allocations. Session 19, NOT YET
-# MEASURED (the device time ran out): off until scripts/gpu_run103.sh (probe_coarse_variants.py,
-# "host split" against "split in the GEMM", with the summaries in the timed call) says it helps.
-# A local sm_90 compile: the split tile takes shared memory (128 x 32 tile, 4 stages: 48 -> 96 KiB;
-# 128 x 64: 64 -> 160 KiB), so 128K's wide tile may lose occupancy.
-SCORE_SPLIT_IN_KERNEL = False
 Z_BUDGET_BYTES = 256 * 2**20  # the fp32 score chunk
 # The inference op (coarse_selection_rows, split register rows) takes twice that: fewer, taller
 # chunks. Training keeps Z_BUDGET_BYTES: its VJP repeats the forward's chunks (the same chunk widths
@@ -81,29 +73,21 @@ PRIOR_TILE = 64  # rows × blocks per program of the block-major prior writer
 
 @triton.jit
 def _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd,
-                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
-                  SPLIT_KB: tl.constexpr):  # fmt: skip
-    """k̄'s rows ``c`` (zeros past ``num_blocks``) as its two parts; for IEEE (and ``SPLIT_KB``, which
-    splits them later) the one fp32 part twice."""
+                  HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+    """k̄'s rows ``c`` (zeros past ``num_blocks``) as its two parts; for IEEE the one fp32 part twice."""
     offs_d = tl.arange(0, BLOCK_D)
     kb_offs = kb_base + c[:, None] * stride_kc + offs_d[None, :] * stride_kd
     kb_mask = (c < num_blocks)[:, None] & (offs_d < HEAD_DIM)[None, :]
     kb_hi = tl.load(KB_HI + kb_offs, mask=kb_mask, other=0.0)
-    if IEEE or SPLIT_KB:
+    if IEEE:
         return kb_hi, kb_hi
     return kb_hi, tl.load(KB_LO + kb_offs, mask=kb_mask, other=0.0)
 
 
 @triton.jit
 def _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                IEEE: tl.constexpr, SPLIT_KB: tl.constexpr):  # fmt: skip
-    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``).
-    ``SPLIT_KB``: ``kb_hi`` is the fp32 tile of k̄ itself, split here into its two 16-bit parts as
-    :func:`split_summaries` does (round to nearest even, then the exact remainder rounded)."""
-    if SPLIT_KB:
-        hi = kb_hi.to(q.dtype)
-        kb_lo = (kb_hi - hi.to(tl.float32)).to(q.dtype)
-        kb_hi = hi
+                IEEE: tl.constexpr):  # fmt: skip
+    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``)."""
     if IEEE:
         z = tl.dot(q, tl.trans(kb_hi), input_precision="ieee")
     else:
@@ -121,14 +105,12 @@ def _coarse_scores(
     z_scale,
     GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr, LOOP: tl.constexpr,
-    SPLIT_KB: tl.constexpr,
 ):  # fmt: skip
     """Rows ``[row0, q_len)`` (``q_len``: the chunk's end). ``KB_HI`` / ``KB_LO``: k̄'s high and low
     16-bit parts (:func:`split_summaries`); for fp32 queries ``KB_HI`` is k̄ itself (fp32, IEEE
-    dot) and ``KB_LO`` is not read; with ``SPLIT_KB`` (16-bit queries) ``KB_HI`` is k̄ itself (fp32),
-    split tile by tile in registers, and ``KB_LO`` is not read. ``LOOP`` 0: one program per
-    (``BM`` rows, ``BN`` blocks) tile; 1: one per ``BM`` rows, walking the row tile's blocks ``BN``
-    at a time (its query tile loaded once)."""
+    dot) and ``KB_LO`` is not read. ``LOOP`` 0: one program per (``BM`` rows, ``BN`` blocks) tile;
+    1: one per ``BM`` rows, walking the row tile's blocks ``BN`` at a time (its query tile loaded
+    once)."""
     z_scale = tl.cast(z_scale, tl.float32)  # Inductor may pass Python floats as fp64
     bh = tl.program_id(2).to(tl.int64)  # int64 offsets: the outputs pass 2³¹ elements at 128K
     b = bh // num_q_heads
@@ -148,17 +130,17 @@ def _coarse_scores(
             q = tl.load(q_ptrs, mask=q_mask, other=0.0)
             c = tl.program_id(1) * BN + tl.arange(0, BN)
             kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM,
-                                         BLOCK_D, IEEE, SPLIT_KB)  # fmt: skip
+                                         BLOCK_D, IEEE)  # fmt: skip
             _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                        IEEE, SPLIT_KB)  # fmt: skip
+                        IEEE)  # fmt: skip
     else:
         q = tl.load(q_ptrs, mask=q_mask, other=0.0)
         for c0 in range(0, reach, BN):
             c = c0 + tl.arange(0, BN)
             kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM, BLOCK_D,
-                                         IEEE, SPLIT_KB)  # fmt: skip
+                                         IEEE)  # fmt: skip
             _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                        IEEE, SPLIT_KB)  # fmt: skip
+                        IEEE)  # fmt: skip
 
 
 # lg2.approx.ftz.f32 flushes subnormal inputs; _log2_scaled's inputs are scaled by 2^24 first, so a
@@ -193,7 +175,7 @@ def _group_entmax(
     am1, d, one_minus_alpha,
     GROUP: tl.constexpr, ROWS: tl.constexpr, NB: tl.constexpr, NB_OUT: tl.constexpr, SUB: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, MODE: tl.constexpr, N_BISECT: tl.constexpr,
-    N_NEWTON: tl.constexpr, TAIL: tl.constexpr, INTERPRETED: tl.constexpr,
+    N_NEWTON: tl.constexpr, TAIL: tl.constexpr, INTERPRETED: tl.constexpr, N_HALF: tl.constexpr,
 ):  # fmt: skip
     """``p̄`` (row-major, as ``probs``) and each row's mean of ``log p̄`` over its selected blocks;
     in training :func:`_block_major_prior` turns both into the prior and the flags, at inference
@@ -246,11 +228,12 @@ def _group_entmax(
             z_t = tl.load(z_row + head + cols_t * stride_zc, mask=load_ok_t, other=-float("inf"))
             if BOUND:
                 z_t = tl.minimum(z_t, bound_t, propagate_nan=tl.PropagateNan.NONE)
-            p, p_t = entmax_rows_split_tail(z, z_t, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, True)
+            p, p_t = entmax_rows_split_tail(z, z_t, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, True, N_HALF)
             p_bar += p
             p_bar_t += p_t
         else:
-            p_bar += entmax_rows_split(z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON)
+            p, _ = entmax_rows_split_tail(z, z, am1, d, one_minus_alpha, MODE, N_BISECT, N_NEWTON, False, N_HALF)
+            p_bar += p
     p_bar = p_bar / GROUP
     p_bar_t = p_bar_t / GROUP
     out_row = PROBS + b * stride_pb + h_kv * stride_ph + t * stride_pt
@@ -617,17 +600,12 @@ def launch_scores(
 ) -> None:
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
     above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
-    ``kb_parts`` from :func:`split_summaries`, or k̄ itself (fp32; the kernel then splits each tile
-    in registers, the same bits, with no split kernels); ``tile = (BM, BN, num_warps[, num_stages])``
+    ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps[, num_stages])``
     overrides the tile (3 stages by default; the looped default is ``SCORE_WIDE_TILE`` for rows of
     ``SCORE_WIDE_FROM`` blocks or more), ``looped`` (0 tiled, 1 a program per row tile walking its
     blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
-    split = isinstance(kb_parts, torch.Tensor)
-    if split and kb_parts.dtype != torch.float32:
-        raise ValueError(f"launch_scores: k̄ to split in the kernel must be float32, got {kb_parts.dtype}")
-    kb_hi, kb_lo = (kb_parts, kb_parts) if split else kb_parts
-    ieee = query.dtype == torch.float32
+    kb_hi, kb_lo = kb_parts
     nb = kb_hi.shape[2]
     looped = SCORE_LOOP if looped is None else looped
     if tile is None:
@@ -637,7 +615,7 @@ def launch_scores(
         query, kb_hi, kb_lo, z, row0 + n_rows, row0, nb, Hq, offset, *query.stride(), *kb_hi.stride(), *z.stride(),
         selection_scale / D**0.5,
         GROUP=Hq // kb_hi.shape[1], BM=bm, BN=bn, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=ieee, LOOP=int(looped), SPLIT_KB=split and not ieee, num_warps=warps,
+        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), num_warps=warps,
         num_stages=stages[0] if stages else 3,
     )  # fmt: skip
 
@@ -669,6 +647,7 @@ def launch_group_entmax(
     rows: int,
     warps: int,
     tail: int = 0,
+    half_newton: bool = False,
 ) -> None:
     """``_group_entmax`` on the query chunk ``[row0, row0 + n_rows)`` whose scores ``z`` hold:
     ``p̄`` into ``probs [B, Hkv, Sq, nb]`` and the mean ``log p̄`` into ``mean_log``; ``width`` is the
@@ -676,17 +655,20 @@ def launch_group_entmax(
     :func:`inference_row_split`), ``nb_out`` the row zero-filled past it up to ``nb_out`` (from ``width``
     + ``tail``: nothing filled), ``schedule =
     (mode, n_bisect, n_newton)`` (:func:`solver_schedule`), ``(rows, warps)`` the launch
-    (:func:`entmax_config`)."""
+    (:func:`entmax_config`). ``half_newton`` (α = 1.5 only; other α ignore it): the Newton steps on
+    float16 pairs, the exact step and the rest in float32 (the inference launch's, see
+    ``entmax_rows_split_tail``)."""
     B, Hq = z.shape[:2]
     Hkv, Sq, nb = probs.shape[1:]
     mode, n_bisect, n_newton = schedule
+    n_half = n_newton if half_newton and mode == MODE_ENTMAX15 else 0
     _group_entmax[(triton.cdiv(n_rows, rows), Hkv, B)](
         z, probs, mean_log, Sq, row0, nb, readable_columns(z), offset,
         *z.stride(), *probs.stride(), *mean_log.stride()[:2],
         alpha - 1.0, 1.0 / (alpha - 1.0), 1.0 - alpha,
         GROUP=Hq // Hkv, ROWS=rows, NB=width, NB_OUT=nb_out, SUB=tail or piece_width(width, rows, warps),
         BLOCK_SIZE=block_size, CAUSAL=causal, MODE=mode, N_BISECT=n_bisect, N_NEWTON=n_newton, TAIL=tail,
-        INTERPRETED=z.device.type != "cuda", num_warps=warps,
+        INTERPRETED=z.device.type != "cuda", N_HALF=n_half, num_warps=warps,
     )  # fmt: skip
 
 
@@ -717,21 +699,22 @@ def coarse_selection_rows_launch(
     score_loop: int | None = None,
     tails: bool = False,
     zero_fill: bool = True,
-    split_in_kernel: bool | None = None,
+    half_newton: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
     interpreter on CPU tensors in tests); ``z_budget`` (bytes of the score chunk; the inference op
     passes ``ROWS_Z_BUDGET_BYTES``), ``rows`` and
     ``num_warps`` (of the entmax kernel) override :func:`entmax_config`, ``score_tile`` and
-    ``score_loop`` the GEMM's tile and ``SCORE_LOOP``, ``split_in_kernel``
-    ``SCORE_SPLIT_IN_KERNEL``. ``tails``: split register rows as
+    ``score_loop`` the GEMM's tile and ``SCORE_LOOP``. ``tails``: split register rows as
     :func:`inference_row_split` says (the inference op asks for it); by default whole rows, the
     launch the VJP repeats (training). ``zero_fill=False`` (the inference op): under causal masking
     ``probs`` is written only up to each chunk's register row (its causal reach rounded up, zeros
     past each row's own block), not zero-filled past it, and chunks start at multiples of
     ``ROWS_CHUNK_MULTIPLE`` rows, so every query tile of the fine stage lies in one chunk and reads
-    only written entries (H100, run 95: 128K 19.78 → 18.94–19.02 ms)."""
+    only written entries (H100, run 95: 128K 19.78 → 18.94–19.02 ms). ``half_newton`` (the
+    inference op): the entmax kernel's Newton steps on float16 pairs (:func:`launch_group_entmax`);
+    training keeps float32 steps, which its VJP repeats bit for bit."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
     NB = max(16, triton.next_power_of_2(nb))
@@ -748,8 +731,7 @@ def coarse_selection_rows_launch(
     # rows of z start 64-byte aligned: the entmax kernel's loads vectorise only when the row
     # stride is a multiple of 16 (H200, 128K in query chunks: 72 ms with nb = 1080, 34 with 2048)
     z = torch.empty(B, Hq, min(chunk, Sq), -(-nb // 16) * 16, device=dev, dtype=torch.float32)[..., :nb]
-    split = SCORE_SPLIT_IN_KERNEL if split_in_kernel is None else split_in_kernel
-    kb_parts = k_bar.float() if split else split_summaries(k_bar, query.dtype)
+    kb_parts = split_summaries(k_bar, query.dtype)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
     offset = kv_len - Sq
     for row0 in range(0, Sq, chunk):
@@ -765,7 +747,7 @@ def coarse_selection_rows_launch(
         schedule = (mode, n_bisect, n_newton)
         nb_out = NB if zero_fill else main + tail
         launch_group_entmax(z, probs, mean_log, row0, n_rows, main, nb_out, alpha, causal, offset, block_size,
-                            schedule, rows or config_rows, num_warps or config_warps, tail)  # fmt: skip
+                            schedule, rows or config_rows, num_warps or config_warps, tail, half_newton)  # fmt: skip
     return probs, mean_log
 
 
