@@ -2,11 +2,12 @@
 # Session 20, run 104: the inference entmax kernel's Newton steps on float16 pairs (half_newton)
 # against float32 steps (the inference coarse launch with block summaries, 32K and 128K); the GPU
 # tests of the rows launch / op (the float16-step test, the rows op against the block-major op),
-# the rows path and the chunked inference; the attention benchmark at 32K and 128K.
+# the rows path and the chunked inference; the attention benchmark at 32K and 128K. Also the score
+# GEMM's streaming stores (score_stream, off) and s = (z − top)·(α − 1) as one FMA (bitwise at α = 1.5).
 set -uo pipefail
 source scripts/gpu_preamble.sh
 timeout 80 python scripts/probe_coarse_variants.py --seq 32768 131072 --with-summaries --variants "fp32 Newton" \
-  "fp16 Newton" > "$OUT/coarse.log" 2>&1
+  "fp16 Newton" "fp16 Newton, streaming score stores" > "$OUT/coarse.log" 2>&1
 echo "coarse rc=$? after $((SECONDS - start)) s"; grep -E "S=|Error" "$OUT/coarse.log" | cut -c1-130
 timeout 120 python -m pytest -m gpu -n 4 -p no:cacheprovider --timeout 100 --timeout-method thread -rfEx -q \
   --tb=short tests/test_coarse_selection.py tests/test_sparse_attention.py \

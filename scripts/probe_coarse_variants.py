@@ -8,7 +8,8 @@ Each variant is ``coarse_selection_rows_launch`` (score GEMM + grouped entmax, a
   there);
 * ``score_tile``: the GEMM's (BM, BN, warps, stages);
 * ``half_newton``: the entmax kernel's Newton steps on float16 pairs, the exact step in float32
-  (session 20; the inference op's since), or all in float32.
+  (session 20; the inference op's since), or all in float32;
+* ``score_stream``: the GEMM's score stores streaming (``st.global.cs``), or plain.
 
 ``--with-summaries`` times the block summaries with the launch, as the benchmark's
 ``fused_select_only`` does (the host's work between the two kernels then shows).
@@ -55,6 +56,7 @@ VARIANTS = {
     "no fill, GEMM (128, 16, 4, 3)": dict(zero_fill=False, score_tile=(128, 16, 4, 3)),
     "fp32 Newton": dict(zero_fill=False, half_newton=False),
     "fp16 Newton": dict(zero_fill=False, half_newton=True),
+    "fp16 Newton, streaming score stores": dict(zero_fill=False, half_newton=True, score_stream=True),
 }
 
 

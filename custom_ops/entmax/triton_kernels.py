@@ -185,10 +185,13 @@ def entmax_rows_split_tail(
     entirely below ``−65504`` in float16 become ``−inf``, which no threshold ``τ ≥ −1`` keeps."""
     top = _rows_max(z, z_tail, HAS_TAIL)
     top = tl.where(top > -float("inf"), top, 0.0)  # all -inf row: s stays -inf, p = 0
-    s = (z - top[None, :, None]) * am1
+    # s = (z − top)·(α − 1) as one FMA an entry, z·(α − 1) − top·(α − 1): at α = 1.5 the same bits
+    # (a power-of-two factor commutes with rounding), elsewhere within one rounding
+    top_scaled = (top * am1)[None, :, None]
+    s = z * am1 - top_scaled
     s_t = s
     if HAS_TAIL:
-        s_t = (z_tail - top[None, :, None]) * am1
+        s_t = z_tail * am1 - top_scaled
     lo = tl.full([z.shape[1]], -1.0, tl.float32)
     if N_BISECT > 0:  # the bracket's upper end -n^(1-α) costs a row reduction: only when bisecting
         finite = _rows_sum((s > -float("inf")).to(tl.float32), (s_t > -float("inf")).to(tl.float32), HAS_TAIL)
