@@ -147,7 +147,7 @@ def main() -> None:
     for bm, bn, warps, loop, stages in ((64, 64, 4, 0, 3), (128, 128, 8, 0, 3), (128, 64, 8, 1, 3),
                                         (64, 64, 4, 1, 3), (128, 32, 8, 1, 4), (128, 64, 8, 1, 4)):  # fmt: skip
         consts = dict(GROUP=4, BM=bm, BN=bn, HEAD_DIM=128, BLOCK_D=128, BLOCK_SIZE=64, CAUSAL=True, IEEE=False,
-                      LOOP=loop, STREAM=False)  # fmt: skip
+                      LOOP=loop)  # fmt: skip
         k = compile_kernel(coarse._coarse_scores, score_ptrs, consts, ("z_scale",), num_warps=warps, num_stages=stages)
         report(f"score GEMM {bm}x{bn} loop {loop} {stages} stages", k)
     ent_ptrs = dict(Z="*fp32", PROBS="*fp32", MEAN_LOG="*fp32")

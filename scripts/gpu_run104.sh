@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Session 20, run 104: the inference entmax kernel's Newton steps on float16 pairs (half_newton)
+# Session 20, run 104 — RAN ITS PROBE AND TESTS ONLY (as one command on an H100; no benchmark): the
+# probe gave 32K 1.383 / 1.378 (float32 steps) against 1.356 / 1.421 (float16) and 1.355 / 1.421
+# (+ streaming stores); 128K 19.05 / 19.13, 18.55 / 18.60, 18.45 / 18.55 ms. Three tests failed
+# (the rows op against the block-major op on the prior of rows whose tiny p̄ moved; a CPU/CUDA
+# device mix in the new test), fixed for run 105. What it was written for: the inference entmax kernel's Newton steps on float16 pairs (half_newton)
 # against float32 steps (the inference coarse launch with block summaries, 32K and 128K); the GPU
 # tests of the rows launch / op (the float16-step test, the rows op against the block-major op),
 # the rows path and the chunked inference; the attention benchmark at 32K and 128K. Also the score

@@ -9,7 +9,7 @@ Each variant is ``coarse_selection_rows_launch`` (score GEMM + grouped entmax, a
 * ``score_tile``: the GEMM's (BM, BN, warps, stages);
 * ``half_newton``: the entmax kernel's Newton steps on float16 pairs, the exact step in float32
   (session 20; the inference op's since), or all in float32;
-* ``score_stream``: the GEMM's score stores streaming (``st.global.cs``), or plain.
+* ``heavy_first``: the score chunks last rows first (the widest first), or in row order.
 
 ``--with-summaries`` times the block summaries with the launch, as the benchmark's
 ``fused_select_only`` does (the host's work between the two kernels then shows).
@@ -24,7 +24,9 @@ scores leaving through TMA stores (a ``[B·Hq, rows, nb]`` tensor descriptor, kn
 the GEMM's registers from fp32 k̄ (knob ``split_in_kernel`` at commit 1321bb0, removed since)
 against ``split_summaries``' four small kernels, block summaries in the timed call: 32K 1.458 /
 1.493 ms against 1.381 / 1.376, 128K 20.88 / 20.93 against 19.19 / 19.17 (the split tile doubles
-the GEMM's shared memory).
+the GEMM's shared memory). Run 104 (session 20, H100) timed the GEMM's stores streaming
+(``st.global.cs``, knob ``score_stream`` at commit 6c066cf, removed since), float16 Newton steps
+both ways: 32K 1.355 / 1.421 ms against 1.356 / 1.421, 128K 18.45 / 18.55 against 18.55 / 18.60.
 
 Prints the median of ``triton.testing.do_bench`` (ms) per variant, two passes, and the largest
 difference of p̄ from the first variant on the causal region (blocks up to each row's own).
@@ -56,7 +58,7 @@ VARIANTS = {
     "no fill, GEMM (128, 16, 4, 3)": dict(zero_fill=False, score_tile=(128, 16, 4, 3)),
     "fp32 Newton": dict(zero_fill=False, half_newton=False),
     "fp16 Newton": dict(zero_fill=False, half_newton=True),
-    "fp16 Newton, streaming score stores": dict(zero_fill=False, half_newton=True, score_stream=True),
+    "fp16 Newton, heavy chunks first": dict(zero_fill=False, half_newton=True, heavy_first=True),
 }
 
 

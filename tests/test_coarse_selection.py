@@ -279,9 +279,9 @@ def test_rows_launch_with_tail_tiles(monkeypatch):
 
 def test_only_the_inference_op_asks_for_split_rows(monkeypatch):
     """The Triton branch of ``coarse_selection_rows`` (inference) launches with ``tails=True``, the
-    taller score chunks (``ROWS_Z_BUDGET_BYTES``), no zero fill and float16 Newton steps; the
-    block-major ``coarse_selection``, whose VJP repeats whole rows, the backward's chunks and the
-    float32 steps, with the defaults.
+    taller score chunks (``ROWS_Z_BUDGET_BYTES``), no zero fill, float16 Newton steps and the widest
+    chunks first; the block-major ``coarse_selection``, whose VJP repeats whole rows, the backward's
+    chunks and the float32 steps, with the defaults.
     A spy stands in for the launch (its result is the torch definition's)."""
     from custom_ops.coarse_selection import coarse_selection_rows
     from custom_ops.coarse_selection import ops as coarse_ops
@@ -290,8 +290,8 @@ def test_only_the_inference_op_asks_for_split_rows(monkeypatch):
     asked = []
 
     def spy(query, k_bar, alpha, selection_scale, causal, kv_len, block_size, tails=False, z_budget=None,
-            zero_fill=True, half_newton=False, **_):  # fmt: skip
-        asked.append((tails, z_budget, zero_fill, half_newton))
+            zero_fill=True, half_newton=False, heavy_first=False, **_):  # fmt: skip
+        asked.append((tails, z_budget, zero_fill, half_newton, heavy_first))
         return coarse_selection_rows_torch(query, k_bar, alpha, selection_scale, causal, kv_len, block_size)
 
     monkeypatch.setattr(coarse_ops, "_use_triton", lambda query: True)
@@ -300,7 +300,7 @@ def test_only_the_inference_op_asks_for_split_rows(monkeypatch):
     alpha, scale_c, inv_sigma, causal, Skv, bs, sq_pad, nb_pad = args
     coarse_selection_rows(q, k_bar, alpha, scale_c, causal, Skv, bs)
     coarse_selection(q, k_bar, *args)
-    assert asked == [(True, split_kernels.ROWS_Z_BUDGET_BYTES, False, True), (False, None, True, False)]
+    assert asked == [(True, split_kernels.ROWS_Z_BUDGET_BYTES, False, True, True), (False, None, True, False, False)]
 
 
 def test_split_kernels_narrow_rows_in_early_causal_chunks():
@@ -626,18 +626,23 @@ def test_cuda_rows_op_equals_the_block_major_op(shape):
     sq_pad, nb_pad = padded(Sq, Skv, bs)
     probs, prior, active = coarse_selection(q, k_bar, 1.5, 1.0, 1.0, True, Skv, bs, sq_pad, nb_pad)
     rows_probs, mean_log = coarse_selection_rows(q, k_bar, 1.5, 1.0, True, Skv, bs)
-    float32_steps, _ = split_kernels.coarse_selection_rows_launch(
+    float32_steps, float32_mean = split_kernels.coarse_selection_rows_launch(
         q, k_bar, 1.5, 1.0, True, Skv, bs, z_budget=split_kernels.ROWS_Z_BUDGET_BYTES, tails=True, zero_fill=False
     )
     assert torch.equal(float32_steps, probs)
-    assert rel_err(rows_probs, probs) <= 1e-6 and ((rows_probs > 0) == (probs > 0)).float().mean() > 0.9999
-    got_prior, got_active = block_major_from_rows(rows_probs, mean_log, 1.0, True, Skv, bs)
+    got_prior, got_active = block_major_from_rows(float32_steps, float32_mean, 1.0, True, Skv, bs)
     nb = probs.shape[-1]
-    agree = got_active == active[:, :, :nb, :Sq]
-    assert agree.float().mean() > 0.9999
-    # on query rows whose supports agree (elsewhere a tiny p̄'s log moves the row's mean)
-    same = agree.all(2, keepdim=True) & got_active
-    torch.testing.assert_close(got_prior[same], prior[:, :, :nb, :Sq][same], atol=2e-5, rtol=1e-5)
+    assert torch.equal(got_active, active[:, :, :nb, :Sq])
+    torch.testing.assert_close(got_prior, prior[:, :, :nb, :Sq], atol=2e-5, rtol=1e-5)
+    # the op: float16 steps move p̄ within float32 rounding; its mean log is its own p̄'s (the
+    # tiniest p̄ carry a large relative error, whose logs move a row's mean: the prior of a row
+    # then differs by a constant, which the row's softmax does not see)
+    assert rel_err(rows_probs, probs) <= 1e-6 and ((rows_probs > 0) == (probs > 0)).float().mean() > 0.9999
+    support = rows_probs > 0
+    own_mean = torch.where(support, rows_probs.double().clamp(min=1e-300).log(), 0.0).sum(-1) / support.sum(-1).clamp(
+        min=1
+    )
+    torch.testing.assert_close(mean_log.double(), own_mean, atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.gpu
@@ -928,7 +933,7 @@ def test_inference_launch_float16_newton_reaches_the_float32_floor(device):
     heads = z.shape[0] // rows
     q = z.view(1, heads, rows, nb).to(device)
     k_bar = (nb**0.5 * torch.eye(nb)).view(1, 1, nb, nb).to(device)  # z = q·k̄ᵀ/√D exactly
-    want = entmax_bisect(z.double().view(1, heads, rows, nb), alpha=1.5, n_iter=200).mean(1, keepdim=True)
+    want = entmax_bisect(z.double().view(1, heads, rows, nb), alpha=1.5, n_iter=200).mean(1, keepdim=True).to(device)
     args = (q, k_bar, 1.5, 1.0, False, nb * 16, 16)
     kw = dict(tails=True, zero_fill=False, score_tile=(32, 16, 4, 2))
     half, half_mean = split_kernels.coarse_selection_rows_launch(*args, half_newton=True, **kw)
@@ -954,7 +959,8 @@ def test_rows_launch_without_zero_fill_feeds_the_list_builder_the_same(device, m
     the packed 32-row and the unpacked 128-row tiles, gives the same lists and bias rows. Chunks
     start at multiples of ``ROWS_CHUNK_MULTIPLE`` (both tile heights divide it; a budget under 128
     rows rounds up to 128), and p̄ equals the zero-filled launch's on each row's blocks up to its
-    own. CPU: batch 2, more keys than queries, a ragged last chunk."""
+    own. The chunks run widest first (``heavy_first``) give the same bits in the same entries.
+    CPU: batch 2, more keys than queries, a ragged last chunk."""
     from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
     from custom_ops.sparse_attention.ops import FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE
 
@@ -993,6 +999,13 @@ def test_rows_launch_without_zero_fill_feeds_the_list_builder_the_same(device, m
     written = ~runs["nan"][0].isnan()  # p̄ of finite inputs is never NaN
     assert not written.all(), "nothing was left unwritten: the poison shows nothing"
     assert written[..., up_to_own].all()
+    # the chunks widest first (heavy_first, the inference op's order): the same entries written, the same bits
+    starts.clear()
+    heavy, heavy_mean = split_kernels.coarse_selection_rows_launch(*args, z_budget=budget, tails=True, zero_fill=False,
+                                                                   heavy_first=True)  # fmt: skip
+    assert starts == list(range(0, Sq, step))[::-1]
+    assert torch.equal(heavy.isnan(), ~written) and torch.equal(heavy[written], probs[written])
+    assert torch.equal(heavy_mean, mean_log)
     lists = {}
     for poison, (got, got_mean) in runs.items():
         assert torch.equal(got[written], probs[written]) and torch.equal(got_mean, mean_log)

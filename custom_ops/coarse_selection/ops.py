@@ -141,7 +141,7 @@ def coarse_selection_rows(
     from .split_kernels import ROWS_Z_BUDGET_BYTES, coarse_selection_rows_launch
 
     return coarse_selection_rows_launch(*args, z_budget=ROWS_Z_BUDGET_BYTES, tails=True, zero_fill=False,
-                                        half_newton=True)  # fmt: skip
+                                        half_newton=True, heavy_first=True)  # fmt: skip
 
 
 @coarse_selection_rows.register_fake

@@ -86,19 +86,14 @@ def _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd,
 
 @triton.jit
 def _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                IEEE: tl.constexpr, STREAM: tl.constexpr):  # fmt: skip
-    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``);
-    ``STREAM``: streaming stores (``st.global.cs``)."""
+                IEEE: tl.constexpr):  # fmt: skip
+    """``z[t, c] = z_scale · q·k̄[c]ᵀ`` for one tile of blocks ``c`` (masked past ``num_blocks``)."""
     if IEEE:
         z = tl.dot(q, tl.trans(kb_hi), input_precision="ieee")
     else:
         z = tl.dot(q, tl.trans(kb_hi)) + tl.dot(q, tl.trans(kb_lo))
-    ptrs = Z + z_base + (t - row0)[:, None] * stride_zt + c[None, :] * stride_zc
-    mask = (t < q_len)[:, None] & (c < num_blocks)[None, :]
-    if STREAM:
-        tl.store(ptrs, z * z_scale, mask=mask, cache_modifier=".cs")
-    else:
-        tl.store(ptrs, z * z_scale, mask=mask)
+    tl.store(Z + z_base + (t - row0)[:, None] * stride_zt + c[None, :] * stride_zc, z * z_scale,
+             mask=(t < q_len)[:, None] & (c < num_blocks)[None, :])  # fmt: skip
 
 
 @triton.jit
@@ -110,7 +105,6 @@ def _coarse_scores(
     z_scale,
     GROUP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, CAUSAL: tl.constexpr, IEEE: tl.constexpr, LOOP: tl.constexpr,
-    STREAM: tl.constexpr,
 ):  # fmt: skip
     """Rows ``[row0, q_len)`` (``q_len``: the chunk's end). ``KB_HI`` / ``KB_LO``: k̄'s high and low
     16-bit parts (:func:`split_summaries`); for fp32 queries ``KB_HI`` is k̄ itself (fp32, IEEE
@@ -138,7 +132,7 @@ def _coarse_scores(
             kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM,
                                          BLOCK_D, IEEE)  # fmt: skip
             _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                        IEEE, STREAM)  # fmt: skip
+                        IEEE)  # fmt: skip
     else:
         q = tl.load(q_ptrs, mask=q_mask, other=0.0)
         for c0 in range(0, reach, BN):
@@ -146,7 +140,7 @@ def _coarse_scores(
             kb_hi, kb_lo = _summary_tile(KB_HI, KB_LO, kb_base, c, num_blocks, stride_kc, stride_kd, HEAD_DIM, BLOCK_D,
                                          IEEE)  # fmt: skip
             _score_tile(q, kb_hi, kb_lo, c, t, Z, z_base, q_len, num_blocks, stride_zt, stride_zc, row0, z_scale,
-                        IEEE, STREAM)  # fmt: skip
+                        IEEE)  # fmt: skip
 
 
 # lg2.approx.ftz.f32 flushes subnormal inputs; _log2_scaled's inputs are scaled by 2^24 first, so a
@@ -603,14 +597,13 @@ def launch_scores(
     block_size: int,
     tile: tuple[int, ...] | None = None,
     looped: int | None = None,
-    stream: bool = False,
 ) -> None:
     """``z[:, :, :n_rows] = selection_scale · q[:, :, row0 : row0 + n_rows]·k̄ᵀ / √D`` (fp32; tiles
     above the causal diagonal are left unwritten): the score GEMM of the forward and the backward.
     ``kb_parts`` from :func:`split_summaries`; ``tile = (BM, BN, num_warps[, num_stages])``
     overrides the tile (3 stages by default; the looped default is ``SCORE_WIDE_TILE`` for rows of
     ``SCORE_WIDE_FROM`` blocks or more), ``looped`` (0 tiled, 1 a program per row tile walking its
-    blocks; see ``_coarse_scores``) ``SCORE_LOOP``; ``stream``: streaming (``.cs``) stores."""
+    blocks; see ``_coarse_scores``) ``SCORE_LOOP``."""
     B, Hq, Sq, D = query.shape
     kb_hi, kb_lo = kb_parts
     nb = kb_hi.shape[2]
@@ -622,8 +615,7 @@ def launch_scores(
         query, kb_hi, kb_lo, z, row0 + n_rows, row0, nb, Hq, offset, *query.stride(), *kb_hi.stride(), *z.stride(),
         selection_scale / D**0.5,
         GROUP=Hq // kb_hi.shape[1], BM=bm, BN=bn, HEAD_DIM=D, BLOCK_D=max(16, triton.next_power_of_2(D)),
-        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), STREAM=stream,
-        num_warps=warps,
+        BLOCK_SIZE=block_size, CAUSAL=causal, IEEE=query.dtype == torch.float32, LOOP=int(looped), num_warps=warps,
         num_stages=stages[0] if stages else 3,
     )  # fmt: skip
 
@@ -708,7 +700,7 @@ def coarse_selection_rows_launch(
     tails: bool = False,
     zero_fill: bool = True,
     half_newton: bool = False,
-    score_stream: bool = False,
+    heavy_first: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(probs, mean_log)`` as :func:`.torch_impl.coarse_selection_rows_torch`: the score GEMM and
     ``_group_entmax`` over chunks of query rows. Launches directly (CUDA, or the Triton
@@ -723,8 +715,10 @@ def coarse_selection_rows_launch(
     ``ROWS_CHUNK_MULTIPLE`` rows, so every query tile of the fine stage lies in one chunk and reads
     only written entries (H100, run 95: 128K 19.78 → 18.94–19.02 ms). ``half_newton`` (the
     inference op): the entmax kernel's Newton steps on float16 pairs (:func:`launch_group_entmax`);
-    training keeps float32 steps, which its VJP repeats bit for bit. ``score_stream``: the GEMM's
-    stores streaming (a probe's knob, off)."""
+    training keeps float32 steps, which its VJP repeats bit for bit. ``heavy_first`` (the inference
+    op): under causal masking the score chunks run last rows first, the widest first, so the host
+    launches the narrow early chunks while the GPU works (in row order, their kernels outran the
+    host's launches); each chunk computes the same bits either way."""
     B, Hq, Sq, D = query.shape
     Hkv, nb = k_bar.shape[1], k_bar.shape[2]
     NB = max(16, triton.next_power_of_2(nb))
@@ -744,21 +738,11 @@ def coarse_selection_rows_launch(
     kb_parts = split_summaries(k_bar, query.dtype)
     mode, n_bisect, n_newton = solver_schedule(alpha, nb, torch.float32)
     offset = kv_len - Sq
-    for row0 in range(0, Sq, chunk):
+    starts = range(0, Sq, chunk)
+    for row0 in reversed(starts) if heavy_first and causal else starts:
         n_rows = min(chunk, Sq - row0)
         launch_scores(
-            query,
-            kb_parts,
-            z,
-            row0,
-            n_rows,
-            selection_scale,
-            causal,
-            offset,
-            block_size,
-            score_tile,
-            score_loop,
-            score_stream,
+            query, kb_parts, z, row0, n_rows, selection_scale, causal, offset, block_size, score_tile, score_loop
         )
         width = chunk_width(NB, causal, row0, n_rows, Sq, offset, block_size)
         config_rows, config_warps = entmax_config(width, interpreted=dev.type != "cuda")
