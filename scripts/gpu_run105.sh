@@ -14,7 +14,7 @@ timeout 120 python -m pytest -m gpu -n 4 -p no:cacheprovider --timeout 100 --tim
   > "$OUT/gpu_tests.log" 2>&1
 echo "tests rc=$? after $((SECONDS - start)) s"
 grep -E "^E  |FAILED|ERROR|Timeout|passed|failed" "$OUT/gpu_tests.log" | head -20
-left=$((570 - (SECONDS - start)))
+left=$((430 - (SECONDS - start)))
 timeout "$left" python benchmarks/bench_attention.py --seq 32768 131072 --methods sdpa_cudnn fused_select_only \
   dash_fused --out "$OUT/attn" > "$OUT/attn.log" 2>&1
 echo "attn rc=$? (limit $left s) after $((SECONDS - start)) s"; grep -E "^\| (32768|131072)|Error" "$OUT/attn.log" | tail -12
