@@ -2,7 +2,7 @@
 # Session 20, run 105: the inference coarse launch with float32 Newton steps, float16 steps, and
 # float16 steps with the score chunks widest first (heavy_first; the inference op's since), block
 # summaries in the timed call, 32K and 128K; the GPU tests run 104 failed (fixed) and the rows
-# launch / op / path tests; the attention benchmark at 32K and 128K in the time left.
+# launch / op / path tests; the attention benchmark at 32K and 128K in the time left (320 s in all: device time).
 set -uo pipefail
 source scripts/gpu_preamble.sh
 timeout 80 python scripts/probe_coarse_variants.py --seq 32768 131072 --with-summaries --variants "fp32 Newton" \
@@ -14,7 +14,7 @@ timeout 120 python -m pytest -m gpu -n 4 -p no:cacheprovider --timeout 100 --tim
   > "$OUT/gpu_tests.log" 2>&1
 echo "tests rc=$? after $((SECONDS - start)) s"
 grep -E "^E  |FAILED|ERROR|Timeout|passed|failed" "$OUT/gpu_tests.log" | head -20
-left=$((430 - (SECONDS - start)))
+left=$((320 - (SECONDS - start)))
 timeout "$left" python benchmarks/bench_attention.py --seq 32768 131072 --methods sdpa_cudnn fused_select_only \
   dash_fused --out "$OUT/attn" > "$OUT/attn.log" 2>&1
 echo "attn rc=$? (limit $left s) after $((SECONDS - start)) s"; grep -E "^\| (32768|131072)|Error" "$OUT/attn.log" | tail -12
