@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Session 19, run 103 — NOT RUN (session 19's device time ran out; for next session): the
+# Session 19, run 103 — RAN FIRST THING IN SESSION 20 (H100): the in-GEMM split lost (32K 1.458 /
+# 1.493 against 1.381 / 1.376 ms, 128K 20.88 / 20.93 against 19.19 / 19.17) and its knob, variants
+# and test were removed after it (this script no longer runs as is). What it was written for: the
 # inference score GEMM reading k̄ in fp32 and splitting it into its bf16 parts in registers
 # (SCORE_SPLIT_IN_KERNEL, off) against split_summaries' four kernels, with the block summaries in
 # the timed call as fused_select_only has them, at 32K and 128K; the coarse selection's GPU tests

@@ -125,9 +125,10 @@ def coarse_selection_rows(
     ``dash_flex::sparse_attention_rows`` reads directly. Skips :func:`coarse_selection`'s
     block-major prior and flags (a bandwidth-bound pass, ~0.29 ms at 32K on the H200), and on
     CUDA solves some register rows in two tiles (``split_kernels.inference_row_split``) and in
-    taller score chunks (``ROWS_Z_BUDGET_BYTES``), and at α = 1.5 takes its Newton steps on float16
-    pairs (the exact step that ends the solve in float32), so p̄ equals :func:`coarse_selection`'s
-    up to fp32 rounding, not bit for bit. No
+    taller score chunks (``ROWS_Z_BUDGET_BYTES``), and at α = 1.5 takes all Newton steps but the
+    last on float16 pairs (the last and the exact step that ends the solve in float32), so p̄
+    equals :func:`coarse_selection`'s within the solver's float32 floor, not bit for bit: a block
+    at the threshold may enter or leave the support. No
     autograd: with gradients, use :func:`coarse_selection`.
 
     Causal, on CUDA: a row's entries after its own block are 0 up to at least the own block of the

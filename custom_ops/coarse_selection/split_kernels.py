@@ -655,13 +655,13 @@ def launch_group_entmax(
     :func:`inference_row_split`), ``nb_out`` the row zero-filled past it up to ``nb_out`` (from ``width``
     + ``tail``: nothing filled), ``schedule =
     (mode, n_bisect, n_newton)`` (:func:`solver_schedule`), ``(rows, warps)`` the launch
-    (:func:`entmax_config`). ``half_newton`` (α = 1.5 only; other α ignore it): the Newton steps on
-    float16 pairs, the exact step and the rest in float32 (the inference launch's, see
-    ``entmax_rows_split_tail``)."""
+    (:func:`entmax_config`). ``half_newton`` (α = 1.5 only; other α ignore it): all Newton steps
+    but the last on float16 pairs, the last, the exact step and the rest in float32 (the inference
+    launch's, see ``entmax_rows_split_tail``)."""
     B, Hq = z.shape[:2]
     Hkv, Sq, nb = probs.shape[1:]
     mode, n_bisect, n_newton = schedule
-    n_half = n_newton if half_newton and mode == MODE_ENTMAX15 else 0
+    n_half = n_newton - 1 if half_newton and mode == MODE_ENTMAX15 else 0
     _group_entmax[(triton.cdiv(n_rows, rows), Hkv, B)](
         z, probs, mean_log, Sq, row0, nb, readable_columns(z), offset,
         *z.stride(), *probs.stride(), *mean_log.stride()[:2],

@@ -174,24 +174,26 @@ def entmax_rows_split_tail(
     entries without rounding its length up to a power of two. Returns both tiles' ``p``
     (``z_tail`` is not read without ``HAS_TAIL``, and the second result is then the first).
 
-    ``N_HALF`` (α = 1.5 only): the first ``N_HALF`` Newton steps run on float16 copies of ``s`` and
-    ``τ``, ``x = [s − τ]_+`` and its squares summed over a thread's pieces in float16 (``HADD2`` /
-    ``HMNMX2`` / ``HFMA2`` on pairs: sm_90 SASS at 512 blocks, a step 119 → 78 instructions), the
-    rest of each sum and τ in float32. Such a step lands τ within ~1e-4 of the root (float16's
-    rounding of ``s ∈ [−1, 0]`` and of the sums), close enough that the exact step, in float32 on
-    the support it finds, reaches the float32 floor: every family of docs/entmax.md's schedule
-    study and rows with entries within 1e-4 to 1e-2 of the threshold, at 256 to 8192 entries,
-    stay within the ten-step error (float32 emulation). The inference launch uses it; rows
-    entirely below ``−65504`` in float16 become ``−inf``, which no threshold ``τ ≥ −1`` keeps."""
+    ``N_HALF`` (α = 1.5 only, ``N_HALF < N_NEWTON``): the first ``N_HALF`` Newton steps run on
+    float16 copies of ``s`` and ``τ``, ``x = [s − τ]_+`` and its squares summed over a thread's
+    pieces in float16 (``HADD2`` / ``HMNMX2`` / ``HFMA2`` on pairs: sm_90 SASS at 512 blocks, a step
+    119 → 78 instructions), the rest of each sum and τ in float32. Such steps bring τ within
+    float16's spacing of ``s`` (up to ~1e-3 near ``s = −1``) of the root; at least one float32 step
+    follows, then the exact step on the support it finds, which reach the float32 floor (a
+    float32 emulation over docs/entmax.md's schedule families, rows with entries within 1e-4 to
+    1e-2 of the threshold, and crowds of thousands of entries within 5e-4 of it, which float16
+    steps alone leave at ~2e-6). The inference launch uses it; entries with ``s < −65504`` become
+    ``−inf`` in float16, which no threshold ``τ ≥ −1`` keeps."""
     top = _rows_max(z, z_tail, HAS_TAIL)
     top = tl.where(top > -float("inf"), top, 0.0)  # all -inf row: s stays -inf, p = 0
-    # s = (z − top)·(α − 1) as one FMA an entry, z·(α − 1) − top·(α − 1): at α = 1.5 the same bits
-    # (a power-of-two factor commutes with rounding), elsewhere within one rounding
+    # s = (z − top)·(α − 1) as one FMA an entry, z·(α − 1) − top·(α − 1) rounded once: at α = 1.5
+    # and 2 the same bits (a power-of-two factor commutes with rounding), elsewhere within one
+    # rounding (an explicit fma: an unfused z·(α − 1) would round at the scale of |z|, not |z − top|)
     top_scaled = (top * am1)[None, :, None]
-    s = z * am1 - top_scaled
+    s = tl.fma(z, am1, -top_scaled)
     s_t = s
     if HAS_TAIL:
-        s_t = z_tail * am1 - top_scaled
+        s_t = tl.fma(z_tail, am1, -top_scaled)
     lo = tl.full([z.shape[1]], -1.0, tl.float32)
     if N_BISECT > 0:  # the bracket's upper end -n^(1-α) costs a row reduction: only when bisecting
         finite = _rows_sum((s > -float("inf")).to(tl.float32), (s_t > -float("inf")).to(tl.float32), HAS_TAIL)
@@ -208,7 +210,7 @@ def entmax_rows_split_tail(
 
     tau = lo
     tl.static_assert(N_HALF == 0 or MODE == 1, "float16 Newton steps are for α = 1.5 only")
-    tl.static_assert(N_HALF <= N_NEWTON)
+    tl.static_assert(N_HALF == 0 or N_HALF < N_NEWTON, "the last Newton step before the exact step is float32")
     if N_HALF > 0:  # the first N_HALF steps on float16 pairs (see the docstring)
         s16 = s.to(tl.float16)
         s16_t = s16
