@@ -186,14 +186,19 @@ def entmax_rows_split_tail(
     ``−inf`` in float16, which no threshold ``τ ≥ −1`` keeps."""
     top = _rows_max(z, z_tail, HAS_TAIL)
     top = tl.where(top > -float("inf"), top, 0.0)  # all -inf row: s stays -inf, p = 0
-    # s = (z − top)·(α − 1) as one FMA an entry, z·(α − 1) − top·(α − 1) rounded once: at α = 1.5
-    # and 2 the same bits (a power-of-two factor commutes with rounding), elsewhere within one
-    # rounding (an explicit fma: an unfused z·(α − 1) would round at the scale of |z|, not |z − top|)
-    top_scaled = (top * am1)[None, :, None]
-    s = tl.fma(z, am1, -top_scaled)
-    s_t = s
-    if HAS_TAIL:
-        s_t = tl.fma(z_tail, am1, -top_scaled)
+    if MODE == 2:  # other α: z − top first, exact at the top entry whatever the scale of z
+        s = (z - top[None, :, None]) * am1
+        s_t = s
+        if HAS_TAIL:
+            s_t = (z_tail - top[None, :, None]) * am1
+    else:
+        # α = 1.5 and 2: α − 1 is a power of two, which commutes with rounding, so one FMA an
+        # entry, z·(α − 1) − top·(α − 1) rounded once, gives the same bits as (z − top)·(α − 1)
+        top_scaled = (top * am1)[None, :, None]
+        s = tl.fma(z, am1, -top_scaled)
+        s_t = s
+        if HAS_TAIL:
+            s_t = tl.fma(z_tail, am1, -top_scaled)
     lo = tl.full([z.shape[1]], -1.0, tl.float32)
     if N_BISECT > 0:  # the bracket's upper end -n^(1-α) costs a row reduction: only when bisecting
         finite = _rows_sum((s > -float("inf")).to(tl.float32), (s_t > -float("inf")).to(tl.float32), HAS_TAIL)
