@@ -1,0 +1,448 @@
+"""The inference fine forward as a Gluon kernel for Hopper (sm_90): FA3-style overlap by hand.
+
+The same attention as ``_sparse_attention_fwd`` with ``FROM_ROWS`` (triton_kernels.py): one program
+per (``BLOCK_M``-row query tile, ``PACK`` query heads) walks the tile's list of key blocks, adds each
+entry's bias row (log-prior in log2 units, ``−inf`` where a row does not keep the block) and runs an
+online softmax. What Triton's own pipeliner does not do for this loop, written out here:
+
+* K and V blocks come by TMA into a ring of ``STAGES`` shared-memory slots, two entries ahead,
+  each slot with its own mbarriers (K and V apart, so the score MMA waits only for K);
+* the score MMA of entry ``j + 1`` is issued asynchronously before the softmax of entry ``j``,
+  and the P·V MMA of entry ``j`` runs while the loop goes on to the next softmax: the tensor
+  cores work while the warps compute exponentials (FA3's intra-warpgroup overlap). Waits count
+  groups in issue order (``wgmma.wait_group``): after issuing QK(j+1) then PV(j), waiting with one
+  group outstanding completes QK(j+1); in the next step, after issuing QK(j+2), one outstanding
+  completes PV(j), before the accumulator is rescaled;
+* 8 warps: two warpgroups of 64 rows each, so the score tile (32 fp32 a thread) and the output
+  accumulator (64) fit without spills.
+
+Scope (checked by :func:`supports`): causal or not, 16-bit inputs, head and value dims of 128,
+64-key blocks, ``PACK · BLOCK_M == 128``, ``scale > 0``, K and V viewable as
+``[B·H_kv·kv_len, D]`` rows with ``kv_len`` a multiple of the block size.
+"""
+
+from __future__ import annotations
+
+import torch
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_init,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+LOG2E: gl.constexpr = gl.constexpr(1.4426950408889634)
+LN2: gl.constexpr = gl.constexpr(0.6931471805599453)
+ROWS = 128  # PACK · BLOCK_M: two warpgroups of 64 rows
+STAGES = 3  # K / V slots: entry j + 2 loads while entries j and j + 1 are in use
+
+
+@gluon.jit
+def _issue_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, LIST, list_base, entry, count, kv_row0,
+              BLOCK_SIZE: gl.constexpr, STAGES: gl.constexpr):  # fmt: skip
+    """TMA loads of list entry ``entry``'s K and V block into slot ``entry % STAGES`` (nothing past
+    the list's end)."""
+    ok = entry < count
+    c = gl.load(LIST + list_base + entry, mask=ok, other=0)
+    slot = entry % STAGES
+    row = kv_row0 + c * BLOCK_SIZE
+    mbarrier.expect(k_bar.index(slot), k_desc.block_type.nbytes, pred=ok)
+    tma.async_copy_global_to_shared(k_desc, [row, 0], k_bar.index(slot), k_smem.index(slot), pred=ok)
+    mbarrier.expect(v_bar.index(slot), v_desc.block_type.nbytes, pred=ok)
+    tma.async_copy_global_to_shared(v_desc, [row, 0], v_bar.index(slot), v_smem.index(slot), pred=ok)
+
+
+@gluon.jit
+def _softmax_step(s, m_i, l_i, bias, masked, keys, rows_pos, causal_offset, qk_scale, CAUSAL: gl.constexpr):
+    """One online-softmax step on raw products ``s`` (fp32, the score MMA's layout) with the entry's
+    bias row (log2 units): ``(p, alpha, m_new, l_new)``. The bias is constant along a row, so the
+    row max is taken on the raw products and a score costs one FMA before its exp2; a masked entry
+    (the tile's diagonal blocks) first sets keys past a row's position to −inf."""
+    if CAUSAL:
+        if masked:
+            s = gl.where(keys[None, :] <= rows_pos[:, None] + causal_offset, s, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(s, axis=1) * qk_scale + bias)
+    m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
+    alpha = gl.exp2(m_i - m_safe)
+    p = gl.exp2(s * qk_scale + (bias - m_safe)[:, None])
+    l_i = l_i * alpha + gl.sum(p, axis=1)
+    return p, alpha, m_new, l_i
+
+
+@gluon.jit
+def _sparse_attention_fwd_gluon(
+    Q, k_desc, v_desc, BIAS, LIST, COUNT, OUT, LSE,
+    q_len, kv_len, causal_offset, num_q_heads, group_kv, group_sel, num_tiles,
+    stride_qb, stride_qh, stride_qt,
+    stride_lh, stride_bias_row, stride_bias_slot,
+    stride_ob, stride_oh, stride_ot,
+    scale,
+    BLOCK_M: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr, PACK: gl.constexpr,
+    CAUSAL: gl.constexpr, HEAVY_FIRST: gl.constexpr, STAGES: gl.constexpr, OVERLAP_PV: gl.constexpr,
+):  # fmt: skip
+    ROWS: gl.constexpr = PACK * BLOCK_M
+    gl.static_assert(ROWS == 128, "two warpgroups of 64 rows")
+    dtype: gl.constexpr = k_desc.dtype
+    # the score tile [ROWS, BLOCK_SIZE] and the output accumulator [ROWS, HEAD_DIM]: wgmma layouts,
+    # 8 warps along the rows (two warpgroups)
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
+                                                       instr_shape=[16, BLOCK_SIZE, 16])  # fmt: skip
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[8, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])  # fmt: skip
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
+    s_cols: gl.constexpr = gl.SliceLayout(0, s_layout)
+    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+    o_cols: gl.constexpr = gl.SliceLayout(0, o_layout)
+    q_load: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [8, 1], [1, 0])
+    q_smem_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, HEAD_DIM], dtype)
+
+    qk_scale = scale.to(gl.float32) * LOG2E
+    tile = gl.program_id(0)
+    if HEAVY_FIRST:  # causal: late tiles list the most blocks; launched first, they leave no long tail
+        tile = num_tiles - 1 - tile
+    bh0 = gl.program_id(1).to(gl.int64) * PACK
+    b = bh0 // num_q_heads
+    h0 = bh0 % num_q_heads
+    h_sel = h0 // group_sel
+    bh_kv = b * (num_q_heads // group_kv) + h0 // group_kv
+
+    # Q: [ROWS, D] (row r: head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M) into shared
+    offs_qr = gl.arange(0, ROWS, layout=gl.SliceLayout(1, q_load))
+    offs_qd = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, q_load))
+    q_pos = tile * BLOCK_M + offs_qr % BLOCK_M
+    q_ptrs = (Q + b * stride_qb + (h0 + offs_qr // BLOCK_M)[:, None] * stride_qh + q_pos[:, None] * stride_qt
+              + offs_qd[None, :])  # fmt: skip
+    q = gl.load(q_ptrs, mask=(q_pos < q_len)[:, None], other=0.0)
+    q_smem = gl.allocate_shared_memory(dtype, [ROWS, HEAD_DIM], q_smem_layout, q)
+
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_SIZE, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_SIZE, HEAD_DIM], v_desc.layout)
+    k_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_bar = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_bar.index(i), count=1)
+        mbarrier.init(v_bar.index(i), count=1)
+    fence_async_shared()  # Q's stores and the barriers' inits before the async proxy reads them
+
+    list_row = (b * (num_q_heads // group_sel) + h_sel) * num_tiles + tile
+    list_base = list_row * stride_lh
+    count = gl.load(COUNT + list_row)
+    kv_row0 = (bh_kv * kv_len).to(gl.int32)
+    # leading entries that need no per-element mask: blocks from first_block on may hold keys past
+    # a row's position (causal) or past kv_len (a walk back from the list's end)
+    if CAUSAL:
+        first_block = gl.maximum((tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE, 0)
+    else:
+        first_block = kv_len // BLOCK_SIZE
+    n_lead = count
+    last = gl.load(LIST + list_base + n_lead - 1, mask=n_lead > 0, other=-1)
+    while last >= first_block:
+        n_lead -= 1
+        last = gl.load(LIST + list_base + n_lead - 1, mask=n_lead > 0, other=-1)
+
+    for i in gl.static_range(STAGES - 1):
+        _issue_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, LIST, list_base, i, count, kv_row0, BLOCK_SIZE,
+                  STAGES)  # fmt: skip
+
+    rows_s = gl.arange(0, ROWS, layout=s_rows)
+    pos_s = tile * BLOCK_M + rows_s % BLOCK_M
+    row_ok = pos_s < q_len
+    keys0 = gl.arange(0, BLOCK_SIZE, layout=s_cols)
+    bias_base = BIAS + list_row * stride_bias_row + rows_s % BLOCK_M
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, layout=s_rows)
+    l_i = gl.zeros([ROWS], gl.float32, layout=s_rows)
+    # loop-carried as an async accumulator (PV(j) may still run when the next step begins)
+    acc = warpgroup_mma_init(gl.zeros([ROWS, HEAD_DIM], gl.float32, layout=o_layout))
+    s_zero = gl.zeros([ROWS, BLOCK_SIZE], gl.float32, layout=s_layout)
+
+    # the first score MMA, synchronously (a list may be empty: then nothing is read)
+    if count > 0:
+        mbarrier.wait(k_bar.index(0), 0)
+    s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
+    for j in range(count):
+        slot = j % STAGES
+        # QK(j + 1) on the tensor cores while this entry's softmax runs (past the list's end: a
+        # stale slot, its result never read)
+        nxt = j + 1
+        nslot = nxt % STAGES
+        mbarrier.wait(k_bar.index(nslot), (nxt // STAGES) & 1, pred=nxt < count)
+        s_next = warpgroup_mma(q_smem, k_smem.index(nslot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        bias = gl.load(bias_base + j * stride_bias_slot, mask=row_ok, other=float("-inf"))
+        c = gl.load(LIST + list_base + j)
+        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, bias, j >= n_lead, c * BLOCK_SIZE + keys0, pos_s,
+                                           causal_offset, qk_scale, CAUSAL)  # fmt: skip
+        # PV(j − 1) was issued before QK(j + 1): one group outstanding means it is done
+        acc = warpgroup_mma_wait(1, deps=[acc])
+        # its slot is free: the loads of entry j + STAGES − 1 go there
+        _issue_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, LIST, list_base, j + STAGES - 1, count, kv_row0,
+                  BLOCK_SIZE, STAGES)  # fmt: skip
+        acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
+        p16 = gl.convert_layout(p.to(dtype), p_layout)
+        mbarrier.wait(v_bar.index(slot), (j // STAGES) & 1)
+        acc = warpgroup_mma(p16, v_smem.index(slot), acc, is_async=True)
+        if OVERLAP_PV:  # QK(j + 1) was issued before PV(j): one group outstanding means the scores are in
+            s = warpgroup_mma_wait(1, deps=[s_next])
+        else:  # nothing in flight across the loop's back edge (ptxas serialises the wgmma otherwise)
+            s, acc = warpgroup_mma_wait(0, deps=[s_next, acc])
+            acc = warpgroup_mma_init(acc)
+    acc = warpgroup_mma_wait(0, deps=[acc])
+    for i in gl.static_range(STAGES):
+        mbarrier.invalidate(k_bar.index(i))
+        mbarrier.invalidate(v_bar.index(i))
+
+    has_key = l_i > 0
+    inv_l = gl.convert_layout(1.0 / gl.where(has_key, l_i, 1.0), o_rows)
+    out = acc * inv_l[:, None]
+    rows_o = gl.arange(0, ROWS, layout=o_rows)
+    pos_o = tile * BLOCK_M + rows_o % BLOCK_M
+    offs_d = gl.arange(0, HEAD_DIM, layout=o_cols)
+    out_ptrs = (OUT + b * stride_ob + (h0 + rows_o // BLOCK_M)[:, None] * stride_oh + pos_o[:, None] * stride_ot
+                + offs_d[None, :])  # fmt: skip
+    gl.store(out_ptrs, out.to(OUT.dtype.element_ty), mask=(pos_o < q_len)[:, None])
+    # natural-log LSE (the backward's convention) from the log2-unit running max
+    lse = gl.where(has_key, (m_i + gl.log2(gl.where(has_key, l_i, 1.0))) * LN2, float("-inf"))
+    gl.store(LSE + (bh0 + rows_s // BLOCK_M) * q_len + pos_s, lse, mask=row_ok)
+
+
+def supports(
+    query, key, value, bias, causal: bool, scale: float, block_size: int, block_m: int, pack: int, out=None
+) -> bool:
+    """Whether :func:`sparse_attention_rows_gluon` takes this launch (else the Triton kernel): an sm_90
+    GPU, 16-bit inputs, head and value dims of 128, 64-key blocks, 128-row tiles, ``scale > 0``,
+    contiguous K and V whose rows (``B·H_kv·kv_len``, a multiple of the block size) a TMA
+    coordinate reaches, and unit last strides for Q and ``out``."""
+    B, Hkv, Skv, D = key.shape
+    return (
+        query.is_cuda
+        and torch.cuda.get_device_capability(query.device)[0] == 9
+        and query.dtype in (torch.bfloat16, torch.float16)
+        and key.dtype == value.dtype == query.dtype
+        and D == value.shape[-1] == query.shape[-1] == 128
+        and block_size == 64
+        and pack * block_m == ROWS
+        and scale > 0
+        and Skv % block_size == 0
+        and B * Hkv * Skv < 2**31
+        and query.stride(-1) == 1
+        and (out is None or out.stride(-1) == 1)
+        and all(t.is_contiguous() for t in (key, value))
+    )
+
+
+def sparse_attention_rows_gluon(query, key, value, block_list, count, bias, causal: bool, scale: float,
+                                block_size: int, block_m: int, pack: int, out=None,
+                                overlap_pv: bool = False):  # fmt: skip
+    """``(out, lse)``: :func:`triton_kernels.sparse_attention_rows_launch`'s result (up to fp32
+    rounding) from the Gluon kernel; the caller checks :func:`supports` first."""
+    B, Hq, Sq, D = query.shape
+    Hkv, Skv = key.shape[1], key.shape[2]
+    _, H_sel, n_tiles, nb, rows = bias.shape
+    if out is None:
+        out = torch.empty(B, Hq, Sq, D, device=query.device, dtype=query.dtype)
+    lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
+    gl_dtype = gl.bfloat16 if query.dtype == torch.bfloat16 else gl.float16
+    layout = gl.NVMMASharedLayout.get_default_for([block_size, D], gl_dtype)
+    k_desc = TensorDescriptor.from_tensor(key.view(B * Hkv * Skv, D), [block_size, D], layout)
+    v_desc = TensorDescriptor.from_tensor(value.view(B * Hkv * Skv, D), [block_size, D], layout)
+    list_rows = block_list.view(-1, block_list.shape[-1])
+    _sparse_attention_fwd_gluon[(n_tiles, B * Hq // pack)](
+        query, k_desc, v_desc, bias, list_rows, count, out, lse,
+        Sq, Skv, Skv - Sq, Hq, Hq // Hkv, Hq // H_sel, n_tiles,
+        query.stride(0), query.stride(1), query.stride(2),
+        list_rows.stride(0), nb * block_m, block_m,
+        out.stride(0), out.stride(1), out.stride(2),
+        scale,
+        BLOCK_M=block_m, BLOCK_SIZE=block_size, HEAD_DIM=D, PACK=pack, CAUSAL=causal,
+        HEAVY_FIRST=causal, STAGES=STAGES, OVERLAP_PV=overlap_pv, num_warps=8,
+    )  # fmt: skip
+    return out, lse
+
+
+# ----------------------------------------------------------------------------- warp-specialised
+@gluon.jit
+def _ws_loader(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, LIST, list_base, count, kv_row0,
+               BLOCK_SIZE: gl.constexpr, STAGES: gl.constexpr):  # fmt: skip
+    """The load partition (one warp): each list entry's K and V block by TMA into the ring, once
+    both consumer warpgroups have released the slot (its empty barriers take two arrivals)."""
+    for j in range(count):
+        slot = j % STAGES
+        phase = (j // STAGES) & 1
+        row = kv_row0 + gl.load(LIST + list_base + j) * BLOCK_SIZE
+        mbarrier.wait(k_empty.index(slot), phase ^ 1)
+        mbarrier.expect(k_ready.index(slot), k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [row, 0], k_ready.index(slot), k_smem.index(slot))
+        mbarrier.wait(v_empty.index(slot), phase ^ 1)
+        mbarrier.expect(v_ready.index(slot), v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(v_desc, [row, 0], v_ready.index(slot), v_smem.index(slot))
+
+
+@gluon.jit
+def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIAS, LIST, OUT, LSE, list_base, list_row,
+                 count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row, stride_bias_slot, stride_ob,
+                 stride_oh, stride_ot, qk_scale, BLOCK_M: gl.constexpr, BLOCK_SIZE: gl.constexpr,
+                 HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, WG: gl.constexpr):  # fmt: skip
+    """A consumer warpgroup: rows ``64·WG …`` of the tile (heads ``h0 + 2·WG``, ``+ 1``). The score
+    MMA of entry ``j + 1`` runs while entry ``j``'s softmax does; nothing is in flight across the
+    loop's back edge (ptxas serialises the wgmma otherwise)."""
+    WG_ROWS: gl.constexpr = 64
+    dtype: gl.constexpr = k_smem.dtype
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_SIZE, 16])  # fmt: skip
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])  # fmt: skip
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
+    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+    q_wg = q_smem.slice(WG * WG_ROWS, WG_ROWS)
+    rows = gl.arange(0, WG_ROWS, layout=s_rows)
+    pos = tile * BLOCK_M + rows % BLOCK_M
+    row_ok = pos < q_len
+    keys0 = gl.arange(0, BLOCK_SIZE, layout=gl.SliceLayout(0, s_layout))
+    bias_base = BIAS + list_row * stride_bias_row + rows % BLOCK_M
+    m_i = gl.full([WG_ROWS], float("-inf"), gl.float32, layout=s_rows)
+    l_i = gl.zeros([WG_ROWS], gl.float32, layout=s_rows)
+    acc = gl.zeros([WG_ROWS, HEAD_DIM], gl.float32, layout=o_layout)
+    s_zero = gl.zeros([WG_ROWS, BLOCK_SIZE], gl.float32, layout=s_layout)
+
+    mbarrier.wait(k_ready.index(0), 0, pred=count > 0)
+    s = warpgroup_mma(q_wg, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
+    mbarrier.arrive(k_empty.index(0), count=1, pred=count > 0)
+    for j in range(count):
+        slot = j % STAGES
+        nxt = j + 1
+        nslot = nxt % STAGES
+        more = nxt < count
+        mbarrier.wait(k_ready.index(nslot), (nxt // STAGES) & 1, pred=more)
+        s_next = warpgroup_mma(q_wg, k_smem.index(nslot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        bias = gl.load(bias_base + j * stride_bias_slot, mask=row_ok, other=float("-inf"))
+        c = gl.load(LIST + list_base + j)
+        p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, bias, j >= n_lead, c * BLOCK_SIZE + keys0, pos,
+                                           causal_offset, qk_scale, CAUSAL)  # fmt: skip
+        acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
+        p16 = gl.convert_layout(p.to(dtype), p_layout)
+        mbarrier.wait(v_ready.index(slot), (j // STAGES) & 1)
+        pv = warpgroup_mma(p16, v_smem.index(slot), acc, is_async=True)
+        s, acc = warpgroup_mma_wait(0, deps=[s_next, pv])
+        mbarrier.arrive(k_empty.index(nslot), count=1, pred=more)
+        mbarrier.arrive(v_empty.index(slot), count=1)
+
+    has_key = l_i > 0
+    inv_l = gl.convert_layout(1.0 / gl.where(has_key, l_i, 1.0), o_rows)
+    out = acc * inv_l[:, None]
+    rows_o = gl.arange(0, WG_ROWS, layout=o_rows)
+    pos_o = tile * BLOCK_M + rows_o % BLOCK_M
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    heads_o = h0 + WG * (WG_ROWS // BLOCK_M) + rows_o // BLOCK_M
+    out_ptrs = OUT + b * stride_ob + heads_o[:, None] * stride_oh + pos_o[:, None] * stride_ot + offs_d[None, :]
+    gl.store(out_ptrs, out.to(OUT.dtype.element_ty), mask=(pos_o < q_len)[:, None])
+    lse = gl.where(has_key, (m_i + gl.log2(gl.where(has_key, l_i, 1.0))) * LN2, float("-inf"))
+    gl.store(LSE + (bh0 + WG * (WG_ROWS // BLOCK_M) + rows // BLOCK_M) * q_len + pos, lse, mask=row_ok)
+
+
+@gluon.jit
+def _sparse_attention_fwd_ws(
+    Q, k_desc, v_desc, BIAS, LIST, COUNT, OUT, LSE,
+    q_len, kv_len, causal_offset, num_q_heads, group_kv, group_sel, num_tiles,
+    stride_qb, stride_qh, stride_qt,
+    stride_lh, stride_bias_row, stride_bias_slot,
+    stride_ob, stride_oh, stride_ot,
+    scale,
+    BLOCK_M: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr, PACK: gl.constexpr,
+    CAUSAL: gl.constexpr, HEAVY_FIRST: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+):  # fmt: skip
+    """:func:`_sparse_attention_fwd_gluon`'s attention with its two warpgroups as separate partitions
+    (each its 64 rows, not in lockstep) beside a one-warp TMA load partition (FA3's layout)."""
+    ROWS: gl.constexpr = PACK * BLOCK_M
+    gl.static_assert(ROWS == 128, "two consumer warpgroups of 64 rows")
+    dtype: gl.constexpr = k_desc.dtype
+    q_load: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
+    q_smem_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, HEAD_DIM], dtype)
+    qk_scale = scale.to(gl.float32) * LOG2E
+    tile = gl.program_id(0)
+    if HEAVY_FIRST:
+        tile = num_tiles - 1 - tile
+    bh0 = gl.program_id(1).to(gl.int64) * PACK
+    b = bh0 // num_q_heads
+    h0 = bh0 % num_q_heads
+    bh_kv = b * (num_q_heads // group_kv) + h0 // group_kv
+
+    offs_qr = gl.arange(0, ROWS, layout=gl.SliceLayout(1, q_load))
+    offs_qd = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, q_load))
+    q_pos = tile * BLOCK_M + offs_qr % BLOCK_M
+    q_ptrs = (Q + b * stride_qb + (h0 + offs_qr // BLOCK_M)[:, None] * stride_qh + q_pos[:, None] * stride_qt
+              + offs_qd[None, :])  # fmt: skip
+    q = gl.load(q_ptrs, mask=(q_pos < q_len)[:, None], other=0.0)
+    q_smem = gl.allocate_shared_memory(dtype, [ROWS, HEAD_DIM], q_smem_layout, q)
+    k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_SIZE, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_SIZE, HEAD_DIM], v_desc.layout)
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(k_empty.index(i), count=2)  # both consumer warpgroups release a slot
+        mbarrier.init(v_empty.index(i), count=2)
+    fence_async_shared()
+
+    list_row = (b * (num_q_heads // group_sel) + (h0 // group_sel)) * num_tiles + tile
+    list_base = list_row * stride_lh
+    count = gl.load(COUNT + list_row)
+    kv_row0 = (bh_kv * kv_len).to(gl.int32)
+    if CAUSAL:
+        first_block = gl.maximum((tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE, 0)
+    else:
+        first_block = kv_len // BLOCK_SIZE
+    n_lead = count
+    last = gl.load(LIST + list_base + n_lead - 1, mask=n_lead > 0, other=-1)
+    while last >= first_block:
+        n_lead -= 1
+        last = gl.load(LIST + list_base + n_lead - 1, mask=n_lead > 0, other=-1)
+
+    gl.warp_specialize([
+        (_ws_consumer, (q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIAS, LIST, OUT, LSE, list_base,
+                        list_row, count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row,
+                        stride_bias_slot, stride_ob, stride_oh, stride_ot, qk_scale, BLOCK_M, BLOCK_SIZE, HEAD_DIM,
+                        CAUSAL, STAGES, 0)),
+        (_ws_consumer, (q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIAS, LIST, OUT, LSE, list_base,
+                        list_row, count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row,
+                        stride_bias_slot, stride_ob, stride_oh, stride_ot, qk_scale, BLOCK_M, BLOCK_SIZE, HEAD_DIM,
+                        CAUSAL, STAGES, 1)),
+        (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, LIST, list_base, count,
+                      kv_row0, BLOCK_SIZE, STAGES)),
+    ], [4, 1], [CONSUMER_REGS, 24])  # fmt: skip
+
+
+def sparse_attention_rows_gluon_ws(query, key, value, block_list, count, bias, causal: bool, scale: float,
+                                   block_size: int, block_m: int, pack: int, out=None,
+                                   consumer_regs: int = 232, maxnreg: int = 168):  # fmt: skip
+    """:func:`sparse_attention_rows_gluon` through the warp-specialised kernel."""
+    B, Hq, Sq, D = query.shape
+    Hkv, Skv = key.shape[1], key.shape[2]
+    _, H_sel, n_tiles, nb, rows = bias.shape
+    if out is None:
+        out = torch.empty(B, Hq, Sq, D, device=query.device, dtype=query.dtype)
+    lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
+    gl_dtype = gl.bfloat16 if query.dtype == torch.bfloat16 else gl.float16
+    layout = gl.NVMMASharedLayout.get_default_for([block_size, D], gl_dtype)
+    k_desc = TensorDescriptor.from_tensor(key.view(B * Hkv * Skv, D), [block_size, D], layout)
+    v_desc = TensorDescriptor.from_tensor(value.view(B * Hkv * Skv, D), [block_size, D], layout)
+    list_rows = block_list.view(-1, block_list.shape[-1])
+    _sparse_attention_fwd_ws[(n_tiles, B * Hq // pack)](
+        query, k_desc, v_desc, bias, list_rows, count, out, lse,
+        Sq, Skv, Skv - Sq, Hq, Hq // Hkv, Hq // H_sel, n_tiles,
+        query.stride(0), query.stride(1), query.stride(2),
+        list_rows.stride(0), nb * block_m, block_m,
+        out.stride(0), out.stride(1), out.stride(2),
+        scale,
+        BLOCK_M=block_m, BLOCK_SIZE=block_size, HEAD_DIM=D, PACK=pack, CAUSAL=causal,
+        HEAVY_FIRST=causal, STAGES=STAGES, CONSUMER_REGS=consumer_regs, num_warps=4, maxnreg=maxnreg,
+    )  # fmt: skip
+    return out, lse

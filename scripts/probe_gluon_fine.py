@@ -1,0 +1,84 @@
+"""The inference fine forward as a hand-pipelined Gluon kernel against the shipped Triton kernel (GPU).
+
+    PYTHONPATH=. python scripts/probe_gluon_fine.py [--seq 32768 131072]
+
+On the attention benchmark's lists with their bias rows (32 rows × 4 heads): the shipped kernel
+(``sparse_attention_rows_launch``, 4 warps, 2 stages, its default K / V loads) and
+``gluon_forward.sparse_attention_rows_gluon`` (TMA ring, async score MMA one entry ahead; with
+``overlap_pv`` the P·V MMA also stays in flight into the next step; ``_ws``: the two warpgroups
+as separate partitions beside a one-warp TMA loader). Checks each Gluon launch
+against the shipped kernel's output and LSE, then times all, interleaved, twice (median ms of
+``triton.testing.do_bench``) with the TFLOP/s of the listed pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+import triton
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_attention import BS  # noqa: E402
+from probe_fine_descriptors import benchmark_lists  # noqa: E402
+
+from custom_ops.sparse_attention import gluon_forward, triton_kernels  # noqa: E402
+
+
+def study(S: int) -> None:
+    q, k, v, lists = benchmark_lists(S)
+    scale = 1 / math.sqrt(q.shape[-1])
+    launches = {
+        "shipped": lambda: triton_kernels.sparse_attention_rows_launch(
+            q, k, v, *lists, True, scale, BS, 32, 4, 2, pack=4
+        ),  # fmt: skip
+        "gluon": lambda: gluon_forward.sparse_attention_rows_gluon(q, k, v, *lists, True, scale, BS, 32, 4),
+        "gluon_overlap_pv": lambda: gluon_forward.sparse_attention_rows_gluon(
+            q, k, v, *lists, True, scale, BS, 32, 4, overlap_pv=True
+        ),  # fmt: skip
+    }
+    print(f"S={S}: supports: {gluon_forward.supports(q, k, v, lists[2], True, scale, BS, 32, 4)}", flush=True)
+    want = launches["shipped"]()
+    listed = int(lists[1].sum())
+    flops = listed * 32 * 4 * BS * q.shape[-1] * 4
+    print(f"S={S}: {listed} listed (tile, block) pairs, {flops / 1e12:.2f} TFLOP", flush=True)
+    ok = ["shipped"]
+    for name in list(launches)[1:]:
+        try:
+            got = launches[name]()
+            torch.cuda.synchronize()
+            err = float((got[0].float() - want[0].float()).abs().max())
+            lse_err = float((got[1] - want[1]).abs().nan_to_num().max())
+            same_inf = torch.equal(torch.isinf(got[1]), torch.isinf(want[1]))
+            finite = bool(torch.isfinite(got[0]).all())
+            print(f"S={S}: {name}: max |out diff| {err:.2e}, max |lse diff| {lse_err:.2e}, same -inf rows {same_inf},"
+                  f" finite {finite}", flush=True)  # fmt: skip
+            ok.append(name)
+        except Exception as exc:  # a variant the compiler or the card refuses: say so, go on
+            print(f"S={S}: {name}: failed: {exc!r:.400}", flush=True)
+    times = {n: [] for n in ok}
+    for _ in range(2):
+        for name in ok:
+            times[name].append(triton.testing.do_bench(launches[name], warmup=10, rep=100, return_mode="median"))
+    for name, ms in times.items():
+        rate = ", ".join(f"{flops / (t * 1e-3) / 1e12:.0f}" for t in ms)
+        print(f"S={S}: {name}: " + ", ".join(f"{t:.3f}" for t in ms) + f" ms ({rate} TFLOP/s)", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seq", type=int, nargs="+", default=[32768, 131072])
+    args = parser.parse_args()
+    print(torch.cuda.get_device_name(), f"torch {torch.__version__}, triton {triton.__version__}", flush=True)
+    for S in args.seq:
+        study(S)
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()

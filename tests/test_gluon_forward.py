@@ -1,0 +1,105 @@
+"""The hand-pipelined Gluon fine forward (``custom_ops/sparse_attention/gluon_forward.py``, sm_90
+only: Gluon has no interpreter, so these run on the device) against the rows definition and the
+shipped Triton kernel, on random p̄ rows drawn fresh."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
+from custom_ops.sparse_attention.torch_impl import sparse_attention_rows_torch
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9, reason="needs an sm_90 GPU"
+    ),
+]
+
+# (B, Hq, H_kv, Sq, Skv, causal, density): every pack of 4 heads shares its KV head and selection
+CASES = [
+    (1, 8, 2, 1024, 1024, True, 0.3),
+    (2, 4, 1, 640, 1024, True, 0.5),  # Sq < Skv: the causal offset; a partial last query tile
+    (1, 8, 2, 512, 768, False, 0.02),  # rows that keep no block: zeros, −inf LSE
+]
+
+
+def rows_inputs(case, dtype, seed):
+    """Random q, k, v and random p̄ rows of density ``density`` (zeros from each row's own block on
+    when causal, as the coarse stage leaves them; the list builder forces the own block) with random
+    mean log p̄."""
+    B, Hq, Hkv, Sq, Skv, causal, density = case
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q, k, v = (torch.randn(B, h, s, 128, device="cuda", generator=g).to(dtype)
+               for h, s in ((Hq, Sq), (Hkv, Skv), (Hkv, Skv)))  # fmt: skip
+    nb = Skv // 64
+    probs = torch.rand(B, Hkv, Sq, nb, device="cuda", generator=g)
+    probs = torch.where(torch.rand(probs.shape, device="cuda", generator=g) < density, probs, 0.0)
+    if causal:
+        own = (torch.arange(Sq, device="cuda") + Skv - Sq) // 64
+        probs = probs.masked_fill(torch.arange(nb, device="cuda")[None, :] >= own[:, None], 0.0)
+    return q, k, v, probs, torch.randn(B, Hkv, Sq, device="cuda", generator=g)
+
+
+def rel_err(a, b):
+    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("variant", ["pv-in-step", "pv-overlapped", "warp-specialised"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("case", CASES, ids=["gqa", "offset", "noncausal-empty-rows"])
+def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, dtype, variant):
+    from custom_ops.sparse_attention import gluon_forward
+    from custom_ops.sparse_attention.triton_kernels import sparse_attention_rows_launch
+
+    causal = case[5]
+    q, k, v, probs, mean_log = rows_inputs(case, dtype, seed=7)
+    scale = 1 / math.sqrt(128)
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, causal, k.shape[2], 64, 32)
+    assert gluon_forward.supports(q, k, v, lists[2], causal, scale, 64, 32, 4)
+    if variant == "warp-specialised":
+        out, lse = gluon_forward.sparse_attention_rows_gluon_ws(q, k, v, *lists, causal, scale, 64, 32, 4)
+    else:
+        out, lse = gluon_forward.sparse_attention_rows_gluon(q, k, v, *lists, causal, scale, 64, 32, 4,
+                                                             overlap_pv=variant == "pv-overlapped")  # fmt: skip
+    want, want_lse = sparse_attention_rows_torch(q.float(), k.float(), v.float(), probs, mean_log, causal, scale, 64,
+                                                 1.0)  # fmt: skip
+    assert torch.isfinite(out).all()
+    assert rel_err(out, want) < 1e-2
+    torch.testing.assert_close(lse, want_lse, atol=2e-3, rtol=1e-4)
+    triton_out, triton_lse = sparse_attention_rows_launch(q, k, v, *lists, causal, scale, 64, 32, pack=4)
+    assert rel_err(out, triton_out) < 2e-3
+    torch.testing.assert_close(lse, triton_lse, atol=1e-4, rtol=1e-5)
+    if not causal:  # the sparse case has rows with no key: zeros and −inf, as the definition says
+        empty = torch.isinf(want_lse)
+        assert empty.any()
+        assert torch.equal(torch.isinf(lse), empty) and (out.float()[empty] == 0).all()
+
+
+def test_gluon_forward_is_deterministic_and_writes_into_out():
+    from custom_ops.sparse_attention import gluon_forward
+
+    q, k, v, probs, mean_log = rows_inputs(CASES[0], torch.bfloat16, seed=3)
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, k.shape[2], 64, 32)
+    first, first_lse = gluon_forward.sparse_attention_rows_gluon(q, k, v, *lists, True, 0.1, 64, 32, 4)
+    out = torch.full_like(first, float("nan"))
+    again, again_lse = gluon_forward.sparse_attention_rows_gluon(q, k, v, *lists, True, 0.1, 64, 32, 4, out=out)
+    assert again.data_ptr() == out.data_ptr()
+    assert torch.equal(first, again) and torch.equal(first_lse, again_lse)
+
+
+def test_gluon_forward_supports_only_its_launch():
+    from custom_ops.sparse_attention import gluon_forward
+
+    q, k, v, probs, mean_log = rows_inputs(CASES[0], torch.bfloat16, seed=1)
+    bias = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, k.shape[2], 64, 32)[2]
+    assert gluon_forward.supports(q, k, v, bias, True, 0.1, 64, 32, 4)
+    assert not gluon_forward.supports(q.float(), k.float(), v.float(), bias, True, 0.1, 64, 32, 4)
+    assert not gluon_forward.supports(q, k, v, bias, True, -0.1, 64, 32, 4)  # the folded max needs scale > 0
+    assert not gluon_forward.supports(q, k, v, bias, True, 0.1, 64, 16, 4)  # 64 rows: not two warpgroups
+    assert not gluon_forward.supports(q, k.transpose(2, 3).contiguous().transpose(2, 3), v, bias, True, 0.1, 64, 32, 4)
+    assert not gluon_forward.supports(q[..., :64], k[..., :64], v[..., :64], bias, True, 0.1, 64, 32, 4)
+    assert not gluon_forward.supports(q, k[:, :, :1000], v[:, :, :1000], bias, True, 0.1, 64, 32, 4)
