@@ -71,7 +71,7 @@ def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, dtype,
     assert rel_err(out, want) < 1e-2
     torch.testing.assert_close(lse, want_lse, atol=2e-3, rtol=1e-4)
     triton_out, triton_lse = sparse_attention_rows_launch(q, k, v, *lists, causal, scale, 64, 32, pack=4)
-    assert rel_err(out, triton_out) < 2e-3
+    assert rel_err(out, triton_out) < 5e-3
     torch.testing.assert_close(lse, triton_lse, atol=1e-4, rtol=1e-5)
     if not causal:  # the sparse case has rows with no key: zeros and −inf, as the definition says
         empty = torch.isinf(want_lse)
