@@ -12,13 +12,6 @@ import torch
 from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
 from custom_ops.sparse_attention.torch_impl import sparse_attention_rows_torch
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(
-        not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] != 9, reason="needs an sm_90 GPU"
-    ),
-]
-
 # (B, Hq, H_kv, Sq, Skv, causal, density): every pack of 4 heads shares its KV head and selection
 CASES = [
     (1, 8, 2, 1024, 1024, True, 0.3),
@@ -49,14 +42,24 @@ def rel_err(a, b):
 
 
 @pytest.mark.parametrize("variant", ["pv-in-step", "pv-overlapped", "warp-specialised"])
+@pytest.mark.parametrize("keys", ["whole", "chunk-view"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("case", CASES, ids=["gqa", "offset", "noncausal-empty-rows"])
-def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, dtype, variant):
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, dtype, variant, keys):
+    """Output and LSE against the rows definition (fp32) and the shipped Triton kernel, K and V
+    whole or as a query chunk's view of longer ones (``key[:, :, :kv_end]``, rows a head apart)."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("needs an sm_90 GPU")
     from custom_ops.sparse_attention import gluon_forward
     from custom_ops.sparse_attention.triton_kernels import sparse_attention_rows_launch
 
     causal = case[5]
     q, k, v, probs, mean_log = rows_inputs(case, dtype, seed=7)
+    if keys == "chunk-view":  # the same keys inside longer storage, as a chunked call passes them
+        k, v = (torch.cat([t, torch.randn_like(t[:, :, :192])], dim=2)[:, :, : t.shape[2]] for t in (k, v))
+        assert not k.is_contiguous()
     scale = 1 / math.sqrt(128)
     lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, causal, k.shape[2], 64, 32)
     assert gluon_forward.supports(q, k, v, lists[2], causal, scale, 64, 32, 4)
@@ -79,7 +82,11 @@ def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, dtype,
         assert torch.equal(torch.isinf(lse), empty) and (out.float()[empty] == 0).all()
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gluon_forward_is_deterministic_and_writes_into_out():
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("needs an sm_90 GPU")
     from custom_ops.sparse_attention import gluon_forward
 
     q, k, v, probs, mean_log = rows_inputs(CASES[0], torch.bfloat16, seed=3)
@@ -91,7 +98,11 @@ def test_gluon_forward_is_deterministic_and_writes_into_out():
     assert torch.equal(first, again) and torch.equal(first_lse, again_lse)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gluon_forward_supports_only_its_launch():
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("needs an sm_90 GPU")
     from custom_ops.sparse_attention import gluon_forward
 
     q, k, v, probs, mean_log = rows_inputs(CASES[0], torch.bfloat16, seed=1)
@@ -103,3 +114,22 @@ def test_gluon_forward_supports_only_its_launch():
     assert not gluon_forward.supports(q, k.transpose(2, 3).contiguous().transpose(2, 3), v, bias, True, 0.1, 64, 32, 4)
     assert not gluon_forward.supports(q[..., :64], k[..., :64], v[..., :64], bias, True, 0.1, 64, 32, 4)
     assert not gluon_forward.supports(q, k[:, :, :1000], v[:, :, :1000], bias, True, 0.1, 64, 32, 4)
+
+
+def test_rows_view_reads_each_head_from_its_row():
+    """K / V as rows of their storage for TMA: whole tensors and a chunk's ``key[:, :, :kv_end]`` give
+    the same token at row ``(b·H + h)·head_rows + t``; layouts TMA cannot walk give None. (CPU.)"""
+    from custom_ops.sparse_attention.gluon_forward import _rows_view
+
+    k = torch.randn(2, 3, 256, 128)
+    for t in (k, k[:, :, :192], k[:1, 1:2, :64]):
+        rows, head_rows = _rows_view(t)
+        B, H, S, _ = t.shape
+        for b, h, s in ((0, 0, 0), (B - 1, H - 1, S - 1), (B - 1, 0, S // 2)):
+            assert torch.equal(rows[(b * H + h) * head_rows + s], t[b, h, s])
+        assert rows.shape[0] == (B * H - 1) * head_rows + S
+    assert _rows_view(k.transpose(1, 2).contiguous().transpose(1, 2)) is None  # heads interleaved per token
+    assert _rows_view(k[..., :64]) is None  # rows of 64 inside rows of 128
+    assert _rows_view(k[:, ::2]) is None  # batch and heads do not merge
+    assert _rows_view(k[:1, ::2])[1] == 512  # one batch: every other head, two heads of rows apart
+    assert _rows_view(k[:, :, ::2]) is None  # every other token

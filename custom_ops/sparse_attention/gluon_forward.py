@@ -17,8 +17,8 @@ online softmax. What Triton's own pipeliner does not do for this loop, written o
   accumulator (64) fit without spills.
 
 Scope (checked by :func:`supports`): causal or not, 16-bit inputs, head and value dims of 128,
-64-key blocks, ``PACK · BLOCK_M == 128``, ``scale > 0``, K and V viewable as
-``[B·H_kv·kv_len, D]`` rows with ``kv_len`` a multiple of the block size.
+64-key blocks, ``PACK · BLOCK_M == 128``, ``scale > 0``, K and V viewable as rows of their storage
+(a query chunk's ``key[:, :, :kv_end]`` too) with ``kv_len`` a multiple of the block size.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _softmax_step(s, m_i, l_i, bias, masked, keys, rows_pos, causal_offset, qk_s
 @gluon.jit
 def _sparse_attention_fwd_gluon(
     Q, k_desc, v_desc, BIAS, LIST, COUNT, OUT, LSE,
-    q_len, kv_len, causal_offset, num_q_heads, group_kv, group_sel, num_tiles,
+    q_len, kv_len, kv_head_rows, causal_offset, num_q_heads, group_kv, group_sel, num_tiles,
     stride_qb, stride_qh, stride_qt,
     stride_lh, stride_bias_row, stride_bias_slot,
     stride_ob, stride_oh, stride_ot,
@@ -133,7 +133,7 @@ def _sparse_attention_fwd_gluon(
     list_row = (b * (num_q_heads // group_sel) + h_sel) * num_tiles + tile
     list_base = list_row * stride_lh
     count = gl.load(COUNT + list_row)
-    kv_row0 = (bh_kv * kv_len).to(gl.int32)
+    kv_row0 = (bh_kv * kv_head_rows).to(gl.int32)  # the head's first row in the [rows, D] view
     # leading entries that need no per-element mask: blocks from first_block on may hold keys past
     # a row's position (causal) or past kv_len (a walk back from the list's end)
     if CAUSAL:
@@ -228,11 +228,40 @@ def supports(
         and pack * block_m == ROWS
         and scale > 0
         and Skv % block_size == 0
-        and B * Hkv * Skv < 2**31
         and query.stride(-1) == 1
         and (out is None or out.stride(-1) == 1)
-        and all(t.is_contiguous() for t in (key, value))
+        and _rows_view(key) is not None
+        and _rows_view(value) is not None
+        and key.stride() == value.stride()
     )
+
+
+def _rows_view(t: torch.Tensor):
+    """``(rows, head_rows)``: ``t [B, H, S, D]`` as the rows ``[n, D]`` of its storage that TMA reads
+    (head ``i``'s tokens from row ``i · head_rows``), or None: a last dim that is not contiguous,
+    token rows that do not follow each other, heads not a whole number of rows apart, batch and
+    head dims that do not merge, an unaligned base, or rows past an int32 coordinate. A query
+    chunk's keys (``key[:, :, :kv_end]`` of a longer K) qualify."""
+    B, H, S, D = t.shape
+    st = t.stride()
+    if t.numel() == 0 or st[3] != 1 or st[2] != D or st[1] % D or (B > 1 and st[0] != H * st[1]):
+        return None
+    head_rows = st[1] // D if H > 1 or B > 1 else S
+    n_rows = (B * H - 1) * head_rows + S
+    if head_rows < S or n_rows >= 2**31 or t.data_ptr() % 16:
+        return None
+    return torch.as_strided(t, (n_rows, D), (D, 1)), head_rows
+
+
+def _kv_descriptors(key: torch.Tensor, value: torch.Tensor, block_size: int):
+    """TMA descriptors of K and V as rows (:func:`_rows_view`; :func:`supports` checked both), boxes
+    of one block, and the rows between heads."""
+    D = key.shape[-1]
+    gl_dtype = gl.bfloat16 if key.dtype == torch.bfloat16 else gl.float16
+    layout = gl.NVMMASharedLayout.get_default_for([block_size, D], gl_dtype)
+    (k_rows, head_rows), (v_rows, _) = _rows_view(key), _rows_view(value)
+    return (TensorDescriptor.from_tensor(k_rows, [block_size, D], layout),
+            TensorDescriptor.from_tensor(v_rows, [block_size, D], layout), head_rows)  # fmt: skip
 
 
 def sparse_attention_rows_gluon(query, key, value, block_list, count, bias, causal: bool, scale: float,
@@ -246,14 +275,11 @@ def sparse_attention_rows_gluon(query, key, value, block_list, count, bias, caus
     if out is None:
         out = torch.empty(B, Hq, Sq, D, device=query.device, dtype=query.dtype)
     lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
-    gl_dtype = gl.bfloat16 if query.dtype == torch.bfloat16 else gl.float16
-    layout = gl.NVMMASharedLayout.get_default_for([block_size, D], gl_dtype)
-    k_desc = TensorDescriptor.from_tensor(key.view(B * Hkv * Skv, D), [block_size, D], layout)
-    v_desc = TensorDescriptor.from_tensor(value.view(B * Hkv * Skv, D), [block_size, D], layout)
+    k_desc, v_desc, head_rows = _kv_descriptors(key, value, block_size)
     list_rows = block_list.view(-1, block_list.shape[-1])
     _sparse_attention_fwd_gluon[(n_tiles, B * Hq // pack)](
         query, k_desc, v_desc, bias, list_rows, count, out, lse,
-        Sq, Skv, Skv - Sq, Hq, Hq // Hkv, Hq // H_sel, n_tiles,
+        Sq, Skv, head_rows, Skv - Sq, Hq, Hq // Hkv, Hq // H_sel, n_tiles,
         query.stride(0), query.stride(1), query.stride(2),
         list_rows.stride(0), nb * block_m, block_m,
         out.stride(0), out.stride(1), out.stride(2),
@@ -348,7 +374,7 @@ def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIA
 @gluon.jit
 def _sparse_attention_fwd_ws(
     Q, k_desc, v_desc, BIAS, LIST, COUNT, OUT, LSE,
-    q_len, kv_len, causal_offset, num_q_heads, group_kv, group_sel, num_tiles,
+    q_len, kv_len, kv_head_rows, causal_offset, num_q_heads, group_kv, group_sel, num_tiles,
     stride_qb, stride_qh, stride_qt,
     stride_lh, stride_bias_row, stride_bias_slot,
     stride_ob, stride_oh, stride_ot,
@@ -395,7 +421,7 @@ def _sparse_attention_fwd_ws(
     list_row = (b * (num_q_heads // group_sel) + (h0 // group_sel)) * num_tiles + tile
     list_base = list_row * stride_lh
     count = gl.load(COUNT + list_row)
-    kv_row0 = (bh_kv * kv_len).to(gl.int32)
+    kv_row0 = (bh_kv * kv_head_rows).to(gl.int32)  # the head's first row in the [rows, D] view
     if CAUSAL:
         first_block = gl.maximum((tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE, 0)
     else:
@@ -430,14 +456,11 @@ def sparse_attention_rows_gluon_ws(query, key, value, block_list, count, bias, c
     if out is None:
         out = torch.empty(B, Hq, Sq, D, device=query.device, dtype=query.dtype)
     lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
-    gl_dtype = gl.bfloat16 if query.dtype == torch.bfloat16 else gl.float16
-    layout = gl.NVMMASharedLayout.get_default_for([block_size, D], gl_dtype)
-    k_desc = TensorDescriptor.from_tensor(key.view(B * Hkv * Skv, D), [block_size, D], layout)
-    v_desc = TensorDescriptor.from_tensor(value.view(B * Hkv * Skv, D), [block_size, D], layout)
+    k_desc, v_desc, head_rows = _kv_descriptors(key, value, block_size)
     list_rows = block_list.view(-1, block_list.shape[-1])
     _sparse_attention_fwd_ws[(n_tiles, B * Hq // pack)](
         query, k_desc, v_desc, bias, list_rows, count, out, lse,
-        Sq, Skv, Skv - Sq, Hq, Hq // Hkv, Hq // H_sel, n_tiles,
+        Sq, Skv, head_rows, Skv - Sq, Hq, Hq // Hkv, Hq // H_sel, n_tiles,
         query.stride(0), query.stride(1), query.stride(2),
         list_rows.stride(0), nb * block_m, block_m,
         out.stride(0), out.stride(1), out.stride(2),

@@ -26,6 +26,10 @@ BACKWARD_ROWS = 64  # backward: query rows per program, over the packed heads (a
 # Session 11's kernel (row max on the raw products; scripts/probe_fine_variants.py): 4 heads × 32
 # rows 5.41 ms; at 8 warps 7.48; three stages 8.28; block pairs (branch wip/key-pairs) 7.48–9.52.
 FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE, FORWARD_WARPS, FORWARD_STAGES = 32, 128, 4, 2
+# The inference fine kernel: "triton" (triton_kernels.py) or a Gluon kernel for sm_90
+# (gluon_forward.py: "gluon", the hand-pipelined loop; "gluon_ws", its warp-specialised form),
+# taken where gluon_forward.supports says, else the Triton kernel. Session 21 (run 107 onwards).
+FINE_KERNEL = "triton"
 # The inference coarse launch starts its score chunks at multiples of split_kernels.
 # ROWS_CHUNK_MULTIPLE rows (a test checks that both tile heights divide it): it leaves p̄ past
 # each chunk's causal reach unwritten, so each query tile of the list builder must lie in one chunk.
@@ -236,6 +240,13 @@ def _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, 
     H_sel = probs.shape[1]
     rows, pack = forward_tiling(query.shape[1], key.shape[1], H_sel, H_sel)
     lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, inv_sigma, causal, key.shape[2], block_size, rows)
+    if FINE_KERNEL != "triton":
+        from . import gluon_forward
+
+        if gluon_forward.supports(query, key, value, lists[2], causal, scale, block_size, rows, pack, out):
+            launch = {"gluon": gluon_forward.sparse_attention_rows_gluon,
+                      "gluon_ws": gluon_forward.sparse_attention_rows_gluon_ws}[FINE_KERNEL]  # fmt: skip
+            return launch(query, key, value, *lists, causal, scale, block_size, rows, pack, out=out)
     return sparse_attention_rows_launch(
         query, key, value, *lists, causal, scale, block_size, rows, FORWARD_WARPS, FORWARD_STAGES, pack=pack, out=out
     )
