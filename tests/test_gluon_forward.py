@@ -133,3 +133,36 @@ def test_rows_view_reads_each_head_from_its_row():
     assert _rows_view(k[:, ::2]) is None  # batch and heads do not merge
     assert _rows_view(k[:1, ::2])[1] == 512  # one batch: every other head, two heads of rows apart
     assert _rows_view(k[:, :, ::2]) is None  # every other token
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kernel", ["gluon", "gluon_ws"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "query-chunks"])
+def test_dash_attention_fused_inference_through_the_gluon_kernel(kernel, chunked, monkeypatch):
+    """dash_attention's fused inference with ``ops.FINE_KERNEL`` set to a Gluon kernel (whole, and in
+    query chunks whose keys are views of the call's) against the Triton kernel and the float64
+    reference; the Gluon launch is checked to have run."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("needs an sm_90 GPU")
+    import dash_flex.attention as attention
+    from custom_ops.sparse_attention import gluon_forward, ops
+    from dash_flex import dash_attention
+    from dash_flex.reference import dash_attention_reference
+
+    g = torch.Generator(device="cuda").manual_seed(11)
+    q = torch.randn(1, 8, 2048, 128, device="cuda", generator=g).to(torch.bfloat16)
+    k, v = (torch.randn(1, 2, 2048, 128, device="cuda", generator=g).to(torch.bfloat16) for _ in range(2))
+    if chunked:  # a budget of ~600 whole rows: chunks of 512+ rows, keys up to each chunk's last row
+        monkeypatch.setattr(attention, "INFERENCE_CHUNK_BYTES", 600 * 2 * 32 * attention.ROWS_BYTES_PER_ENTRY)
+    with torch.no_grad():
+        want = dash_attention(q, k, v, fine_stage="fused")
+        calls = []
+        launch = getattr(gluon_forward, "sparse_attention_rows_gluon" + ("_ws" if kernel == "gluon_ws" else ""))
+        monkeypatch.setattr(ops, "FINE_KERNEL", kernel)
+        monkeypatch.setattr(gluon_forward, launch.__name__, lambda *a, **kw: calls.append(1) or launch(*a, **kw))
+        got = dash_attention(q, k, v, fine_stage="fused")
+    assert len(calls) > 1 if chunked else len(calls) == 1
+    ref = dash_attention_reference(q.double(), k.double(), v.double())
+    assert rel_err(got, want) < 5e-3
+    assert rel_err(got, ref) < 1e-2 and rel_err(want, ref) < 1e-2
