@@ -5,18 +5,18 @@
 # beats the shipped kernel; else the shipped one), through ops.FINE_KERNEL.
 set -uo pipefail
 source scripts/gpu_preamble.sh
-timeout 100 python -m pytest -m gpu -p no:cacheprovider --timeout 60 --timeout-method thread -rfEx -q --tb=short \
+timeout 90 python -m pytest -m gpu -p no:cacheprovider --timeout 60 --timeout-method thread -rfEx -q --tb=short \
   --maxfail=8 tests/test_gluon_forward.py > "$OUT/gluon_tests.log" 2>&1
 echo "gluon tests rc=$? after $((SECONDS - start)) s"
 grep -E "^E  |FAILED|ERROR|passed|failed" "$OUT/gluon_tests.log" | cut -c1-200 | head -24
-timeout 130 python scripts/probe_gluon_fine.py --seq 32768 131072 > "$OUT/gluon.log" 2>&1
+timeout 120 python scripts/probe_gluon_fine.py --seq 32768 131072 > "$OUT/gluon.log" 2>&1
 echo "gluon probe rc=$? after $((SECONDS - start)) s"; grep -E "S=|Error|error" "$OUT/gluon.log" | cut -c1-300 | tail -20
 # the fastest of shipped, gluon, gluon_ws at 128K by the mean of its two medians ("S=131072: NAME: t1, t2 ms")
 best=$(grep -E "^S=131072: (shipped|gluon|gluon_ws): [0-9.]+, [0-9.]+ ms" "$OUT/gluon.log" \
   | awk '{gsub(":", "", $2); gsub(",", "", $3); print ($3 + $4) / 2, $2}' | sort -n | head -1 | awk '{print $2}')
 case "$best" in gluon_ws*) kernel=gluon_ws ;; gluon*) kernel=gluon ;; *) kernel=triton ;; esac
 echo "fastest at 128K: ${best:-none} -> FINE_KERNEL=$kernel"
-left=$((480 - (SECONDS - start)))
+left=$((400 - (SECONDS - start)))
 timeout "$left" python -c "
 import runpy, sys
 import custom_ops.sparse_attention.ops as ops
