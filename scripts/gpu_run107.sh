@@ -9,7 +9,7 @@ timeout 80 python -m pytest -m gpu -p no:cacheprovider --timeout 60 --timeout-me
   --maxfail=8 tests/test_gluon_forward.py > "$OUT/gluon_tests.log" 2>&1
 echo "gluon tests rc=$? after $((SECONDS - start)) s"
 grep -E "^E  |FAILED|ERROR|passed|failed" "$OUT/gluon_tests.log" | cut -c1-200 | head -24
-timeout 110 python scripts/probe_gluon_fine.py --seq 32768 131072 > "$OUT/gluon.log" 2>&1
+timeout 110 python scripts/probe_gluon_fine.py --seq 131072 32768 > "$OUT/gluon.log" 2>&1
 echo "gluon probe rc=$? after $((SECONDS - start)) s"; grep -E "S=|Error|error" "$OUT/gluon.log" | cut -c1-300 | tail -20
 # the fastest of shipped, gluon, gluon_ws at 128K by the mean of its two medians ("S=131072: NAME: t1, t2 ms")
 best=$(grep -E "^S=131072: (shipped|gluon|gluon_ws): [0-9.]+, [0-9.]+ ms" "$OUT/gluon.log" \
