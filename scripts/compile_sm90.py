@@ -90,8 +90,10 @@ def registers_and_spills(compiled) -> str:
             run = subprocess.run(cmd, capture_output=True, text=True)
             regs = re.search(r"Used (\d+) registers", run.stdout + run.stderr)
             spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", run.stdout + run.stderr)
+            # C7514 / C7515: ptxas runs the wgmma one at a time (an accumulator touched in flight)
+            serial = ", wgmma SERIALISED" if re.search(r"C751[0-9]", run.stdout + run.stderr) else ""
             if run.returncode == 0 and regs and spills:
-                return f"{regs.group(1)} registers, spills {spills.group(1)} / {spills.group(2)} B"
+                return f"{regs.group(1)} registers, spills {spills.group(1)} / {spills.group(2)} B{serial}"
     return "registers n/a"
 
 
@@ -208,6 +210,33 @@ def main() -> None:
     k = compile_kernel(decode_select._merge_splits, dict(ACC="*fp32", M="*fp32", L="*fp32", OUT="*bf16"),
                        dict(GROUP=4, GROUP_P2=4, VALUE_DIM=128, BLOCK_DV=128), num_warps=4)  # fmt: skip
     report("decode merge splits", k)
+    compile_gluon()
+
+
+def compile_gluon() -> None:
+    """The Gluon fine forwards (sm_90 only; custom_ops/sparse_attention/gluon_forward.py) at the
+    benchmark's launch: bf16, 32 rows × 4 heads, causal, K / V descriptors of [64, 128] boxes."""
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from custom_ops.sparse_attention import gluon_forward
+
+    desc = f"tensordesc<bf16[64, 128],{gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16)!r}>"
+    pointers = dict(Q="*bf16", k_desc=desc, v_desc=desc, BIAS="*fp32", LIST="*i32", COUNT="*i32", OUT="*bf16",
+                    LSE="*fp32")  # fmt: skip
+    common = dict(BLOCK_M=32, BLOCK_SIZE=64, HEAD_DIM=128, PACK=4, CAUSAL=True, HEAVY_FIRST=True,
+                  STAGES=gluon_forward.STAGES)  # fmt: skip
+    launches = (
+        ("gluon", gluon_forward._sparse_attention_fwd_gluon, dict(OVERLAP_PV=False), dict(num_warps=8)),
+        ("gluon overlap_pv", gluon_forward._sparse_attention_fwd_gluon, dict(OVERLAP_PV=True), dict(num_warps=8)),
+        ("gluon_ws", gluon_forward._sparse_attention_fwd_ws, dict(CONSUMER_REGS=232), dict(num_warps=4, maxnreg=168)),
+    )
+    for name, kernel, consts, options in launches:
+        consts = {**common, **consts}
+        signature = {n: pointers.get(n, "constexpr" if n in consts else "fp32" if n == "scale" else "i32")
+                     for n in kernel.arg_names}  # fmt: skip
+        k = triton.compile(GluonASTSource(kernel, signature, consts), target=TARGET, options=options)
+        report(f"fine forward {name}", k)
 
 
 if __name__ == "__main__":
