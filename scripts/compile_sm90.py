@@ -11,6 +11,7 @@ call is not spent on a compile error.
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
@@ -214,8 +215,9 @@ def main() -> None:
 
 
 def compile_gluon() -> None:
-    """The Gluon fine forwards (sm_90 only; custom_ops/sparse_attention/gluon_forward.py) at the
-    benchmark's launch: bf16, 32 rows × 4 heads, causal, K / V descriptors of [64, 128] boxes."""
+    """The Gluon fine forwards (sm_90 only; custom_ops/sparse_attention/gluon_forward.py): bf16,
+    causal, K / V descriptors of [64, 128] boxes, 32 rows × 4 heads (the benchmark's) and 128 rows
+    of one head."""
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
@@ -224,15 +226,15 @@ def compile_gluon() -> None:
     desc = f"tensordesc<bf16[64, 128],{gl.NVMMASharedLayout.get_default_for([64, 128], gl.bfloat16)!r}>"
     pointers = dict(Q="*bf16", k_desc=desc, v_desc=desc, BIAS="*fp32", LIST="*i32", COUNT="*i32", OUT="*bf16",
                     LSE="*fp32")  # fmt: skip
-    common = dict(BLOCK_M=32, BLOCK_SIZE=64, HEAD_DIM=128, PACK=4, CAUSAL=True, HEAVY_FIRST=True,
-                  STAGES=gluon_forward.STAGES)  # fmt: skip
+    common = dict(BLOCK_SIZE=64, HEAD_DIM=128, CAUSAL=True, HEAVY_FIRST=True, STAGES=gluon_forward.STAGES)
     launches = (
         ("gluon", gluon_forward._sparse_attention_fwd_gluon, dict(OVERLAP_PV=False), dict(num_warps=8)),
         ("gluon overlap_pv", gluon_forward._sparse_attention_fwd_gluon, dict(OVERLAP_PV=True), dict(num_warps=8)),
         ("gluon_ws", gluon_forward._sparse_attention_fwd_ws, dict(CONSUMER_REGS=232), dict(num_warps=4, maxnreg=168)),
     )
-    for name, kernel, consts, options in launches:
-        consts = {**common, **consts}
+    for (name, kernel, consts, options), (rows, pack) in itertools.product(launches, ((32, 4), (128, 1))):
+        consts = {**common, **consts, "BLOCK_M": rows, "PACK": pack}
+        name = f"{name} rows={rows} pack={pack}"
         signature = {n: pointers.get(n, "constexpr" if n in consts else "fp32" if n == "scale" else "i32")
                      for n in kernel.arg_names}  # fmt: skip
         k = triton.compile(GluonASTSource(kernel, signature, consts), target=TARGET, options=options)

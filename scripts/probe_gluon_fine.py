@@ -42,7 +42,7 @@ def study(S: int) -> None:
             q, k, v, *lists, True, scale, BS, 32, 4, overlap_pv=True
         ),  # fmt: skip
     }
-    print(f"S={S}: supports: {gluon_forward.supports(q, k, v, lists[2], True, scale, BS, 32, 4)}", flush=True)
+    print(f"S={S}: supports: {gluon_forward.supports(q, k, v, *lists, True, scale, BS, 32, 4)}", flush=True)
     want = launches["shipped"]()
     listed = int(lists[1].sum())
     flops = listed * 32 * 4 * BS * q.shape[-1] * 4

@@ -10,13 +10,16 @@ import pytest
 import torch
 
 from custom_ops.sparse_attention.list_kernels import tile_lists_and_bias_from_rows_launch
+from custom_ops.sparse_attention.ops import forward_tiling
 from custom_ops.sparse_attention.torch_impl import sparse_attention_rows_torch
 
-# (B, Hq, H_kv, Sq, Skv, causal, density): every pack of 4 heads shares its KV head and selection
+# (B, Hq, H_kv, Sq, Skv, causal, density): the rows op's tiling (ops.forward_tiling): 32 rows × 4
+# heads where 4 heads share a KV head and selection, else 128 rows of one head
 CASES = [
     (1, 8, 2, 1024, 1024, True, 0.3),
     (2, 4, 1, 640, 1024, True, 0.5),  # Sq < Skv: the causal offset; a partial last query tile
     (1, 8, 2, 512, 768, False, 0.02),  # rows that keep no block: zeros, −inf LSE
+    (1, 2, 2, 704, 1024, True, 0.3),  # one head per KV head: 128-row tiles, a partial last one
 ]
 
 
@@ -47,7 +50,7 @@ def rel_err(a, b):
      for keys in ("whole", "chunk-view")]
     + [(var, "whole", torch.float16) for var in ("pv-in-step", "warp-specialised")],
 )  # fmt: skip
-@pytest.mark.parametrize("case", CASES, ids=["gqa", "offset", "noncausal-empty-rows"])
+@pytest.mark.parametrize("case", CASES, ids=["gqa", "offset", "noncausal-empty-rows", "mha-128-rows"])
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, variant, keys, dtype):
@@ -64,19 +67,20 @@ def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, varian
         k, v = (torch.cat([t, torch.randn_like(t[:, :, :192])], dim=2)[:, :, : t.shape[2]] for t in (k, v))
         assert not k.is_contiguous()
     scale = 1 / math.sqrt(128)
-    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, causal, k.shape[2], 64, 32)
-    assert gluon_forward.supports(q, k, v, lists[2], causal, scale, 64, 32, 4)
+    rows, pack = forward_tiling(q.shape[1], k.shape[1], k.shape[1], k.shape[1])
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, causal, k.shape[2], 64, rows)
+    assert gluon_forward.supports(q, k, v, *lists, causal, scale, 64, rows, pack)
     if variant == "warp-specialised":
-        out, lse = gluon_forward.sparse_attention_rows_gluon_ws(q, k, v, *lists, causal, scale, 64, 32, 4)
+        out, lse = gluon_forward.sparse_attention_rows_gluon_ws(q, k, v, *lists, causal, scale, 64, rows, pack)
     else:
-        out, lse = gluon_forward.sparse_attention_rows_gluon(q, k, v, *lists, causal, scale, 64, 32, 4,
+        out, lse = gluon_forward.sparse_attention_rows_gluon(q, k, v, *lists, causal, scale, 64, rows, pack,
                                                              overlap_pv=variant == "pv-overlapped")  # fmt: skip
     want, want_lse = sparse_attention_rows_torch(q.float(), k.float(), v.float(), probs, mean_log, causal, scale, 64,
                                                  1.0)  # fmt: skip
     assert torch.isfinite(out).all()
     assert rel_err(out, want) < 1e-2
     torch.testing.assert_close(lse, want_lse, atol=2e-3, rtol=1e-4)
-    triton_out, triton_lse = sparse_attention_rows_launch(q, k, v, *lists, causal, scale, 64, 32, pack=4)
+    triton_out, triton_lse = sparse_attention_rows_launch(q, k, v, *lists, causal, scale, 64, rows, pack=pack)
     assert rel_err(out, triton_out) < 5e-3
     torch.testing.assert_close(lse, triton_lse, atol=1e-4, rtol=1e-5)
     if not causal:  # the sparse case has rows with no key: zeros and −inf, as the definition says
@@ -109,14 +113,18 @@ def test_gluon_forward_supports_only_its_launch():
     from custom_ops.sparse_attention import gluon_forward
 
     q, k, v, probs, mean_log = rows_inputs(CASES[0], torch.bfloat16, seed=1)
-    bias = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, k.shape[2], 64, 32)[2]
-    assert gluon_forward.supports(q, k, v, bias, True, 0.1, 64, 32, 4)
-    assert not gluon_forward.supports(q.float(), k.float(), v.float(), bias, True, 0.1, 64, 32, 4)
-    assert not gluon_forward.supports(q, k, v, bias, True, -0.1, 64, 32, 4)  # the folded max needs scale > 0
-    assert not gluon_forward.supports(q, k, v, bias, True, 0.1, 64, 16, 4)  # 64 rows: not two warpgroups
-    assert not gluon_forward.supports(q, k.transpose(2, 3).contiguous().transpose(2, 3), v, bias, True, 0.1, 64, 32, 4)
-    assert not gluon_forward.supports(q[..., :64], k[..., :64], v[..., :64], bias, True, 0.1, 64, 32, 4)
-    assert not gluon_forward.supports(q, k[:, :, :1000], v[:, :, :1000], bias, True, 0.1, 64, 32, 4)
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, True, k.shape[2], 64, 32)
+    assert gluon_forward.supports(q, k, v, *lists, True, 0.1, 64, 32, 4)
+    assert not gluon_forward.supports(q.float(), k.float(), v.float(), *lists, True, 0.1, 64, 32, 4)
+    assert not gluon_forward.supports(q, k, v, *lists, True, -0.1, 64, 32, 4)  # the folded max needs scale > 0
+    assert not gluon_forward.supports(q, k, v, *lists, True, 0.1, 64, 16, 4)  # 64 rows: not two warpgroups
+    k_t = k.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not gluon_forward.supports(q, k_t, v, *lists, True, 0.1, 64, 32, 4)  # tokens not rows
+    assert not gluon_forward.supports(q[..., :64], k[..., :64], v[..., :64], *lists, True, 0.1, 64, 32, 4)
+    assert not gluon_forward.supports(q, k[:, :, :1000], v[:, :, :1000], *lists, True, 0.1, 64, 32, 4)
+    block_list, count, bias = lists
+    assert not gluon_forward.supports(q, k, v, block_list, count, bias[..., :16], True, 0.1, 64, 32, 4)
+    assert not gluon_forward.supports(q, k, v, block_list[..., ::2], count, bias, True, 0.1, 64, 32, 4)
 
 
 def test_rows_view_reads_each_head_from_its_row():

@@ -8,13 +8,17 @@ online softmax. What Triton's own pipeliner does not do for this loop, written o
 * K and V blocks come by TMA into a ring of ``STAGES`` shared-memory slots, two entries ahead,
   each slot with its own mbarriers (K and V apart, so the score MMA waits only for K);
 * the score MMA of entry ``j + 1`` is issued asynchronously before the softmax of entry ``j``,
-  and the P·V MMA of entry ``j`` runs while the loop goes on to the next softmax: the tensor
-  cores work while the warps compute exponentials (FA3's intra-warpgroup overlap). Waits count
-  groups in issue order (``wgmma.wait_group``): after issuing QK(j+1) then PV(j), waiting with one
-  group outstanding completes QK(j+1); in the next step, after issuing QK(j+2), one outstanding
-  completes PV(j), before the accumulator is rescaled;
+  so the tensor cores work while the warps compute exponentials (FA3's intra-warpgroup overlap);
+  P·V of entry ``j`` is waited at the end of its step. ``OVERLAP_PV`` keeps it in flight into the
+  next softmax instead: waits count groups in issue order (``wgmma.wait_group``), so after issuing
+  QK(j+1) then PV(j), one group outstanding completes QK(j+1), and in the next step, after issuing
+  QK(j+2), one outstanding completes PV(j) before the accumulator is rescaled. ptxas serialises
+  the ``wgmma`` of that form (C7514: the in-flight accumulator is copied across the loop's back
+  edge), so it is a candidate to time, not the default;
 * 8 warps: two warpgroups of 64 rows each, so the score tile (32 fp32 a thread) and the output
-  accumulator (64) fit without spills.
+  accumulator (64) fit without spills;
+* ``_sparse_attention_fwd_ws``: the two warpgroups as separate partitions (not in lockstep) beside a
+  one-warp TMA loader, slots released through mbarriers (FA3's layout).
 
 Scope (checked by :func:`supports`): causal or not, 16-bit inputs, head and value dims of 128,
 64-key blocks, ``PACK · BLOCK_M == 128``, ``scale > 0``, K and V viewable as rows of their storage
@@ -167,6 +171,12 @@ def _sparse_attention_fwd_gluon(
     s = warpgroup_mma(q_smem, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
     for j in range(count):
         slot = j % STAGES
+        if not OVERLAP_PV:  # entry j − 1's slot is free (step j − 1 ended on wait(0) in each warpgroup):
+            # entry j + 2's loads go there now, a whole step before QK(j + 2) waits for its K. The
+            # barrier: every warpgroup has waited before the one issuing thread overwrites the slot
+            gl.thread_barrier()
+            _issue_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, LIST, list_base, j + STAGES - 1, count, kv_row0,
+                      BLOCK_SIZE, STAGES)  # fmt: skip
         # QK(j + 1) on the tensor cores while this entry's softmax runs (past the list's end: a
         # stale slot, its result never read)
         nxt = j + 1
@@ -179,9 +189,10 @@ def _sparse_attention_fwd_gluon(
                                            causal_offset, qk_scale, CAUSAL)  # fmt: skip
         # PV(j − 1) was issued before QK(j + 1): one group outstanding means it is done
         acc = warpgroup_mma_wait(1, deps=[acc])
-        # its slot is free: the loads of entry j + STAGES − 1 go there
-        _issue_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, LIST, list_base, j + STAGES - 1, count, kv_row0,
-                  BLOCK_SIZE, STAGES)  # fmt: skip
+        if OVERLAP_PV:  # only now is entry j − 1's slot free: the loads of entry j + 2 go there
+            gl.thread_barrier()
+            _issue_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, LIST, list_base, j + STAGES - 1, count, kv_row0,
+                      BLOCK_SIZE, STAGES)  # fmt: skip
         acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
         p16 = gl.convert_layout(p.to(dtype), p_layout)
         mbarrier.wait(v_bar.index(slot), (j // STAGES) & 1)
@@ -210,14 +221,14 @@ def _sparse_attention_fwd_gluon(
     gl.store(LSE + (bh0 + rows_s // BLOCK_M) * q_len + pos_s, lse, mask=row_ok)
 
 
-def supports(
-    query, key, value, bias, causal: bool, scale: float, block_size: int, block_m: int, pack: int, out=None
-) -> bool:
-    """Whether :func:`sparse_attention_rows_gluon` takes this launch (else the Triton kernel): an sm_90
-    GPU, 16-bit inputs, head and value dims of 128, 64-key blocks, 128-row tiles, ``scale > 0``,
-    contiguous K and V whose rows (``B·H_kv·kv_len``, a multiple of the block size) a TMA
-    coordinate reaches, and unit last strides for Q and ``out``."""
-    B, Hkv, Skv, D = key.shape
+def supports(query, key, value, block_list, count, bias, causal: bool, scale: float, block_size: int, block_m: int,
+             pack: int, out=None) -> bool:  # fmt: skip
+    """Whether the Gluon kernels take this launch (else the Triton kernel): an sm_90 GPU, 16-bit
+    inputs, head and value dims of 128, 64-key blocks, 128-row tiles, ``scale > 0``, K and V
+    readable as rows of their storage by TMA (:func:`_rows_view`; ``kv_len`` a multiple of the
+    block size), unit last strides for Q and ``out``, and the list builder's layouts (contiguous
+    lists, counts and bias rows of ``block_m`` rows)."""
+    Skv, D = key.shape[2], key.shape[3]
     return (
         query.is_cuda
         and torch.cuda.get_device_capability(query.device)[0] == 9
@@ -230,6 +241,8 @@ def supports(
         and Skv % block_size == 0
         and query.stride(-1) == 1
         and (out is None or out.stride(-1) == 1)
+        and all(t.is_contiguous() for t in (block_list, count, bias))
+        and bias.shape[-1] == block_m
         and _rows_view(key) is not None
         and _rows_view(value) is not None
         and key.stride() == value.stride()
@@ -313,7 +326,8 @@ def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIA
                  count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row, stride_bias_slot, stride_ob,
                  stride_oh, stride_ot, qk_scale, BLOCK_M: gl.constexpr, BLOCK_SIZE: gl.constexpr,
                  HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, WG: gl.constexpr):  # fmt: skip
-    """A consumer warpgroup: rows ``64·WG …`` of the tile (heads ``h0 + 2·WG``, ``+ 1``). The score
+    """A consumer warpgroup: rows ``64·WG …`` of the tile (with 32-row tiles, heads ``h0 + 2·WG`` and
+    ``+ 1``; with one 128-row head, its positions ``64·WG …``). The score
     MMA of entry ``j + 1`` runs while entry ``j``'s softmax does; nothing is in flight across the
     loop's back edge (ptxas serialises the wgmma otherwise)."""
     WG_ROWS: gl.constexpr = 64
@@ -326,7 +340,7 @@ def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIA
     s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     q_wg = q_smem.slice(WG * WG_ROWS, WG_ROWS)
-    rows = gl.arange(0, WG_ROWS, layout=s_rows)
+    rows = WG * WG_ROWS + gl.arange(0, WG_ROWS, layout=s_rows)  # rows of the whole tile (any BLOCK_M)
     pos = tile * BLOCK_M + rows % BLOCK_M
     row_ok = pos < q_len
     keys0 = gl.arange(0, BLOCK_SIZE, layout=gl.SliceLayout(0, s_layout))
@@ -361,14 +375,14 @@ def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIA
     has_key = l_i > 0
     inv_l = gl.convert_layout(1.0 / gl.where(has_key, l_i, 1.0), o_rows)
     out = acc * inv_l[:, None]
-    rows_o = gl.arange(0, WG_ROWS, layout=o_rows)
+    rows_o = WG * WG_ROWS + gl.arange(0, WG_ROWS, layout=o_rows)
     pos_o = tile * BLOCK_M + rows_o % BLOCK_M
     offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    heads_o = h0 + WG * (WG_ROWS // BLOCK_M) + rows_o // BLOCK_M
+    heads_o = h0 + rows_o // BLOCK_M
     out_ptrs = OUT + b * stride_ob + heads_o[:, None] * stride_oh + pos_o[:, None] * stride_ot + offs_d[None, :]
     gl.store(out_ptrs, out.to(OUT.dtype.element_ty), mask=(pos_o < q_len)[:, None])
     lse = gl.where(has_key, (m_i + gl.log2(gl.where(has_key, l_i, 1.0))) * LN2, float("-inf"))
-    gl.store(LSE + (bh0 + WG * (WG_ROWS // BLOCK_M) + rows // BLOCK_M) * q_len + pos, lse, mask=row_ok)
+    gl.store(LSE + (bh0 + rows // BLOCK_M) * q_len + pos, lse, mask=row_ok)
 
 
 @gluon.jit

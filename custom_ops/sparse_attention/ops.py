@@ -243,7 +243,7 @@ def _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, 
     if FINE_KERNEL != "triton":
         from . import gluon_forward
 
-        if gluon_forward.supports(query, key, value, lists[2], causal, scale, block_size, rows, pack, out):
+        if gluon_forward.supports(query, key, value, *lists, causal, scale, block_size, rows, pack, out):
             launch = {"gluon": gluon_forward.sparse_attention_rows_gluon,
                       "gluon_ws": gluon_forward.sparse_attention_rows_gluon_ws}[FINE_KERNEL]  # fmt: skip
             return launch(query, key, value, *lists, causal, scale, block_size, rows, pack, out=out)
