@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 20, run 106 — NOT RUN (device time ran out; for next session): the inference coarse
+# Session 20, run 106 — NOT RUN (device time ran out in session 20; session 21 got no machine): the inference coarse
 # launch with float32 Newton steps against the landed float16 steps (all but the last; run 105
 # timed every step in float16), block summaries in the timed call, 32K and 128K; the reworked
 # float16-step test on CUDA (per head, exact scores, the crowd family) and the rows op tests; the

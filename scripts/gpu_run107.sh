@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 21, run 107: the hand-pipelined Gluon fine forward (custom_ops/sparse_attention/
+# Session 21, run 107 — NOT RUN (session 21 got no device machine; first thing next session):
+# `DEADLINE=300 bash scripts/gpu_run107.sh` (about 300 s). The hand-pipelined Gluon fine forward (custom_ops/sparse_attention/
 # gluon_forward.py): its GPU tests; against the shipped Triton kernel on the benchmark's lists at
 # 32K and 128K; then dash_fused end to end beside cuDNN with the variant fastest at 128K (if it
 # beats the shipped kernel; else the shipped one), through ops.FINE_KERNEL.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 21, run 108: dash_fused end to end with the inference fine kernel given as $1 (ops.FINE_KERNEL:
+# Session 21, run 108 — NOT RUN: dash_fused end to end with the inference fine kernel given as $1 (ops.FINE_KERNEL:
 # triton, gluon or gluon_ws) at 32K and 128K beside cuDNN; then the coarse tests run 106 prepared.
 set -uo pipefail
 source scripts/gpu_preamble.sh

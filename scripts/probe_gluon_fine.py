@@ -41,6 +41,16 @@ def study(S: int) -> None:
         "gluon_overlap_pv": lambda: gluon_forward.sparse_attention_rows_gluon(
             q, k, v, *lists, True, scale, BS, 32, 4, overlap_pv=True
         ),  # fmt: skip
+        "gluon_ws": lambda: gluon_forward.sparse_attention_rows_gluon_ws(q, k, v, *lists, True, scale, BS, 32, 4),
+        "gluon_ws_regs216": lambda: gluon_forward.sparse_attention_rows_gluon_ws(
+            q, k, v, *lists, True, scale, BS, 32, 4, consumer_regs=216
+        ),
+        "gluon_ws_stages2": lambda: gluon_forward.sparse_attention_rows_gluon_ws(
+            q, k, v, *lists, True, scale, BS, 32, 4, stages=2
+        ),
+        "gluon_ws_stages4": lambda: gluon_forward.sparse_attention_rows_gluon_ws(
+            q, k, v, *lists, True, scale, BS, 32, 4, stages=4
+        ),
     }
     print(f"S={S}: supports: {gluon_forward.supports(q, k, v, *lists, True, scale, BS, 32, 4)}", flush=True)
     want = launches["shipped"]()

@@ -462,8 +462,10 @@ def _sparse_attention_fwd_ws(
 
 def sparse_attention_rows_gluon_ws(query, key, value, block_list, count, bias, causal: bool, scale: float,
                                    block_size: int, block_m: int, pack: int, out=None,
-                                   consumer_regs: int = 232, maxnreg: int = 168):  # fmt: skip
-    """:func:`sparse_attention_rows_gluon` through the warp-specialised kernel."""
+                                   consumer_regs: int = 232, maxnreg: int = 168, stages: int = STAGES):  # fmt: skip
+    """:func:`sparse_attention_rows_gluon` through the warp-specialised kernel. ``consumer_regs`` /
+    ``maxnreg``: the consumer worker's registers and the kernel's cap (3 warpgroups × 128 threads ×
+    ``maxnreg`` ≤ 64K); ``stages``: K / V slots in the ring (≥ 2; 32 KiB each)."""
     B, Hq, Sq, D = query.shape
     Hkv, Skv = key.shape[1], key.shape[2]
     _, H_sel, n_tiles, nb, rows = bias.shape
@@ -480,6 +482,6 @@ def sparse_attention_rows_gluon_ws(query, key, value, block_list, count, bias, c
         out.stride(0), out.stride(1), out.stride(2),
         scale,
         BLOCK_M=block_m, BLOCK_SIZE=block_size, HEAD_DIM=D, PACK=pack, CAUSAL=causal,
-        HEAVY_FIRST=causal, STAGES=STAGES, CONSUMER_REGS=consumer_regs, num_warps=4, maxnreg=maxnreg,
+        HEAVY_FIRST=causal, STAGES=stages, CONSUMER_REGS=consumer_regs, num_warps=4, maxnreg=maxnreg,
     )  # fmt: skip
     return out, lse
