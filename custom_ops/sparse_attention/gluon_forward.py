@@ -62,6 +62,42 @@ def _issue_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, LIST, list_base, ent
 
 
 @gluon.jit
+def _q_tile_to_shared(Q, b, h0, tile, q_len, stride_qb, stride_qh, stride_qt, BLOCK_M: gl.constexpr,
+                      ROWS: gl.constexpr, HEAD_DIM: gl.constexpr, WARPS: gl.constexpr):  # fmt: skip
+    """The program's queries ``[ROWS, D]`` in shared memory for the score MMA: row ``r`` is head
+    ``h0 + r // BLOCK_M`` at position ``tile·BLOCK_M + r % BLOCK_M`` (zeros past ``q_len``)."""
+    dtype: gl.constexpr = Q.dtype.element_ty
+    q_load: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [WARPS, 1], [1, 0])
+    offs_r = gl.arange(0, ROWS, layout=gl.SliceLayout(1, q_load))
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, q_load))
+    pos = tile * BLOCK_M + offs_r % BLOCK_M
+    ptrs = (
+        Q + b * stride_qb + (h0 + offs_r // BLOCK_M)[:, None] * stride_qh + pos[:, None] * stride_qt + offs_d[None, :]
+    )
+    q = gl.load(ptrs, mask=(pos < q_len)[:, None], other=0.0)
+    layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, HEAD_DIM], dtype)
+    return gl.allocate_shared_memory(dtype, [ROWS, HEAD_DIM], layout, q)
+
+
+@gluon.jit
+def _lead_entries(LIST, list_base, count, tile, kv_len, causal_offset, BLOCK_M: gl.constexpr,
+                  BLOCK_SIZE: gl.constexpr, CAUSAL: gl.constexpr):  # fmt: skip
+    """Leading list entries that need no per-element mask (``_first_masked_entry`` of the Triton
+    kernel): blocks from ``first_block`` on may hold keys past a row's position (causal) or past
+    ``kv_len``; a walk back from the list's end."""
+    if CAUSAL:
+        first_block = gl.maximum((tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE, 0)
+    else:
+        first_block = kv_len // BLOCK_SIZE
+    n_lead = count
+    last = gl.load(LIST + list_base + n_lead - 1, mask=n_lead > 0, other=-1)
+    while last >= first_block:
+        n_lead -= 1
+        last = gl.load(LIST + list_base + n_lead - 1, mask=n_lead > 0, other=-1)
+    return n_lead
+
+
+@gluon.jit
 def _softmax_step(s, m_i, l_i, bias, masked, keys, rows_pos, causal_offset, qk_scale, CAUSAL: gl.constexpr):
     """One online-softmax step on raw products ``s`` (fp32, the score MMA's layout) with the entry's
     bias row (log2 units): ``(p, alpha, m_new, l_new)``. The bias is constant along a row, so the
@@ -103,8 +139,6 @@ def _sparse_attention_fwd_gluon(
     s_cols: gl.constexpr = gl.SliceLayout(0, s_layout)
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     o_cols: gl.constexpr = gl.SliceLayout(0, o_layout)
-    q_load: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [8, 1], [1, 0])
-    q_smem_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, HEAD_DIM], dtype)
 
     qk_scale = scale.to(gl.float32) * LOG2E
     tile = gl.program_id(0)
@@ -117,13 +151,8 @@ def _sparse_attention_fwd_gluon(
     bh_kv = b * (num_q_heads // group_kv) + h0 // group_kv
 
     # Q: [ROWS, D] (row r: head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M) into shared
-    offs_qr = gl.arange(0, ROWS, layout=gl.SliceLayout(1, q_load))
-    offs_qd = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, q_load))
-    q_pos = tile * BLOCK_M + offs_qr % BLOCK_M
-    q_ptrs = (Q + b * stride_qb + (h0 + offs_qr // BLOCK_M)[:, None] * stride_qh + q_pos[:, None] * stride_qt
-              + offs_qd[None, :])  # fmt: skip
-    q = gl.load(q_ptrs, mask=(q_pos < q_len)[:, None], other=0.0)
-    q_smem = gl.allocate_shared_memory(dtype, [ROWS, HEAD_DIM], q_smem_layout, q)
+    q_smem = _q_tile_to_shared(Q, b, h0, tile, q_len, stride_qb, stride_qh, stride_qt, BLOCK_M, ROWS, HEAD_DIM,
+                               gl.num_warps())  # fmt: skip
 
     k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_SIZE, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_SIZE, HEAD_DIM], v_desc.layout)
@@ -138,17 +167,7 @@ def _sparse_attention_fwd_gluon(
     list_base = list_row * stride_lh
     count = gl.load(COUNT + list_row)
     kv_row0 = (bh_kv * kv_head_rows).to(gl.int32)  # the head's first row in the [rows, D] view
-    # leading entries that need no per-element mask: blocks from first_block on may hold keys past
-    # a row's position (causal) or past kv_len (a walk back from the list's end)
-    if CAUSAL:
-        first_block = gl.maximum((tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE, 0)
-    else:
-        first_block = kv_len // BLOCK_SIZE
-    n_lead = count
-    last = gl.load(LIST + list_base + n_lead - 1, mask=n_lead > 0, other=-1)
-    while last >= first_block:
-        n_lead -= 1
-        last = gl.load(LIST + list_base + n_lead - 1, mask=n_lead > 0, other=-1)
+    n_lead = _lead_entries(LIST, list_base, count, tile, kv_len, causal_offset, BLOCK_M, BLOCK_SIZE, CAUSAL)
 
     for i in gl.static_range(STAGES - 1):
         _issue_kv(k_desc, v_desc, k_smem, v_smem, k_bar, v_bar, LIST, list_base, i, count, kv_row0, BLOCK_SIZE,
@@ -401,8 +420,6 @@ def _sparse_attention_fwd_ws(
     ROWS: gl.constexpr = PACK * BLOCK_M
     gl.static_assert(ROWS == 128, "two consumer warpgroups of 64 rows")
     dtype: gl.constexpr = k_desc.dtype
-    q_load: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [4, 1], [1, 0])
-    q_smem_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([ROWS, HEAD_DIM], dtype)
     qk_scale = scale.to(gl.float32) * LOG2E
     tile = gl.program_id(0)
     if HEAVY_FIRST:
@@ -412,13 +429,8 @@ def _sparse_attention_fwd_ws(
     h0 = bh0 % num_q_heads
     bh_kv = b * (num_q_heads // group_kv) + h0 // group_kv
 
-    offs_qr = gl.arange(0, ROWS, layout=gl.SliceLayout(1, q_load))
-    offs_qd = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, q_load))
-    q_pos = tile * BLOCK_M + offs_qr % BLOCK_M
-    q_ptrs = (Q + b * stride_qb + (h0 + offs_qr // BLOCK_M)[:, None] * stride_qh + q_pos[:, None] * stride_qt
-              + offs_qd[None, :])  # fmt: skip
-    q = gl.load(q_ptrs, mask=(q_pos < q_len)[:, None], other=0.0)
-    q_smem = gl.allocate_shared_memory(dtype, [ROWS, HEAD_DIM], q_smem_layout, q)
+    q_smem = _q_tile_to_shared(Q, b, h0, tile, q_len, stride_qb, stride_qh, stride_qt, BLOCK_M, ROWS, HEAD_DIM,
+                               gl.num_warps())  # fmt: skip
     k_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_SIZE, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_SIZE, HEAD_DIM], v_desc.layout)
     k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -436,15 +448,7 @@ def _sparse_attention_fwd_ws(
     list_base = list_row * stride_lh
     count = gl.load(COUNT + list_row)
     kv_row0 = (bh_kv * kv_head_rows).to(gl.int32)  # the head's first row in the [rows, D] view
-    if CAUSAL:
-        first_block = gl.maximum((tile * BLOCK_M + causal_offset + 1) // BLOCK_SIZE, 0)
-    else:
-        first_block = kv_len // BLOCK_SIZE
-    n_lead = count
-    last = gl.load(LIST + list_base + n_lead - 1, mask=n_lead > 0, other=-1)
-    while last >= first_block:
-        n_lead -= 1
-        last = gl.load(LIST + list_base + n_lead - 1, mask=n_lead > 0, other=-1)
+    n_lead = _lead_entries(LIST, list_base, count, tile, kv_len, causal_offset, BLOCK_M, BLOCK_SIZE, CAUSAL)
 
     gl.warp_specialize([
         (_ws_consumer, (q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIAS, LIST, OUT, LSE, list_base,
