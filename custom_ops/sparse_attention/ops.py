@@ -243,10 +243,12 @@ def _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, 
     if FINE_KERNEL != "triton":
         from . import gluon_forward
 
+        launches = {"gluon": gluon_forward.sparse_attention_rows_gluon,
+                    "gluon_ws": gluon_forward.sparse_attention_rows_gluon_ws}  # fmt: skip
+        if FINE_KERNEL not in launches:
+            raise ValueError(f"ops.FINE_KERNEL={FINE_KERNEL!r}: expected 'triton', 'gluon' or 'gluon_ws'")
         if gluon_forward.supports(query, key, value, *lists, causal, scale, block_size, rows, pack, out):
-            launch = {"gluon": gluon_forward.sparse_attention_rows_gluon,
-                      "gluon_ws": gluon_forward.sparse_attention_rows_gluon_ws}[FINE_KERNEL]  # fmt: skip
-            return launch(query, key, value, *lists, causal, scale, block_size, rows, pack, out=out)
+            return launches[FINE_KERNEL](query, key, value, *lists, causal, scale, block_size, rows, pack, out=out)
     return sparse_attention_rows_launch(
         query, key, value, *lists, causal, scale, block_size, rows, FORWARD_WARPS, FORWARD_STAGES, pack=pack, out=out
     )
