@@ -177,3 +177,14 @@ def test_dash_attention_fused_inference_through_the_gluon_kernel(kernel, chunked
     ref = dash_attention_reference(q.double(), k.double(), v.double())
     assert rel_err(got, want) < 5e-3
     assert rel_err(got, ref) < 1e-2 and rel_err(want, ref) < 1e-2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_an_unknown_fine_kernel_name_raises(monkeypatch):
+    from custom_ops.sparse_attention import ops, sparse_attention_rows
+
+    q, k, v, probs, mean_log = rows_inputs(CASES[0], torch.bfloat16, seed=5)
+    monkeypatch.setattr(ops, "FINE_KERNEL", "gluon-ws")
+    with pytest.raises(ValueError, match="FINE_KERNEL"):
+        sparse_attention_rows(q, k, v, probs, mean_log, True, 0.1, 64, 1.0)
