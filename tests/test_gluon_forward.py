@@ -40,6 +40,12 @@ def rows_inputs(case, dtype, seed):
     return q, k, v, probs, torch.randn(B, Hkv, Sq, device="cuda", generator=g)
 
 
+def require_sm90():
+    """Gluon's kernels here are Hopper's (TMA, wgmma): other GPUs skip."""
+    if torch.cuda.get_device_capability()[0] != 9:
+        pytest.skip("needs an sm_90 GPU")
+
+
 def rel_err(a, b):
     return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-30))
 
@@ -56,8 +62,7 @@ def rel_err(a, b):
 def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, variant, keys, dtype):
     """Output and LSE against the rows definition (fp32) and the shipped Triton kernel, K and V
     whole or as a query chunk's view of longer ones (``key[:, :, :kv_end]``, rows a head apart)."""
-    if torch.cuda.get_device_capability()[0] != 9:
-        pytest.skip("needs an sm_90 GPU")
+    require_sm90()
     from custom_ops.sparse_attention import gluon_forward
     from custom_ops.sparse_attention.triton_kernels import sparse_attention_rows_launch
 
@@ -92,8 +97,7 @@ def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, varian
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gluon_forward_is_deterministic_and_writes_into_out():
-    if torch.cuda.get_device_capability()[0] != 9:
-        pytest.skip("needs an sm_90 GPU")
+    require_sm90()
     from custom_ops.sparse_attention import gluon_forward
 
     q, k, v, probs, mean_log = rows_inputs(CASES[0], torch.bfloat16, seed=3)
@@ -108,8 +112,7 @@ def test_gluon_forward_is_deterministic_and_writes_into_out():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gluon_forward_supports_only_its_launch():
-    if torch.cuda.get_device_capability()[0] != 9:
-        pytest.skip("needs an sm_90 GPU")
+    require_sm90()
     from custom_ops.sparse_attention import gluon_forward
 
     q, k, v, probs, mean_log = rows_inputs(CASES[0], torch.bfloat16, seed=1)
@@ -154,8 +157,7 @@ def test_dash_attention_fused_inference_through_the_gluon_kernel(kernel, chunked
     """dash_attention's fused inference with ``ops.FINE_KERNEL`` set to a Gluon kernel (whole, and in
     query chunks whose keys are views of the call's) against the Triton kernel and the float64
     reference; the Gluon launch is checked to have run."""
-    if torch.cuda.get_device_capability()[0] != 9:
-        pytest.skip("needs an sm_90 GPU")
+    require_sm90()
     import dash_flex.attention as attention
     from custom_ops.sparse_attention import gluon_forward, ops
     from dash_flex import dash_attention

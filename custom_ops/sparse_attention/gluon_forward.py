@@ -301,23 +301,29 @@ def sparse_attention_rows_gluon(query, key, value, block_list, count, bias, caus
                                 overlap_pv: bool = False):  # fmt: skip
     """``(out, lse)``: :func:`triton_kernels.sparse_attention_rows_launch`'s result (up to fp32
     rounding) from the Gluon kernel; the caller checks :func:`supports` first."""
+    return _launch(_sparse_attention_fwd_gluon, query, key, value, block_list, count, bias, causal, scale, block_size,
+                   block_m, pack, out, STAGES=STAGES, OVERLAP_PV=overlap_pv, num_warps=8)  # fmt: skip
+
+
+def _launch(kernel, query, key, value, block_list, count, bias, causal, scale, block_size, block_m, pack, out,
+            **options):  # fmt: skip
+    """Both kernels' launch: the same arguments, ``options`` their own constexprs and launch options."""
     B, Hq, Sq, D = query.shape
     Hkv, Skv = key.shape[1], key.shape[2]
-    _, H_sel, n_tiles, nb, rows = bias.shape
+    _, H_sel, n_tiles, nb, _ = bias.shape
     if out is None:
         out = torch.empty(B, Hq, Sq, D, device=query.device, dtype=query.dtype)
     lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
     k_desc, v_desc, head_rows = _kv_descriptors(key, value, block_size)
     list_rows = block_list.view(-1, block_list.shape[-1])
-    _sparse_attention_fwd_gluon[(n_tiles, B * Hq // pack)](
+    kernel[(n_tiles, B * Hq // pack)](
         query, k_desc, v_desc, bias, list_rows, count, out, lse,
         Sq, Skv, head_rows, Skv - Sq, Hq, Hq // Hkv, Hq // H_sel, n_tiles,
         query.stride(0), query.stride(1), query.stride(2),
         list_rows.stride(0), nb * block_m, block_m,
         out.stride(0), out.stride(1), out.stride(2),
         scale,
-        BLOCK_M=block_m, BLOCK_SIZE=block_size, HEAD_DIM=D, PACK=pack, CAUSAL=causal,
-        HEAVY_FIRST=causal, STAGES=STAGES, OVERLAP_PV=overlap_pv, num_warps=8,
+        BLOCK_M=block_m, BLOCK_SIZE=block_size, HEAD_DIM=D, PACK=pack, CAUSAL=causal, HEAVY_FIRST=causal, **options,
     )  # fmt: skip
     return out, lse
 
@@ -470,22 +476,6 @@ def sparse_attention_rows_gluon_ws(query, key, value, block_list, count, bias, c
     """:func:`sparse_attention_rows_gluon` through the warp-specialised kernel. ``consumer_regs`` /
     ``maxnreg``: the consumer worker's registers and the kernel's cap (3 warpgroups × 128 threads ×
     ``maxnreg`` ≤ 64K); ``stages``: K / V slots in the ring (≥ 2; 32 KiB each)."""
-    B, Hq, Sq, D = query.shape
-    Hkv, Skv = key.shape[1], key.shape[2]
-    _, H_sel, n_tiles, nb, rows = bias.shape
-    if out is None:
-        out = torch.empty(B, Hq, Sq, D, device=query.device, dtype=query.dtype)
-    lse = torch.empty(B, Hq, Sq, device=query.device, dtype=torch.float32)
-    k_desc, v_desc, head_rows = _kv_descriptors(key, value, block_size)
-    list_rows = block_list.view(-1, block_list.shape[-1])
-    _sparse_attention_fwd_ws[(n_tiles, B * Hq // pack)](
-        query, k_desc, v_desc, bias, list_rows, count, out, lse,
-        Sq, Skv, head_rows, Skv - Sq, Hq, Hq // Hkv, Hq // H_sel, n_tiles,
-        query.stride(0), query.stride(1), query.stride(2),
-        list_rows.stride(0), nb * block_m, block_m,
-        out.stride(0), out.stride(1), out.stride(2),
-        scale,
-        BLOCK_M=block_m, BLOCK_SIZE=block_size, HEAD_DIM=D, PACK=pack, CAUSAL=causal,
-        HEAVY_FIRST=causal, STAGES=stages, CONSUMER_REGS=consumer_regs, num_warps=4, maxnreg=maxnreg,
-    )  # fmt: skip
-    return out, lse
+    return _launch(_sparse_attention_fwd_ws, query, key, value, block_list, count, bias, causal, scale, block_size,
+                   block_m, pack, out, STAGES=stages, CONSUMER_REGS=consumer_regs, num_warps=4,
+                   maxnreg=maxnreg)  # fmt: skip
