@@ -98,6 +98,44 @@ def _lead_entries(LIST, list_base, count, tile, kv_len, causal_offset, BLOCK_M: 
 
 
 @gluon.jit
+def _program_tile(num_tiles, num_q_heads, group_kv, group_sel, PACK: gl.constexpr, HEAVY_FIRST: gl.constexpr):
+    """The program's query tile and heads: ``(tile, bh0, b, h0, bh_kv, list_row)``, ``bh0`` the first of
+    its ``PACK`` (batch, query head) rows, ``bh_kv`` their (batch, KV head) and ``list_row`` the row of
+    their tile's list, count and bias."""
+    tile = gl.program_id(0)
+    if HEAVY_FIRST:  # causal: late tiles list the most blocks; launched first, they leave no long tail
+        tile = num_tiles - 1 - tile
+    bh0 = gl.program_id(1).to(gl.int64) * PACK  # int64 offsets: the bias passes 2³¹ elements at 128K
+    b = bh0 // num_q_heads
+    h0 = bh0 % num_q_heads
+    bh_kv = b * (num_q_heads // group_kv) + h0 // group_kv
+    list_row = (b * (num_q_heads // group_sel) + h0 // group_sel) * num_tiles + tile
+    return tile, bh0, b, h0, bh_kv, list_row
+
+
+@gluon.jit
+def _store_rows(acc, m_i, l_i, OUT, LSE, b, h0, bh0, tile, q_len, stride_ob, stride_oh, stride_ot, ROW0,
+                N_ROWS: gl.constexpr, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):  # fmt: skip
+    """Rows ``ROW0 …`` of the tile (``N_ROWS`` of them; row ``r``: head ``h0 + r // BLOCK_M`` at
+    position ``tile·BLOCK_M + r % BLOCK_M``): the output ``acc / l`` (zeros where a row kept nothing)
+    and the natural-log LSE (the backward's convention; −inf there) from the log2-unit running max."""
+    o_rows: gl.constexpr = gl.SliceLayout(1, acc.type.layout)
+    m_rows: gl.constexpr = m_i.type.layout
+    has_key = l_i > 0
+    out = acc * gl.convert_layout(1.0 / gl.where(has_key, l_i, 1.0), o_rows)[:, None]
+    rows_o = ROW0 + gl.arange(0, N_ROWS, layout=o_rows)
+    pos_o = tile * BLOCK_M + rows_o % BLOCK_M
+    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc.type.layout))
+    heads_o = h0 + rows_o // BLOCK_M
+    out_ptrs = OUT + b * stride_ob + heads_o[:, None] * stride_oh + pos_o[:, None] * stride_ot + offs_d[None, :]
+    gl.store(out_ptrs, out.to(OUT.dtype.element_ty), mask=(pos_o < q_len)[:, None])
+    rows = ROW0 + gl.arange(0, N_ROWS, layout=m_rows)
+    pos = tile * BLOCK_M + rows % BLOCK_M
+    lse = gl.where(has_key, (m_i + gl.log2(gl.where(has_key, l_i, 1.0))) * LN2, float("-inf"))
+    gl.store(LSE + (bh0 + rows // BLOCK_M) * q_len + pos, lse, mask=pos < q_len)
+
+
+@gluon.jit
 def _softmax_step(s, m_i, l_i, bias, masked, keys, rows_pos, causal_offset, qk_scale, CAUSAL: gl.constexpr):
     """One online-softmax step on raw products ``s`` (fp32, the score MMA's layout) with the entry's
     bias row (log2 units): ``(p, alpha, m_new, l_new)``. The bias is constant along a row, so the
@@ -138,17 +176,9 @@ def _sparse_attention_fwd_gluon(
     s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
     s_cols: gl.constexpr = gl.SliceLayout(0, s_layout)
     o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
-    o_cols: gl.constexpr = gl.SliceLayout(0, o_layout)
 
     qk_scale = scale.to(gl.float32) * LOG2E
-    tile = gl.program_id(0)
-    if HEAVY_FIRST:  # causal: late tiles list the most blocks; launched first, they leave no long tail
-        tile = num_tiles - 1 - tile
-    bh0 = gl.program_id(1).to(gl.int64) * PACK
-    b = bh0 // num_q_heads
-    h0 = bh0 % num_q_heads
-    h_sel = h0 // group_sel
-    bh_kv = b * (num_q_heads // group_kv) + h0 // group_kv
+    tile, bh0, b, h0, bh_kv, list_row = _program_tile(num_tiles, num_q_heads, group_kv, group_sel, PACK, HEAVY_FIRST)
 
     # Q: [ROWS, D] (row r: head h0 + r // BLOCK_M at position tile·BLOCK_M + r % BLOCK_M) into shared
     q_smem = _q_tile_to_shared(Q, b, h0, tile, q_len, stride_qb, stride_qh, stride_qt, BLOCK_M, ROWS, HEAD_DIM,
@@ -163,7 +193,6 @@ def _sparse_attention_fwd_gluon(
         mbarrier.init(v_bar.index(i), count=1)
     fence_async_shared()  # Q's stores and the barriers' inits before the async proxy reads them
 
-    list_row = (b * (num_q_heads // group_sel) + h_sel) * num_tiles + tile
     list_base = list_row * stride_lh
     count = gl.load(COUNT + list_row)
     kv_row0 = (bh_kv * kv_head_rows).to(gl.int32)  # the head's first row in the [rows, D] view
@@ -226,18 +255,8 @@ def _sparse_attention_fwd_gluon(
         mbarrier.invalidate(k_bar.index(i))
         mbarrier.invalidate(v_bar.index(i))
 
-    has_key = l_i > 0
-    inv_l = gl.convert_layout(1.0 / gl.where(has_key, l_i, 1.0), o_rows)
-    out = acc * inv_l[:, None]
-    rows_o = gl.arange(0, ROWS, layout=o_rows)
-    pos_o = tile * BLOCK_M + rows_o % BLOCK_M
-    offs_d = gl.arange(0, HEAD_DIM, layout=o_cols)
-    out_ptrs = (OUT + b * stride_ob + (h0 + rows_o // BLOCK_M)[:, None] * stride_oh + pos_o[:, None] * stride_ot
-                + offs_d[None, :])  # fmt: skip
-    gl.store(out_ptrs, out.to(OUT.dtype.element_ty), mask=(pos_o < q_len)[:, None])
-    # natural-log LSE (the backward's convention) from the log2-unit running max
-    lse = gl.where(has_key, (m_i + gl.log2(gl.where(has_key, l_i, 1.0))) * LN2, float("-inf"))
-    gl.store(LSE + (bh0 + rows_s // BLOCK_M) * q_len + pos_s, lse, mask=row_ok)
+    _store_rows(acc, m_i, l_i, OUT, LSE, b, h0, bh0, tile, q_len, stride_ob, stride_oh, stride_ot, 0, ROWS, BLOCK_M,
+                HEAD_DIM)  # fmt: skip
 
 
 def supports(query, key, value, block_list, count, bias, causal: bool, scale: float, block_size: int, block_m: int,
@@ -397,17 +416,8 @@ def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIA
         mbarrier.arrive(k_empty.index(nslot), count=1, pred=more)
         mbarrier.arrive(v_empty.index(slot), count=1)
 
-    has_key = l_i > 0
-    inv_l = gl.convert_layout(1.0 / gl.where(has_key, l_i, 1.0), o_rows)
-    out = acc * inv_l[:, None]
-    rows_o = WG * WG_ROWS + gl.arange(0, WG_ROWS, layout=o_rows)
-    pos_o = tile * BLOCK_M + rows_o % BLOCK_M
-    offs_d = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    heads_o = h0 + rows_o // BLOCK_M
-    out_ptrs = OUT + b * stride_ob + heads_o[:, None] * stride_oh + pos_o[:, None] * stride_ot + offs_d[None, :]
-    gl.store(out_ptrs, out.to(OUT.dtype.element_ty), mask=(pos_o < q_len)[:, None])
-    lse = gl.where(has_key, (m_i + gl.log2(gl.where(has_key, l_i, 1.0))) * LN2, float("-inf"))
-    gl.store(LSE + (bh0 + rows // BLOCK_M) * q_len + pos, lse, mask=row_ok)
+    _store_rows(acc, m_i, l_i, OUT, LSE, b, h0, bh0, tile, q_len, stride_ob, stride_oh, stride_ot, WG * WG_ROWS,
+                WG_ROWS, BLOCK_M, HEAD_DIM)  # fmt: skip
 
 
 @gluon.jit
@@ -427,13 +437,7 @@ def _sparse_attention_fwd_ws(
     gl.static_assert(ROWS == 128, "two consumer warpgroups of 64 rows")
     dtype: gl.constexpr = k_desc.dtype
     qk_scale = scale.to(gl.float32) * LOG2E
-    tile = gl.program_id(0)
-    if HEAVY_FIRST:
-        tile = num_tiles - 1 - tile
-    bh0 = gl.program_id(1).to(gl.int64) * PACK
-    b = bh0 // num_q_heads
-    h0 = bh0 % num_q_heads
-    bh_kv = b * (num_q_heads // group_kv) + h0 // group_kv
+    tile, bh0, b, h0, bh_kv, list_row = _program_tile(num_tiles, num_q_heads, group_kv, group_sel, PACK, HEAVY_FIRST)
 
     q_smem = _q_tile_to_shared(Q, b, h0, tile, q_len, stride_qb, stride_qh, stride_qt, BLOCK_M, ROWS, HEAD_DIM,
                                gl.num_warps())  # fmt: skip
@@ -450,7 +454,6 @@ def _sparse_attention_fwd_ws(
         mbarrier.init(v_empty.index(i), count=2)
     fence_async_shared()
 
-    list_row = (b * (num_q_heads // group_sel) + (h0 // group_sel)) * num_tiles + tile
     list_base = list_row * stride_lh
     count = gl.load(COUNT + list_row)
     kv_row0 = (bh_kv * kv_head_rows).to(gl.int32)  # the head's first row in the [rows, D] view
