@@ -38,6 +38,6 @@ import custom_ops.sparse_attention.ops as ops
 ops.FINE_KERNEL = sys.argv[1]
 sys.argv = ['bench_attention.py'] + sys.argv[2:]
 runpy.run_path('benchmarks/bench_attention.py', run_name='__main__')
-" "$kernel" --seq 131072 32768 --methods sdpa_cudnn dash_fused --out "$OUT/attn" > "$OUT/attn.log" 2>&1
+" "$kernel" --seq 131072 32768 --methods sdpa_cudnn fused_select_only dash_fused --out "$OUT/attn" > "$OUT/attn.log" 2>&1
 echo "attn ($kernel) rc=$? (limit $left s) after $((SECONDS - start)) s"
 grep -E "^\| (32768|131072)|Error" "$OUT/attn.log" | tail -12
