@@ -6,7 +6,7 @@ On the attention benchmark's lists with their bias rows (32 rows × 4 heads): th
 (``sparse_attention_rows_launch``, 4 warps, 2 stages, its default K / V loads) and
 ``gluon_forward.sparse_attention_rows_gluon`` (TMA ring, async score MMA one entry ahead; with
 ``overlap_pv`` the P·V MMA also stays in flight into the next step; ``_ws``: the two warpgroups
-as separate partitions beside a one-warp TMA loader). Checks each Gluon launch
+as separate partitions beside a one-warp TMA loader; ``_pingpong``: their MMAs in turns). Checks each Gluon launch
 against the shipped kernel's output and LSE, then times all, interleaved, twice (median ms of
 ``triton.testing.do_bench``) with the TFLOP/s of the listed pairs.
 """
@@ -50,6 +50,9 @@ def study(S: int, variants: list[str] | None) -> None:
         ),
         "gluon_ws_stages4": lambda: gluon_forward.sparse_attention_rows_gluon_ws(
             q, k, v, *lists, True, scale, BS, 32, 4, stages=4
+        ),
+        "gluon_ws_pingpong": lambda: gluon_forward.sparse_attention_rows_gluon_ws_pingpong(
+            q, k, v, *lists, True, scale, BS, 32, 4
         ),
     }
     if variants is not None:  # the shipped kernel always: the baseline and the reference

@@ -52,7 +52,7 @@ def rel_err(a, b):
 
 @pytest.mark.parametrize(
     "variant,keys,dtype",
-    [(var, keys, torch.bfloat16) for var in ("pv-in-step", "pv-overlapped", "warp-specialised")
+    [(var, keys, torch.bfloat16) for var in ("pv-in-step", "pv-overlapped", "warp-specialised", "ws-pingpong")
      for keys in ("whole", "chunk-view")]
     + [(var, "whole", torch.float16) for var in ("pv-in-step", "warp-specialised")],
 )  # fmt: skip
@@ -75,8 +75,9 @@ def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, varian
     rows, pack = forward_tiling(q.shape[1], k.shape[1], k.shape[1], k.shape[1])
     lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, causal, k.shape[2], 64, rows)
     assert gluon_forward.supports(q, k, v, *lists, causal, scale, 64, rows, pack)
-    if variant == "warp-specialised":
-        out, lse = gluon_forward.sparse_attention_rows_gluon_ws(q, k, v, *lists, causal, scale, 64, rows, pack)
+    if variant in ("warp-specialised", "ws-pingpong"):
+        out, lse = gluon_forward.sparse_attention_rows_gluon_ws(q, k, v, *lists, causal, scale, 64, rows, pack,
+                                                                pingpong=variant == "ws-pingpong")  # fmt: skip
     else:
         out, lse = gluon_forward.sparse_attention_rows_gluon(q, k, v, *lists, causal, scale, 64, rows, pack,
                                                              overlap_pv=variant == "pv-overlapped")  # fmt: skip
@@ -151,7 +152,7 @@ def test_rows_view_reads_each_head_from_its_row():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("kernel", ["gluon", "gluon_ws"])
+@pytest.mark.parametrize("kernel", ["gluon", "gluon_ws", "gluon_ws_pingpong"])
 @pytest.mark.parametrize("chunked", [False, True], ids=["whole", "query-chunks"])
 def test_dash_attention_fused_inference_through_the_gluon_kernel(kernel, chunked, monkeypatch):
     """dash_attention's fused inference with ``ops.FINE_KERNEL`` set to a Gluon kernel (whole, and in
@@ -171,7 +172,7 @@ def test_dash_attention_fused_inference_through_the_gluon_kernel(kernel, chunked
     with torch.no_grad():
         want = dash_attention(q, k, v, fine_stage="fused")
         calls = []
-        launch = getattr(gluon_forward, "sparse_attention_rows_gluon" + ("_ws" if kernel == "gluon_ws" else ""))
+        launch = getattr(gluon_forward, "sparse_attention_rows_" + kernel)
         monkeypatch.setattr(ops, "FINE_KERNEL", kernel)
         monkeypatch.setattr(gluon_forward, launch.__name__, lambda *a, **kw: calls.append(1) or launch(*a, **kw))
         got = dash_attention(q, k, v, fine_stage="fused")

@@ -366,14 +366,21 @@ def _ws_loader(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empt
 
 
 @gluon.jit
-def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIAS, LIST, OUT, LSE, list_base, list_row,
-                 count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row, stride_bias_slot, stride_ob,
-                 stride_oh, stride_ot, qk_scale, BLOCK_M: gl.constexpr, BLOCK_SIZE: gl.constexpr,
-                 HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, WG: gl.constexpr):  # fmt: skip
+def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, BIAS, LIST, OUT, LSE, list_base,
+                 list_row, count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row, stride_bias_slot,
+                 stride_ob, stride_oh, stride_ot, qk_scale, BLOCK_M: gl.constexpr, BLOCK_SIZE: gl.constexpr,
+                 HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr,
+                 WG: gl.constexpr):  # fmt: skip
     """A consumer warpgroup: rows ``64·WG …`` of the tile (with 32-row tiles, heads ``h0 + 2·WG`` and
-    ``+ 1``; with one 128-row head, its positions ``64·WG …``). The score
-    MMA of entry ``j + 1`` runs while entry ``j``'s softmax does; nothing is in flight across the
-    loop's back edge (ptxas serialises the wgmma otherwise)."""
+    ``+ 1``; with one 128-row head, its positions ``64·WG …``). Nothing is in flight across the
+    loop's back edge (ptxas serialises the wgmma otherwise). Two schedules:
+
+    * default: the score MMA of entry ``j + 1`` runs while entry ``j``'s softmax does, P·V(j) is
+      issued after it; the warpgroups run unsynchronised;
+    * ``PINGPONG`` (FA3's inter-warpgroup schedule): a step is softmax(j), then P·V(j) and
+      QK(j + 1) issued together, in turns: a warpgroup issues its MMAs only after the other issued
+      its own for the same step (``turn``: one barrier each, one arrival a step), so one
+      warpgroup's softmax runs while the other's MMAs use the tensor cores."""
     WG_ROWS: gl.constexpr = 64
     dtype: gl.constexpr = k_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -402,8 +409,9 @@ def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIA
         nxt = j + 1
         nslot = nxt % STAGES
         more = nxt < count
-        mbarrier.wait(k_ready.index(nslot), (nxt // STAGES) & 1, pred=more)
-        s_next = warpgroup_mma(q_wg, k_smem.index(nslot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        if not PINGPONG:  # QK(j + 1) beside this entry's softmax (past the list's end: a stale slot, never read)
+            mbarrier.wait(k_ready.index(nslot), (nxt // STAGES) & 1, pred=more)
+            s_next = warpgroup_mma(q_wg, k_smem.index(nslot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         bias = gl.load(bias_base + j * stride_bias_slot, mask=row_ok, other=float("-inf"))
         c = gl.load(LIST + list_base + j)
         p, alpha, m_i, l_i = _softmax_step(s, m_i, l_i, bias, j >= n_lead, c * BLOCK_SIZE + keys0, pos,
@@ -411,7 +419,14 @@ def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIA
         acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
         p16 = gl.convert_layout(p.to(dtype), p_layout)
         mbarrier.wait(v_ready.index(slot), (j // STAGES) & 1)
-        pv = warpgroup_mma(p16, v_smem.index(slot), acc, is_async=True)
+        if PINGPONG:  # the data first, then the turn: a warpgroup never holds the other up on a load
+            mbarrier.wait(k_ready.index(nslot), (nxt // STAGES) & 1, pred=more)
+            mbarrier.wait(turn.index(WG), j & 1)
+            pv = warpgroup_mma(p16, v_smem.index(slot), acc, is_async=True)
+            s_next = warpgroup_mma(q_wg, k_smem.index(nslot).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            mbarrier.arrive(turn.index(1 - WG), count=1)
+        else:
+            pv = warpgroup_mma(p16, v_smem.index(slot), acc, is_async=True)
         s, acc = warpgroup_mma_wait(0, deps=[s_next, pv])
         mbarrier.arrive(k_empty.index(nslot), count=1, pred=more)
         mbarrier.arrive(v_empty.index(slot), count=1)
@@ -430,9 +445,11 @@ def _sparse_attention_fwd_ws(
     scale,
     BLOCK_M: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr, PACK: gl.constexpr,
     CAUSAL: gl.constexpr, HEAVY_FIRST: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+    PINGPONG: gl.constexpr,
 ):  # fmt: skip
     """:func:`_sparse_attention_fwd_gluon`'s attention with its two warpgroups as separate partitions
-    (each its 64 rows, not in lockstep) beside a one-warp TMA load partition (FA3's layout)."""
+    (each its 64 rows; in turns with ``PINGPONG``, :func:`_ws_consumer`) beside a one-warp TMA load
+    partition (FA3's layout)."""
     ROWS: gl.constexpr = PACK * BLOCK_M
     gl.static_assert(ROWS == 128, "two consumer warpgroups of 64 rows")
     dtype: gl.constexpr = k_desc.dtype
@@ -452,7 +469,12 @@ def _sparse_attention_fwd_ws(
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(k_empty.index(i), count=2)  # both consumer warpgroups release a slot
         mbarrier.init(v_empty.index(i), count=2)
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
     fence_async_shared()
+    if PINGPONG:  # warpgroup 0 takes the first turn
+        mbarrier.arrive(turn.index(0), count=1)
 
     list_base = list_row * stride_lh
     count = gl.load(COUNT + list_row)
@@ -460,14 +482,14 @@ def _sparse_attention_fwd_ws(
     n_lead = _lead_entries(LIST, list_base, count, tile, kv_len, causal_offset, BLOCK_M, BLOCK_SIZE, CAUSAL)
 
     gl.warp_specialize([
-        (_ws_consumer, (q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIAS, LIST, OUT, LSE, list_base,
-                        list_row, count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row,
+        (_ws_consumer, (q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, BIAS, LIST, OUT, LSE,
+                        list_base, list_row, count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row,
                         stride_bias_slot, stride_ob, stride_oh, stride_ot, qk_scale, BLOCK_M, BLOCK_SIZE, HEAD_DIM,
-                        CAUSAL, STAGES, 0)),
-        (_ws_consumer, (q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, BIAS, LIST, OUT, LSE, list_base,
-                        list_row, count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row,
+                        CAUSAL, STAGES, PINGPONG, 0)),
+        (_ws_consumer, (q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, BIAS, LIST, OUT, LSE,
+                        list_base, list_row, count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row,
                         stride_bias_slot, stride_ob, stride_oh, stride_ot, qk_scale, BLOCK_M, BLOCK_SIZE, HEAD_DIM,
-                        CAUSAL, STAGES, 1)),
+                        CAUSAL, STAGES, PINGPONG, 1)),
         (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, LIST, list_base, count,
                       kv_row0, BLOCK_SIZE, STAGES)),
     ], [4, 1], [CONSUMER_REGS, 24])  # fmt: skip
@@ -475,10 +497,20 @@ def _sparse_attention_fwd_ws(
 
 def sparse_attention_rows_gluon_ws(query, key, value, block_list, count, bias, causal: bool, scale: float,
                                    block_size: int, block_m: int, pack: int, out=None,
-                                   consumer_regs: int = 232, maxnreg: int = 168, stages: int = STAGES):  # fmt: skip
+                                   consumer_regs: int = 232, maxnreg: int = 168, stages: int = STAGES,
+                                   pingpong: bool = False):  # fmt: skip
     """:func:`sparse_attention_rows_gluon` through the warp-specialised kernel. ``consumer_regs`` /
     ``maxnreg``: the consumer worker's registers and the kernel's cap (3 warpgroups × 128 threads ×
-    ``maxnreg`` ≤ 64K); ``stages``: K / V slots in the ring (≥ 2; 32 KiB each)."""
+    ``maxnreg`` ≤ 64K); ``stages``: K / V slots in the ring (≥ 2; 32 KiB each); ``pingpong``: the
+    consumers' MMAs in turns (:func:`_ws_consumer`)."""
     return _launch(_sparse_attention_fwd_ws, query, key, value, block_list, count, bias, causal, scale, block_size,
-                   block_m, pack, out, STAGES=stages, CONSUMER_REGS=consumer_regs, num_warps=4,
+                   block_m, pack, out, STAGES=stages, CONSUMER_REGS=consumer_regs, PINGPONG=pingpong, num_warps=4,
                    maxnreg=maxnreg)  # fmt: skip
+
+
+def sparse_attention_rows_gluon_ws_pingpong(query, key, value, block_list, count, bias, causal: bool, scale: float,
+                                            block_size: int, block_m: int, pack: int, out=None):  # fmt: skip
+    """:func:`sparse_attention_rows_gluon_ws` with the consumers' MMAs in turns (``FINE_KERNEL``
+    ``"gluon_ws_pingpong"``)."""
+    return sparse_attention_rows_gluon_ws(query, key, value, block_list, count, bias, causal, scale, block_size,
+                                          block_m, pack, out, pingpong=True)  # fmt: skip
