@@ -230,19 +230,15 @@ def compile_gluon() -> None:
     launches = (
         ("gluon", gluon_forward._sparse_attention_fwd_gluon, dict(OVERLAP_PV=False), dict(num_warps=8)),
         ("gluon overlap_pv", gluon_forward._sparse_attention_fwd_gluon, dict(OVERLAP_PV=True), dict(num_warps=8)),
-        (
-            "gluon_ws",
-            gluon_forward._sparse_attention_fwd_ws,
-            dict(CONSUMER_REGS=232, PINGPONG=False),
-            dict(num_warps=4, maxnreg=168),
-        ),
-        (
-            "gluon_ws pingpong",
-            gluon_forward._sparse_attention_fwd_ws,
-            dict(CONSUMER_REGS=232, PINGPONG=True),
-            dict(num_warps=4, maxnreg=168),
-        ),
     )
+    ws = gluon_forward._sparse_attention_fwd_ws
+    ws_options = dict(num_warps=4, maxnreg=168)
+    launches += (
+        ("gluon_ws", ws, dict(CONSUMER_REGS=232, PINGPONG=False, PAIRS=False), ws_options),
+        ("gluon_ws pingpong", ws, dict(CONSUMER_REGS=232, PINGPONG=True, PAIRS=False), ws_options),
+        ("gluon_ws pairs", ws, dict(CONSUMER_REGS=232, PINGPONG=True, PAIRS=True, STAGES=gluon_forward.PAIR_STAGES),
+         ws_options),
+    )  # fmt: skip
     for (name, kernel, consts, options), (rows, pack) in itertools.product(launches, ((32, 4), (128, 1))):
         consts = {**common, **consts, "BLOCK_M": rows, "PACK": pack}
         name = f"{name} rows={rows} pack={pack}"

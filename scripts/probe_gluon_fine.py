@@ -6,9 +6,10 @@ On the attention benchmark's lists with their bias rows (32 rows × 4 heads): th
 (``sparse_attention_rows_launch``, 4 warps, 2 stages, its default K / V loads) and
 ``gluon_forward.sparse_attention_rows_gluon`` (TMA ring, async score MMA one entry ahead; with
 ``overlap_pv`` the P·V MMA also stays in flight into the next step; ``_ws``: the two warpgroups
-as separate partitions beside a one-warp TMA loader; ``_pingpong``: their MMAs in turns). Checks each Gluon launch
-against the shipped kernel's output and LSE, then times all, interleaved, twice (median ms of
-``triton.testing.do_bench``) with the TFLOP/s of the listed pairs.
+as separate partitions beside a one-warp TMA loader; ``_pingpong``: their MMAs in turns;
+``_pairs``: in turns, two entries a step). Checks each Gluon launch against the shipped kernel's
+output and LSE, then times all, interleaved, twice (median ms of ``triton.testing.do_bench``)
+with the TFLOP/s of the listed pairs.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ def study(S: int, variants: list[str] | None) -> None:
         ),
         "gluon_ws_pingpong": lambda: gluon_forward.sparse_attention_rows_gluon_ws_pingpong(
             q, k, v, *lists, True, scale, BS, 32, 4
+        ),
+        "gluon_ws_pairs": lambda: gluon_forward.sparse_attention_rows_gluon_ws_pairs(
+            q, k, v, *lists, True, scale, BS, 32, 4
+        ),
+        "gluon_ws_pairs_stages5": lambda: gluon_forward.sparse_attention_rows_gluon_ws(
+            q, k, v, *lists, True, scale, BS, 32, 4, stages=5, pairs=True
         ),
     }
     if variants is not None:  # the shipped kernel always: the baseline and the reference

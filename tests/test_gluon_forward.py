@@ -52,9 +52,10 @@ def rel_err(a, b):
 
 @pytest.mark.parametrize(
     "variant,keys,dtype",
-    [(var, keys, torch.bfloat16) for var in ("pv-in-step", "pv-overlapped", "warp-specialised", "ws-pingpong")
+    [(var, keys, torch.bfloat16)
+     for var in ("pv-in-step", "pv-overlapped", "warp-specialised", "ws-pingpong", "ws-pairs")
      for keys in ("whole", "chunk-view")]
-    + [(var, "whole", torch.float16) for var in ("pv-in-step", "warp-specialised")],
+    + [(var, "whole", torch.float16) for var in ("pv-in-step", "warp-specialised", "ws-pairs")],
 )  # fmt: skip
 @pytest.mark.parametrize("case", CASES, ids=["gqa", "offset", "noncausal-empty-rows", "mha-128-rows"])
 @pytest.mark.gpu
@@ -75,7 +76,10 @@ def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, varian
     rows, pack = forward_tiling(q.shape[1], k.shape[1], k.shape[1], k.shape[1])
     lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, causal, k.shape[2], 64, rows)
     assert gluon_forward.supports(q, k, v, *lists, causal, scale, 64, rows, pack)
-    if variant in ("warp-specialised", "ws-pingpong"):
+    if variant == "ws-pairs":  # odd and even list lengths: a pair past the list's end adds nothing
+        assert (lists[1] % 2 == 1).any() and (lists[1] % 2 == 0).any()
+        out, lse = gluon_forward.sparse_attention_rows_gluon_ws_pairs(q, k, v, *lists, causal, scale, 64, rows, pack)
+    elif variant in ("warp-specialised", "ws-pingpong"):
         out, lse = gluon_forward.sparse_attention_rows_gluon_ws(q, k, v, *lists, causal, scale, 64, rows, pack,
                                                                 pingpong=variant == "ws-pingpong")  # fmt: skip
     else:
@@ -152,7 +156,7 @@ def test_rows_view_reads_each_head_from_its_row():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("kernel", ["gluon", "gluon_ws", "gluon_ws_pingpong"])
+@pytest.mark.parametrize("kernel", ["gluon", "gluon_ws", "gluon_ws_pingpong", "gluon_ws_pairs"])
 @pytest.mark.parametrize("chunked", [False, True], ids=["whole", "query-chunks"])
 def test_dash_attention_fused_inference_through_the_gluon_kernel(kernel, chunked, monkeypatch):
     """dash_attention's fused inference with ``ops.FINE_KERNEL`` set to a Gluon kernel (whole, and in

@@ -153,6 +153,27 @@ def _softmax_step(s, m_i, l_i, bias, masked, keys, rows_pos, causal_offset, qk_s
 
 
 @gluon.jit
+def _softmax_pair_step(s_a, s_b, m_i, l_i, bias_a, bias_b, masked_a, masked_b, keys_a, keys_b, rows_pos,
+                       causal_offset, qk_scale, CAUSAL: gl.constexpr):  # fmt: skip
+    """:func:`_softmax_step` over two entries at once: ``(p_a, p_b, alpha, m_new, l_new)``, one running
+    max and one rescale ``alpha`` for both (an entry whose bias row is −inf adds nothing)."""
+    if CAUSAL:
+        if masked_a:
+            s_a = gl.where(keys_a[None, :] <= rows_pos[:, None] + causal_offset, s_a, float("-inf"))
+        if masked_b:
+            s_b = gl.where(keys_b[None, :] <= rows_pos[:, None] + causal_offset, s_b, float("-inf"))
+    m_a = gl.max(s_a, axis=1) * qk_scale + bias_a
+    m_b = gl.max(s_b, axis=1) * qk_scale + bias_b
+    m_new = gl.maximum(m_i, gl.maximum(m_a, m_b))
+    m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)  # rows that keep nothing so far: no NaN
+    alpha = gl.exp2(m_i - m_safe)
+    p_a = gl.exp2(s_a * qk_scale + (bias_a - m_safe)[:, None])
+    p_b = gl.exp2(s_b * qk_scale + (bias_b - m_safe)[:, None])
+    l_i = l_i * alpha + (gl.sum(p_a, axis=1) + gl.sum(p_b, axis=1))
+    return p_a, p_b, alpha, m_new, l_i
+
+
+@gluon.jit
 def _sparse_attention_fwd_gluon(
     Q, k_desc, v_desc, BIAS, LIST, COUNT, OUT, LSE,
     q_len, kv_len, kv_head_rows, causal_offset, num_q_heads, group_kv, group_sel, num_tiles,
@@ -366,11 +387,78 @@ def _ws_loader(k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empt
 
 
 @gluon.jit
+def _ws_pair_loop(q_wg, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, LIST, list_base, count, n_lead,
+                  bias_base, stride_bias_slot, row_ok, pos, causal_offset, qk_scale, m_i, l_i, acc,
+                  BLOCK_SIZE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, WG: gl.constexpr):  # fmt: skip
+    """A consumer's walk two entries a step (``PAIRS``): 128 keys a step as FA3's tiles have, so the
+    step's fixed costs (the accumulator's rescale, the waits, the turn) are paid once per two
+    blocks. A step: the pair's softmax, then P·V of both and the next pair's two score MMAs,
+    issued in turns with the other warpgroup (``PINGPONG``'s schedule). Past the list's end an
+    entry reads the slot of the one before it (data that is there) under a −inf bias row, so it
+    adds nothing and no slot is read before it was written; it waits for and releases nothing."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_SIZE, 16])  # fmt: skip
+    o_layout: gl.constexpr = acc.type.layout
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+    dtype: gl.constexpr = k_smem.dtype
+    keys0 = gl.arange(0, BLOCK_SIZE, layout=gl.SliceLayout(0, s_layout))
+    s_zero = gl.zeros([64, BLOCK_SIZE], gl.float32, layout=s_layout)
+
+    # the first pair's scores
+    has_b = count > 1
+    mbarrier.wait(k_ready.index(0), 0, pred=count > 0)
+    mbarrier.wait(k_ready.index(1), 0, pred=has_b)
+    s_a = warpgroup_mma(q_wg, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    s_b = warpgroup_mma(q_wg, k_smem.index(has_b.to(gl.int32)).permute((1, 0)), s_zero, use_acc=False,
+                        is_async=True)  # fmt: skip
+    s_a, s_b = warpgroup_mma_wait(0, deps=[s_a, s_b])
+    mbarrier.arrive(k_empty.index(0), count=1, pred=count > 0)
+    mbarrier.arrive(k_empty.index(1), count=1, pred=has_b)
+    for e in range(0, count, 2):
+        has_b = e + 1 < count
+        slot_a = e % STAGES
+        slot_b = (e + has_b.to(gl.int32)) % STAGES
+        bias_a = gl.load(bias_base + e * stride_bias_slot, mask=row_ok, other=float("-inf"))
+        bias_b = gl.load(bias_base + (e + 1) * stride_bias_slot, mask=row_ok & has_b, other=float("-inf"))
+        c_a = gl.load(LIST + list_base + e)
+        c_b = gl.load(LIST + list_base + e + 1, mask=has_b, other=0)
+        p_a, p_b, alpha, m_i, l_i = _softmax_pair_step(s_a, s_b, m_i, l_i, bias_a, bias_b, e >= n_lead,
+                                                       e + 1 >= n_lead, c_a * BLOCK_SIZE + keys0,
+                                                       c_b * BLOCK_SIZE + keys0, pos, causal_offset, qk_scale,
+                                                       CAUSAL)  # fmt: skip
+        acc = acc * gl.convert_layout(alpha, o_rows)[:, None]
+        pa16 = gl.convert_layout(p_a.to(dtype), p_layout)
+        pb16 = gl.convert_layout(p_b.to(dtype), p_layout)
+        # the data first, then the turn: a warpgroup never holds the other up on a load
+        mbarrier.wait(v_ready.index(slot_a), (e // STAGES) & 1)
+        mbarrier.wait(v_ready.index(slot_b), ((e + 1) // STAGES) & 1, pred=has_b)
+        more_a = e + 2 < count
+        more_b = e + 3 < count
+        nslot_a = (e + 2) % STAGES
+        nslot_b = (e + 2 + more_b.to(gl.int32)) % STAGES
+        mbarrier.wait(k_ready.index(nslot_a), ((e + 2) // STAGES) & 1, pred=more_a)
+        mbarrier.wait(k_ready.index(nslot_b), ((e + 3) // STAGES) & 1, pred=more_b)
+        mbarrier.wait(turn.index(WG), (e // 2) & 1)
+        acc = warpgroup_mma(pa16, v_smem.index(slot_a), acc, is_async=True)
+        acc = warpgroup_mma(pb16, v_smem.index(slot_b), acc, is_async=True)
+        s_a = warpgroup_mma(q_wg, k_smem.index(nslot_a).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        s_b = warpgroup_mma(q_wg, k_smem.index(nslot_b).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        mbarrier.arrive(turn.index(1 - WG), count=1)
+        s_a, s_b, acc = warpgroup_mma_wait(0, deps=[s_a, s_b, acc])
+        mbarrier.arrive(k_empty.index(nslot_a), count=1, pred=more_a)
+        mbarrier.arrive(k_empty.index(nslot_b), count=1, pred=more_b)
+        mbarrier.arrive(v_empty.index(slot_a), count=1)
+        mbarrier.arrive(v_empty.index(slot_b), count=1, pred=has_b)
+    return m_i, l_i, acc
+
+
+@gluon.jit
 def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, BIAS, LIST, OUT, LSE, list_base,
                  list_row, count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row, stride_bias_slot,
                  stride_ob, stride_oh, stride_ot, qk_scale, BLOCK_M: gl.constexpr, BLOCK_SIZE: gl.constexpr,
                  HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr,
-                 WG: gl.constexpr):  # fmt: skip
+                 PAIRS: gl.constexpr, WG: gl.constexpr):  # fmt: skip
     """A consumer warpgroup: rows ``64·WG …`` of the tile (with 32-row tiles, heads ``h0 + 2·WG`` and
     ``+ 1``; with one 128-row head, its positions ``64·WG …``). Nothing is in flight across the
     loop's back edge (ptxas serialises the wgmma otherwise). Two schedules:
@@ -380,26 +468,49 @@ def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, tur
     * ``PINGPONG`` (FA3's inter-warpgroup schedule): a step is softmax(j), then P·V(j) and
       QK(j + 1) issued together, in turns: a warpgroup issues its MMAs only after the other issued
       its own for the same step (``turn``: one barrier each, one arrival a step), so one
-      warpgroup's softmax runs while the other's MMAs use the tensor cores."""
+      warpgroup's softmax runs while the other's MMAs use the tensor cores;
+    * ``PAIRS``: that schedule two entries a step (:func:`_ws_pair_loop`)."""
     WG_ROWS: gl.constexpr = 64
-    dtype: gl.constexpr = k_smem.dtype
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, BLOCK_SIZE, 16])  # fmt: skip
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                        instr_shape=[16, HEAD_DIM, 16])  # fmt: skip
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     s_rows: gl.constexpr = gl.SliceLayout(1, s_layout)
-    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
     q_wg = q_smem.slice(WG * WG_ROWS, WG_ROWS)
     rows = WG * WG_ROWS + gl.arange(0, WG_ROWS, layout=s_rows)  # rows of the whole tile (any BLOCK_M)
     pos = tile * BLOCK_M + rows % BLOCK_M
     row_ok = pos < q_len
-    keys0 = gl.arange(0, BLOCK_SIZE, layout=gl.SliceLayout(0, s_layout))
     bias_base = BIAS + list_row * stride_bias_row + rows % BLOCK_M
     m_i = gl.full([WG_ROWS], float("-inf"), gl.float32, layout=s_rows)
     l_i = gl.zeros([WG_ROWS], gl.float32, layout=s_rows)
     acc = gl.zeros([WG_ROWS, HEAD_DIM], gl.float32, layout=o_layout)
-    s_zero = gl.zeros([WG_ROWS, BLOCK_SIZE], gl.float32, layout=s_layout)
+    if PAIRS:
+        m_i, l_i, acc = _ws_pair_loop(q_wg, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, LIST, list_base,
+                                      count, n_lead, bias_base, stride_bias_slot, row_ok, pos, causal_offset,
+                                      qk_scale, m_i, l_i, acc, BLOCK_SIZE, CAUSAL, STAGES, WG)  # fmt: skip
+    else:
+        m_i, l_i, acc = _ws_single_loop(q_wg, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, LIST,
+                                        list_base, count, n_lead, bias_base, stride_bias_slot, row_ok, pos,
+                                        causal_offset, qk_scale, m_i, l_i, acc, BLOCK_SIZE, CAUSAL, STAGES, PINGPONG,
+                                        WG)  # fmt: skip
+    _store_rows(acc, m_i, l_i, OUT, LSE, b, h0, bh0, tile, q_len, stride_ob, stride_oh, stride_ot, WG * WG_ROWS,
+                WG_ROWS, BLOCK_M, HEAD_DIM)  # fmt: skip
+
+
+@gluon.jit
+def _ws_single_loop(q_wg, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, LIST, list_base, count, n_lead,
+                    bias_base, stride_bias_slot, row_ok, pos, causal_offset, qk_scale, m_i, l_i, acc,
+                    BLOCK_SIZE: gl.constexpr, CAUSAL: gl.constexpr, STAGES: gl.constexpr, PINGPONG: gl.constexpr,
+                    WG: gl.constexpr):  # fmt: skip
+    """A consumer's walk one entry a step (:func:`_ws_consumer`'s first two schedules)."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                       instr_shape=[16, BLOCK_SIZE, 16])  # fmt: skip
+    o_layout: gl.constexpr = acc.type.layout
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    o_rows: gl.constexpr = gl.SliceLayout(1, o_layout)
+    dtype: gl.constexpr = k_smem.dtype
+    keys0 = gl.arange(0, BLOCK_SIZE, layout=gl.SliceLayout(0, s_layout))
+    s_zero = gl.zeros([64, BLOCK_SIZE], gl.float32, layout=s_layout)
 
     mbarrier.wait(k_ready.index(0), 0, pred=count > 0)
     s = warpgroup_mma(q_wg, k_smem.index(0).permute((1, 0)), s_zero, use_acc=False)
@@ -430,9 +541,7 @@ def _ws_consumer(q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, tur
         s, acc = warpgroup_mma_wait(0, deps=[s_next, pv])
         mbarrier.arrive(k_empty.index(nslot), count=1, pred=more)
         mbarrier.arrive(v_empty.index(slot), count=1)
-
-    _store_rows(acc, m_i, l_i, OUT, LSE, b, h0, bh0, tile, q_len, stride_ob, stride_oh, stride_ot, WG * WG_ROWS,
-                WG_ROWS, BLOCK_M, HEAD_DIM)  # fmt: skip
+    return m_i, l_i, acc
 
 
 @gluon.jit
@@ -445,7 +554,7 @@ def _sparse_attention_fwd_ws(
     scale,
     BLOCK_M: gl.constexpr, BLOCK_SIZE: gl.constexpr, HEAD_DIM: gl.constexpr, PACK: gl.constexpr,
     CAUSAL: gl.constexpr, HEAVY_FIRST: gl.constexpr, STAGES: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-    PINGPONG: gl.constexpr,
+    PINGPONG: gl.constexpr, PAIRS: gl.constexpr,
 ):  # fmt: skip
     """:func:`_sparse_attention_fwd_gluon`'s attention with its two warpgroups as separate partitions
     (each its 64 rows; in turns with ``PINGPONG``, :func:`_ws_consumer`) beside a one-warp TMA load
@@ -473,7 +582,7 @@ def _sparse_attention_fwd_ws(
     for i in gl.static_range(2):
         mbarrier.init(turn.index(i), count=1)
     fence_async_shared()
-    if PINGPONG:  # warpgroup 0 takes the first turn
+    if PINGPONG:  # warpgroup 0 takes the first turn (PAIRS takes turns too: its launch sets PINGPONG)
         mbarrier.arrive(turn.index(0), count=1)
 
     list_base = list_row * stride_lh
@@ -485,11 +594,11 @@ def _sparse_attention_fwd_ws(
         (_ws_consumer, (q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, BIAS, LIST, OUT, LSE,
                         list_base, list_row, count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row,
                         stride_bias_slot, stride_ob, stride_oh, stride_ot, qk_scale, BLOCK_M, BLOCK_SIZE, HEAD_DIM,
-                        CAUSAL, STAGES, PINGPONG, 0)),
+                        CAUSAL, STAGES, PINGPONG, PAIRS, 0)),
         (_ws_consumer, (q_smem, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, turn, BIAS, LIST, OUT, LSE,
                         list_base, list_row, count, n_lead, tile, bh0, b, h0, q_len, causal_offset, stride_bias_row,
                         stride_bias_slot, stride_ob, stride_oh, stride_ot, qk_scale, BLOCK_M, BLOCK_SIZE, HEAD_DIM,
-                        CAUSAL, STAGES, PINGPONG, 1)),
+                        CAUSAL, STAGES, PINGPONG, PAIRS, 1)),
         (_ws_loader, (k_desc, v_desc, k_smem, v_smem, k_ready, v_ready, k_empty, v_empty, LIST, list_base, count,
                       kv_row0, BLOCK_SIZE, STAGES)),
     ], [4, 1], [CONSUMER_REGS, 24])  # fmt: skip
@@ -498,14 +607,14 @@ def _sparse_attention_fwd_ws(
 def sparse_attention_rows_gluon_ws(query, key, value, block_list, count, bias, causal: bool, scale: float,
                                    block_size: int, block_m: int, pack: int, out=None,
                                    consumer_regs: int = 232, maxnreg: int = 168, stages: int = STAGES,
-                                   pingpong: bool = False):  # fmt: skip
+                                   pingpong: bool = False, pairs: bool = False):  # fmt: skip
     """:func:`sparse_attention_rows_gluon` through the warp-specialised kernel. ``consumer_regs`` /
     ``maxnreg``: the consumer worker's registers and the kernel's cap (3 warpgroups × 128 threads ×
     ``maxnreg`` ≤ 64K); ``stages``: K / V slots in the ring (≥ 2; 32 KiB each); ``pingpong``: the
-    consumers' MMAs in turns (:func:`_ws_consumer`)."""
+    consumers' MMAs in turns; ``pairs``: two entries a step, in turns (:func:`_ws_consumer`)."""
     return _launch(_sparse_attention_fwd_ws, query, key, value, block_list, count, bias, causal, scale, block_size,
-                   block_m, pack, out, STAGES=stages, CONSUMER_REGS=consumer_regs, PINGPONG=pingpong, num_warps=4,
-                   maxnreg=maxnreg)  # fmt: skip
+                   block_m, pack, out, STAGES=stages, CONSUMER_REGS=consumer_regs, PINGPONG=pingpong or pairs,
+                   PAIRS=pairs, num_warps=4, maxnreg=maxnreg)  # fmt: skip
 
 
 def sparse_attention_rows_gluon_ws_pingpong(query, key, value, block_list, count, bias, causal: bool, scale: float,
@@ -514,3 +623,14 @@ def sparse_attention_rows_gluon_ws_pingpong(query, key, value, block_list, count
     ``"gluon_ws_pingpong"``)."""
     return sparse_attention_rows_gluon_ws(query, key, value, block_list, count, bias, causal, scale, block_size,
                                           block_m, pack, out, pingpong=True)  # fmt: skip
+
+
+PAIR_STAGES = 6  # two entries a step: the pair in use, the next pair's K, and loads a pair ahead
+
+
+def sparse_attention_rows_gluon_ws_pairs(query, key, value, block_list, count, bias, causal: bool, scale: float,
+                                         block_size: int, block_m: int, pack: int, out=None):  # fmt: skip
+    """:func:`sparse_attention_rows_gluon_ws` two entries a step, the consumers in turns
+    (``FINE_KERNEL`` ``"gluon_ws_pairs"``), with a ring of :data:`PAIR_STAGES` slots."""
+    return sparse_attention_rows_gluon_ws(query, key, value, block_list, count, bias, causal, scale, block_size,
+                                          block_m, pack, out, stages=PAIR_STAGES, pairs=True)  # fmt: skip

@@ -28,8 +28,9 @@ BACKWARD_ROWS = 64  # backward: query rows per program, over the packed heads (a
 FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE, FORWARD_WARPS, FORWARD_STAGES = 32, 128, 4, 2
 # The inference fine kernel: "triton" (triton_kernels.py) or a Gluon kernel for sm_90
 # (gluon_forward.py: "gluon", the hand-pipelined loop; "gluon_ws", its warp-specialised form;
-# "gluon_ws_pingpong", that form with its warpgroups' MMAs in turns), taken where
-# gluon_forward.supports says, else the Triton kernel. Session 21 (run 107 onwards).
+# "gluon_ws_pingpong", that form with its warpgroups' MMAs in turns; "gluon_ws_pairs", in turns
+# two entries a step), taken where gluon_forward.supports says, else the Triton kernel.
+# Sessions 21–22 (run 107 onwards).
 FINE_KERNEL = "triton"
 # The inference coarse launch starts its score chunks at multiples of split_kernels.
 # ROWS_CHUNK_MULTIPLE rows (a test checks that both tile heights divide it): it leaves p̄ past
@@ -246,7 +247,8 @@ def _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, 
 
         launches = {"gluon": gluon_forward.sparse_attention_rows_gluon,
                     "gluon_ws": gluon_forward.sparse_attention_rows_gluon_ws,
-                    "gluon_ws_pingpong": gluon_forward.sparse_attention_rows_gluon_ws_pingpong}  # fmt: skip
+                    "gluon_ws_pingpong": gluon_forward.sparse_attention_rows_gluon_ws_pingpong,
+                    "gluon_ws_pairs": gluon_forward.sparse_attention_rows_gluon_ws_pairs}  # fmt: skip
         if FINE_KERNEL not in launches:
             raise ValueError(f"ops.FINE_KERNEL={FINE_KERNEL!r}: expected 'triton' or one of {sorted(launches)}")
         if gluon_forward.supports(query, key, value, *lists, causal, scale, block_size, rows, pack, out):
