@@ -99,6 +99,63 @@ def test_gluon_forward_matches_the_definition_and_the_triton_kernel(case, varian
         assert torch.equal(torch.isinf(lse), empty) and (out.float()[empty] == 0).all()
 
 
+GLUON_LAUNCHES = {
+    "gluon": {},
+    "gluon_ws": {},
+    "gluon_ws_pingpong": {"pingpong": True},
+    "gluon_ws_pairs": {"pairs": True, "stages": 6},
+    "gluon_ws_pairs_stages3": {"pairs": True, "stages": 3},
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kernel", list(GLUON_LAUNCHES))
+def test_gluon_forward_on_lists_of_zero_to_three_entries(kernel):
+    """Tile ``t``'s list holds ``t % 4`` blocks (non-causal p̄ built so): empty lists (zeros, −inf
+    LSE), one entry (the pair walk's first pair past the end), two, three (an odd last pair)."""
+    require_sm90()
+    from custom_ops.sparse_attention import gluon_forward
+
+    B, Hq, Hkv, Sq, Skv = 1, 8, 2, 512, 1024
+    g = torch.Generator(device="cuda").manual_seed(13)
+    q, k, v = (torch.randn(B, h, s, 128, device="cuda", generator=g).to(torch.bfloat16)
+               for h, s in ((Hq, Sq), (Hkv, Skv), (Hkv, Skv)))  # fmt: skip
+    nb = Skv // 64
+    keep = (torch.arange(Sq, device="cuda") // 32 % 4)[:, None]  # blocks a row of tile t keeps: t % 4
+    blocks = torch.randperm(nb, device="cuda", generator=g)  # which ones: spread over the keys
+    chosen = torch.zeros(Sq, nb, device="cuda", dtype=torch.bool)
+    chosen[:, blocks] = torch.arange(nb, device="cuda")[None, :] < keep
+    probs = (torch.rand(B, Hkv, Sq, nb, device="cuda", generator=g) + 0.1) * chosen
+    mean_log = torch.randn(B, Hkv, Sq, device="cuda", generator=g)
+    lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, 1.0, False, Skv, 64, 32)
+    assert set(lists[1].unique().tolist()) == {0, 1, 2, 3}
+    scale = 1 / math.sqrt(128)
+    if kernel == "gluon":
+        out, lse = gluon_forward.sparse_attention_rows_gluon(q, k, v, *lists, False, scale, 64, 32, 4)
+    else:
+        out, lse = gluon_forward.sparse_attention_rows_gluon_ws(q, k, v, *lists, False, scale, 64, 32, 4,
+                                                                **GLUON_LAUNCHES[kernel])  # fmt: skip
+    want, want_lse = sparse_attention_rows_torch(q.float(), k.float(), v.float(), probs, mean_log, False, scale, 64,
+                                                 1.0)  # fmt: skip
+    empty = torch.isinf(want_lse)
+    assert empty.any() and not empty.all()
+    assert torch.equal(torch.isinf(lse), empty) and (out.float()[empty] == 0).all()
+    assert rel_err(out, want) < 1e-2
+    torch.testing.assert_close(lse[~empty], want_lse[~empty], atol=2e-3, rtol=1e-4)
+
+
+def test_the_pair_walk_refuses_a_ring_it_would_hang_on():
+    """Two slots: the pair walk waits for the next pair's K, which the in-order loader issues only
+    after a V slot that step still holds (a deadlock for lists of 4 entries or more)."""
+    from custom_ops.sparse_attention import gluon_forward
+
+    with pytest.raises(ValueError, match="at least 3 slots"):
+        gluon_forward.sparse_attention_rows_gluon_ws(*[None] * 11, pairs=True, stages=2)
+    with pytest.raises(ValueError, match="at least 2 slots"):
+        gluon_forward.sparse_attention_rows_gluon_ws(*[None] * 11, stages=1)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gluon_forward_is_deterministic_and_writes_into_out():

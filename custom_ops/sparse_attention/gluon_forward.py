@@ -582,7 +582,7 @@ def _sparse_attention_fwd_ws(
     for i in gl.static_range(2):
         mbarrier.init(turn.index(i), count=1)
     fence_async_shared()
-    if PINGPONG:  # warpgroup 0 takes the first turn (PAIRS takes turns too: its launch sets PINGPONG)
+    if PINGPONG or PAIRS:  # warpgroup 0 takes the first turn (the pair walk always takes turns)
         mbarrier.arrive(turn.index(0), count=1)
 
     list_base = list_row * stride_lh
@@ -610,8 +610,12 @@ def sparse_attention_rows_gluon_ws(query, key, value, block_list, count, bias, c
                                    pingpong: bool = False, pairs: bool = False):  # fmt: skip
     """:func:`sparse_attention_rows_gluon` through the warp-specialised kernel. ``consumer_regs`` /
     ``maxnreg``: the consumer worker's registers and the kernel's cap (3 warpgroups × 128 threads ×
-    ``maxnreg`` ≤ 64K); ``stages``: K / V slots in the ring (≥ 2; 32 KiB each); ``pingpong``: the
-    consumers' MMAs in turns; ``pairs``: two entries a step, in turns (:func:`_ws_consumer`)."""
+    ``maxnreg`` ≤ 64K); ``stages``: K / V slots in the ring (32 KiB each; ≥ 2, ≥ 3 with ``pairs``:
+    with 2 the pair walk's step waits for the next pair's K, which the in-order loader issues only
+    after a V slot this step still holds); ``pingpong``: the consumers' MMAs in turns; ``pairs``:
+    two entries a step, in turns (:func:`_ws_consumer`)."""
+    if stages < (3 if pairs else 2):
+        raise ValueError(f"stages={stages}: the ring needs at least {3 if pairs else 2} slots here")
     return _launch(_sparse_attention_fwd_ws, query, key, value, block_list, count, bias, causal, scale, block_size,
                    block_m, pack, out, STAGES=stages, CONSUMER_REGS=consumer_regs, PINGPONG=pingpong or pairs,
                    PAIRS=pairs, num_warps=4, maxnreg=maxnreg)  # fmt: skip
