@@ -39,12 +39,7 @@ case "$best" in gluon*) kernel=$best ;; *) kernel=triton ;; esac
 echo "fastest at 128K: ${best:-none} -> FINE_KERNEL=$kernel"
 left=$((${DEADLINE:-570} - (SECONDS - start)))
 [ "$left" -lt 60 ] && { echo "no time left for the end-to-end benchmark ($left s)"; exit 0; }
-timeout "$left" python -c "
-import runpy, sys
-import custom_ops.sparse_attention.ops as ops
-ops.FINE_KERNEL = sys.argv[1]
-sys.argv = ['bench_attention.py'] + sys.argv[2:]
-runpy.run_path('benchmarks/bench_attention.py', run_name='__main__')
-" "$kernel" --seq 131072 32768 --methods sdpa_cudnn fused_select_only dash_fused --out "$OUT/attn" > "$OUT/attn.log" 2>&1
+timeout "$left" python scripts/bench_fine_kernel.py "$kernel" \
+  --seq 131072 32768 --methods sdpa_cudnn fused_select_only dash_fused --out "$OUT/attn" > "$OUT/attn.log" 2>&1
 echo "attn ($kernel) rc=$? (limit $left s) after $((SECONDS - start)) s"
-grep -E "^\| (32768|131072)|Error" "$OUT/attn.log" | tail -12
+grep -E "^\| (32768|131072)|Error|fine kernel launches" "$OUT/attn.log" | tail -13

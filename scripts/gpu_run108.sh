@@ -4,14 +4,9 @@
 set -uo pipefail
 source scripts/gpu_preamble.sh
 kernel="${1:-gluon_ws}"
-timeout 330 python -c "
-import runpy, sys
-import custom_ops.sparse_attention.ops as ops
-ops.FINE_KERNEL = sys.argv[1]
-sys.argv = ['bench_attention.py'] + sys.argv[2:]
-runpy.run_path('benchmarks/bench_attention.py', run_name='__main__')
-" "$kernel" --seq 32768 131072 --methods sdpa_cudnn fused_select_only dash_fused --out "$OUT/attn" > "$OUT/attn.log" 2>&1
-echo "attn ($kernel) rc=$? after $((SECONDS - start)) s"; grep -E "^\| (32768|131072)|Error" "$OUT/attn.log" | tail -12
+timeout 330 python scripts/bench_fine_kernel.py "$kernel" \
+  --seq 32768 131072 --methods sdpa_cudnn fused_select_only dash_fused --out "$OUT/attn" > "$OUT/attn.log" 2>&1
+echo "attn ($kernel) rc=$? after $((SECONDS - start)) s"; grep -E "^\| (32768|131072)|Error|fine kernel launches" "$OUT/attn.log" | tail -13
 timeout 120 python -m pytest -m gpu -n 4 -p no:cacheprovider --timeout 100 --timeout-method thread -rfEx -q \
   --tb=short tests/test_coarse_selection.py -k "float16_newton or rows_op or tail_tiles or zero_fill" \
   > "$OUT/gpu_tests.log" 2>&1
