@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 21, run 108 — NOT RUN: dash_fused end to end with the inference fine kernel given as $1 (ops.FINE_KERNEL:
-# triton, gluon or gluon_ws) at 32K and 128K beside cuDNN; then the coarse tests run 106 prepared.
+# Sessions 21–22, run 108 — NOT RUN: dash_fused end to end with the inference fine kernel given as $1
+# (ops.FINE_KERNEL: triton, gluon, gluon_ws, gluon_ws_pingpong or gluon_ws_pairs; the launches of
+# each kernel counted) at 32K and 128K beside cuDNN; then the coarse tests run 106 prepared.
 set -uo pipefail
 source scripts/gpu_preamble.sh
 kernel="${1:-gluon_ws}"
