@@ -86,7 +86,8 @@ def study(S: int, variants: list[str] | None) -> None:
     times = {n: [] for n in ok}
     for _ in range(2):
         for name in ok:
-            times[name].append(triton.testing.do_bench(launches[name], warmup=10, rep=100, return_mode="median"))
+            # rep in ms: at 128K a launch takes ~66 ms, so 300 gives the median of ~5 (100 gave 1)
+            times[name].append(triton.testing.do_bench(launches[name], warmup=10, rep=300, return_mode="median"))
     for name, ms in times.items():
         rate = ", ".join(f"{flops / (t * 1e-3) / 1e12:.0f}" for t in ms)
         print(f"S={S}: {name}: " + ", ".join(f"{t:.3f}" for t in ms) + f" ms ({rate} TFLOP/s)", flush=True)
