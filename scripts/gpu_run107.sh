@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sessions 21–22, run 107 — NOT RUN (neither session got a device machine; first thing next session):
+# Sessions 21–22, run 107 — RAN in session 23 (H100 80GB HBM3; docs/benchmarks.md, session 23: all
+# Gluon tests passed, every Gluon kernel slower than the Triton one). Call
 # `bash scripts/gpu_run107.sh`, with timeout_s 600 (about 570 s; DEADLINE=… shortens the end-to-end
 # part). The hand-pipelined Gluon fine forwards (custom_ops/sparse_attention/gluon_forward.py): their
 # GPU tests; each against the shipped Triton kernel on the benchmark's lists at 128K and 32K (a

@@ -5,13 +5,13 @@
 # a second 32K sample of the coarse share in its own process.
 set -uo pipefail
 source scripts/gpu_preamble.sh
-timeout 330 python -m pytest -m gpu -n 8 -p no:cacheprovider --timeout 240 --timeout-method thread -rfEx -q \
+timeout 280 python -m pytest -m gpu -n 8 -p no:cacheprovider --timeout 200 --timeout-method thread -rfEx -q \
   --tb=short --durations 12 --ignore tests/test_gluon_forward.py tests compile_tests > "$OUT/gpu_tests.log" 2>&1
 echo "gpu tests rc=$? after $((SECONDS - start)) s"
 grep -E "^E  |FAILED|ERROR|Timeout|passed|failed|crashed" "$OUT/gpu_tests.log" | cut -c1-220 | head -30
-timeout 90 python scripts/profile_coarse_host.py --seq 32768 --trace "$OUT/trace" > "$OUT/profile.log" 2>&1
+timeout 70 python scripts/profile_coarse_host.py --seq 32768 --trace "$OUT/trace" > "$OUT/profile.log" 2>&1
 echo "profile rc=$? after $((SECONDS - start)) s"; head -60 "$OUT/profile.log" | cut -c1-160
-left=$((${DEADLINE:-540} - (SECONDS - start)))
+left=$((${DEADLINE:-420} - (SECONDS - start)))
 [ "$left" -lt 40 ] && { echo "no time left for the 32K sample ($left s)"; exit 0; }
 timeout "$left" python benchmarks/bench_attention.py --seq 32768 --methods sdpa_cudnn fused_select_only dash_fused \
   --out "$OUT/attn32" > "$OUT/attn32.log" 2>&1

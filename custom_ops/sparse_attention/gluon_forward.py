@@ -20,6 +20,10 @@ online softmax. What Triton's own pipeliner does not do for this loop, written o
 * ``_sparse_attention_fwd_ws``: the two warpgroups as separate partitions (not in lockstep) beside a
   one-warp TMA loader, slots released through mbarriers (FA3's layout).
 
+Measured (run 107, H100): correct, and slower than the Triton kernel: the best schedule
+(``_ws``, 4 stages) 73.8 ms at 128K against 66.1–69.0 (docs/design.md says why that may be), so
+``ops.FINE_KERNEL`` defaults to ``"triton"``.
+
 Scope (checked by :func:`supports`): causal or not, 16-bit inputs, head and value dims of 128,
 64-key blocks, ``PACK · BLOCK_M == 128``, ``scale > 0``, K and V viewable as rows of their storage
 (a query chunk's ``key[:, :, :kv_end]`` too) with ``kv_len`` a multiple of the block size.

@@ -30,7 +30,8 @@ FORWARD_ROWS_PACKED, FORWARD_ROWS_SINGLE, FORWARD_WARPS, FORWARD_STAGES = 32, 12
 # (gluon_forward.py: "gluon", the hand-pipelined loop; "gluon_ws", its warp-specialised form;
 # "gluon_ws_pingpong", that form with its warpgroups' MMAs in turns; "gluon_ws_pairs", in turns
 # two entries a step), taken where gluon_forward.supports says, else the Triton kernel.
-# Sessions 21–22 (run 107 onwards).
+# Run 107 (H100, session 23): every Gluon kernel 9–36% slower than the Triton one at 128K
+# (best: gluon_ws, 73.8 against 66.1–69.0 ms; docs/benchmarks.md), so the default stays.
 FINE_KERNEL = "triton"
 # The inference coarse launch starts its score chunks at multiples of split_kernels.
 # ROWS_CHUNK_MULTIPLE rows (a test checks that both tile heights divide it): it leaves p̄ past
