@@ -21,7 +21,9 @@ against cuDNN in the same run. The stages alone:
 
 Inputs: keys carry one of four "topics" per 64-token block (plus noise) and each query asks
 for one topic, so entmax keeps the same-topic blocks, about a quarter of the causal tokens.
-The measured token- and tile-level sparsity are printed beside each time.
+The measured token- and tile-level sparsity are printed beside each time, and the median SM
+clock during each forward timing (``ClockSampler``; clocks fall under sustained load, and the
+same process does not make two timings' clocks equal).
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ import faulthandler
 import json
 import math
 import os
+import statistics
+import subprocess
 import sys
+import threading
 import time
 
 import torch
@@ -68,6 +73,56 @@ _START = time.perf_counter()
 def progress(message: str) -> None:
     """One line on stderr with the seconds since start: a cold long run compiles for minutes."""
     print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def _nvml_sample() -> tuple[float, float]:
+    return torch.cuda.clock_rate(), torch.cuda.temperature()
+
+
+def _smi_sample() -> tuple[float, float]:
+    index = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+    query = ["nvidia-smi", "--query-gpu=clocks.sm,temperature.gpu", "--format=csv,noheader,nounits", "-i", index]
+    clock, temp = subprocess.run(query, capture_output=True, text=True, check=True, timeout=5).stdout.split(",")
+    return float(clock), float(temp)
+
+
+class ClockSampler:
+    """The SM clock (median MHz) and the GPU temperature (max °C) while a timing runs, polled from a
+    thread: through NVML (``torch.cuda.clock_rate`` / ``temperature``) every ``period`` s, else
+    through ``nvidia-smi`` every 0.5 s; ``None`` where neither works. Same-process ratios hide
+    throttling: a method timed after a long heavy one may run at lower clocks than the baseline."""
+
+    def __init__(self, period: float = 0.1):
+        self.period, self.clocks, self.temps = period, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        sample, period = _nvml_sample, self.period
+        while not self._stop.is_set():
+            try:
+                clock, temp = sample()
+            except Exception:  # no pynvml: nvidia-smi, less often; neither: report nothing
+                if sample is _smi_sample:
+                    return
+                sample, period = _smi_sample, max(self.period, 0.5)
+                continue
+            self.clocks.append(clock)
+            self.temps.append(temp)
+            self._stop.wait(period)
+
+    def __enter__(self) -> ClockSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        if not self.clocks:
+            return {"sm_mhz": None, "max_temp_c": None}
+        return {"sm_mhz": statistics.median(self.clocks), "max_temp_c": max(self.temps)}
 
 
 def bench(fn, backward=False, inputs=()):
@@ -204,7 +259,9 @@ def run(S: int, with_backward: bool, methods=METHODS):
         progress(f"S={S}: {name} forward")
         try:
             with torch.no_grad():
-                row["fwd_ms"] = bench(fn)
+                with ClockSampler() as clocks:
+                    row["fwd_ms"] = bench(fn)
+                row.update(clocks.summary())
                 row["extra_peak_gib"] = (
                     peak_extra_gib(fn, torch.cuda.memory_allocated()) if name not in coarse_only else None
                 )
@@ -230,7 +287,9 @@ def run(S: int, with_backward: bool, methods=METHODS):
                             q_, k_, v_, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused"
                         ),
                     }[name]
-                    row["fwd_bwd_ms"] = bench(fn_b, backward=True, inputs=leaves)
+                    with ClockSampler() as clocks:
+                        row["fwd_bwd_ms"] = bench(fn_b, backward=True, inputs=leaves)
+                    row.update({f"{key}_fwd_bwd": value for key, value in clocks.summary().items()})
             except torch.OutOfMemoryError:
                 row["fwd_bwd_ms"] = None
                 row["error"] = "OOM (backward)"
@@ -265,8 +324,9 @@ def main():
         f"# dash_attention benchmark on {card} (torch {torch.__version__}), bf16 B={B} Hq={HQ} Hkv={HKV} D={D} "
         f"block={BS} α=1.5 σ=1",
         "",
-        "| S | method | fwd ms | fwd × vs cuDNN | fwd+bwd ms | fwd+bwd × vs cuDNN | extra peak GiB | sparsity |",
-        "|---|---|---|---|---|---|---|---|",
+        "| S | method | fwd ms | fwd × vs cuDNN | fwd+bwd ms | fwd+bwd × vs cuDNN | extra peak GiB | sparsity "
+        "| SM MHz (fwd) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for S in args.seq:
         rows, report = run(S, with_backward=S <= args.backward_up_to, methods=methods)
@@ -287,7 +347,7 @@ def main():
             lines.append(
                 f"| {S} | {name} | {_fmt(f)} | {_fmt(ref_f / f if f and ref_f else None, 'x')} | {_fmt(fb)} | "
                 f"{_fmt(ref_b / fb if fb and ref_b else None, 'x')} | {_fmt(row.get('extra_peak_gib'))} | {sp} "
-                f"{row.get('error', '')}|"
+                f"{row.get('error', '')}| {_clock(row)} |"
             )
         print("\n".join(lines[-len(rows) :]), flush=True)
     table = "\n".join(lines)
@@ -348,6 +408,12 @@ def plot(results: dict, path: str, title: str) -> None:
 
 def _fmt(x, suffix=""):
     return "—" if x is None else f"{x:.2f}{suffix}"
+
+
+def _clock(row: dict) -> str:
+    if row.get("sm_mhz") is None:
+        return "—"
+    return f"{row['sm_mhz']:.0f} ({row['max_temp_c']:.0f} °C)"
 
 
 if __name__ == "__main__":
