@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Session 23, run 109: every GPU test but the Gluon ones (run 107 ran those) — the first full GPU
-# run since session 13, and the first CUDA run of session 20's float32 last Newton step; where
-# the 32K coarse stage's time goes (scripts/profile_coarse_host.py: host vs GPU, each kernel);
-# a second 32K sample of the coarse share in its own process.
+# Session 23, run 109 — RAN (H100 80GB HBM3; docs/benchmarks.md, session 23: 177 passed, 7 out of
+# memory beside the other 7 workers, 2 xfailed): every GPU test but the Gluon ones (run 107 ran
+# those) — the first full GPU run since session 13, and the first CUDA run of session 20's
+# float32 last Newton step; where the 32K coarse stage's time goes (scripts/profile_coarse_host.py:
+# host vs GPU, each kernel); a second 32K sample of the coarse share in its own process.
 set -uo pipefail
 source scripts/gpu_preamble.sh
 # verbose: each result is printed as it lands, so a run cut off by the timeout still says what passed
