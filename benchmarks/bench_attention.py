@@ -167,7 +167,7 @@ METHODS = [
 ]
 
 
-def run(S: int, with_backward: bool, methods=METHODS):
+def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
     progress(f"S={S}: inputs")
     q, k, v = topic_inputs(S)
     rows = {}
@@ -257,6 +257,7 @@ def run(S: int, with_backward: bool, methods=METHODS):
         fn = fns[name]
         row = {}
         progress(f"S={S}: {name} forward")
+        time.sleep(cooldown)  # an idle GPU before each timing (--cooldown), the same for every method
         try:
             with torch.no_grad():
                 with ClockSampler() as clocks:
@@ -272,6 +273,7 @@ def run(S: int, with_backward: bool, methods=METHODS):
         forward_only = (*coarse_only, "fused_fine_only", "dash_fused_block_major", "fused_fine_block_major")
         if with_backward and name not in forward_only and row.get("fwd_ms") is not None:
             progress(f"S={S}: {name} forward+backward")
+            time.sleep(cooldown)
             leaves = [t.detach().requires_grad_() for t in (q, k, v)]
             q_, k_, v_ = leaves
             try:
@@ -310,6 +312,9 @@ def main():
     parser.add_argument("--out", default=None, help="folder for bench_attention.{md,json,png}")
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="sdpa_cudnn always runs")
     parser.add_argument("--backward-up-to", type=int, default=32768, help="time forward+backward up to this length")
+    parser.add_argument(
+        "--cooldown", type=float, default=0.0, help="seconds of idle GPU before each timing (clocks recover)"
+    )
     parser.add_argument("--stacks-every", type=float, default=0, help="dump every thread's stack every N s (stderr)")
     args = parser.parse_args()
     if args.stacks_every:  # where a slow cold run spends its minutes
@@ -319,17 +324,17 @@ def main():
         raise SystemExit("bench_attention.py needs a CUDA GPU")
     torch._dynamo.config.cache_size_limit = 64
     card = torch.cuda.get_device_name()
-    results = {"card": card, "torch": torch.__version__, "runs": {}}
+    results = {"card": card, "torch": torch.__version__, "cooldown_s": args.cooldown, "runs": {}}
     lines = [
         f"# dash_attention benchmark on {card} (torch {torch.__version__}), bf16 B={B} Hq={HQ} Hkv={HKV} D={D} "
-        f"block={BS} α=1.5 σ=1",
+        f"block={BS} α=1.5 σ=1" + (f", {args.cooldown:g} s idle before each timing" if args.cooldown else ""),
         "",
         "| S | method | fwd ms | fwd × vs cuDNN | fwd+bwd ms | fwd+bwd × vs cuDNN | extra peak GiB | sparsity "
         "| SM MHz (fwd) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for S in args.seq:
-        rows, report = run(S, with_backward=S <= args.backward_up_to, methods=methods)
+        rows, report = run(S, with_backward=S <= args.backward_up_to, methods=methods, cooldown=args.cooldown)
         results["runs"][S] = {
             "rows": rows,
             "token_sparsity": report.token_sparsity,

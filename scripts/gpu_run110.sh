@@ -7,6 +7,7 @@
 #    the SM clock during each timing (bench_attention.py's new last column): run 107's coarse
 #    share (11.2% in the benchmark process against 9.75% in a fresh one, run 109) and its two fine
 #    kernel medians 3 ms apart suggest the clocks move between timings.
+# 3. the 32K part again with --cooldown 5 (5 s of idle GPU before each timing).
 set -uo pipefail
 source scripts/gpu_preamble.sh
 timeout 300 python -m pytest -m gpu -n 2 -p no:cacheprovider --timeout 240 --timeout-method thread -rfEx -v \
@@ -20,3 +21,9 @@ left=$((${DEADLINE:-560} - (SECONDS - start)))
 timeout "$left" python benchmarks/bench_attention.py --seq 32768 131072 --methods sdpa_cudnn fused_select_only \
   dash_fused --out "$OUT/attn" > "$OUT/attn.log" 2>&1
 echo "attn rc=$? after $((SECONDS - start)) s"; grep -E "^\| (32768|131072)|Error" "$OUT/attn.log" | tail -6
+# 3. the same 32K timings with 5 s of idle GPU before each (clocks recover between methods)
+left=$((${DEADLINE:-560} - (SECONDS - start)))
+[ "$left" -lt 50 ] && { echo "no time left for the cooled 32K pass ($left s)"; exit 0; }
+timeout "$left" python benchmarks/bench_attention.py --seq 32768 --methods sdpa_cudnn fused_select_only dash_fused \
+  --cooldown 5 --out "$OUT/attn_cooled" > "$OUT/attn_cooled.log" 2>&1
+echo "attn (cooled) rc=$? after $((SECONDS - start)) s"; grep -E "^\| 32768|Error" "$OUT/attn_cooled.log" | tail -3
