@@ -75,41 +75,46 @@ def progress(message: str) -> None:
     print(f"[{time.perf_counter() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
 
 
-def _nvml_sample() -> tuple[float, float]:
-    return torch.cuda.clock_rate(), torch.cuda.temperature()
+def _nvml_sample(device: int) -> tuple[float, float]:
+    return torch.cuda.clock_rate(device), torch.cuda.temperature(device)
 
 
-def _smi_sample() -> tuple[float, float]:
-    index = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
-    query = ["nvidia-smi", "--query-gpu=clocks.sm,temperature.gpu", "--format=csv,noheader,nounits", "-i", index]
+def _smi_sample(device: int) -> tuple[float, float]:
+    uuid = str(torch.cuda.get_device_properties(device).uuid)
+    uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+    query = ["nvidia-smi", "--query-gpu=clocks.sm,temperature.gpu", "--format=csv,noheader,nounits", "-i", uuid]
     clock, temp = subprocess.run(query, capture_output=True, text=True, check=True, timeout=5).stdout.split(",")
     return float(clock), float(temp)
 
 
 class ClockSampler:
     """The SM clock (median MHz) and the GPU temperature (max °C) while a timing runs, polled from a
-    thread: through NVML (``torch.cuda.clock_rate`` / ``temperature``) every ``period`` s, else
-    through ``nvidia-smi`` every 0.5 s; ``None`` where neither works. Same-process ratios hide
-    throttling: a method timed after a long heavy one may run at lower clocks than the baseline."""
+    thread one ``period`` after another (the first one period in): through NVML
+    (``torch.cuda.clock_rate`` / ``temperature``), else through ``nvidia-smi`` (every 0.5 s at
+    least: each poll starts a process); ``None`` where neither works, with the reason in
+    ``failure``. Same-process ratios hide throttling: a method timed after a long heavy one may
+    run at lower clocks than the baseline did."""
 
-    def __init__(self, period: float = 0.1):
-        self.period, self.clocks, self.temps = period, [], []
+    def __init__(self, period: float = 0.05, device: int | None = None):
+        self.period, self.clocks, self.temps, self.failure = period, [], [], None
+        # CUDA's current device is per thread: the poller is told which one
+        self.device = torch.cuda.current_device() if device is None else device
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self) -> None:
         sample, period = _nvml_sample, self.period
-        while not self._stop.is_set():
+        while not self._stop.wait(period):
             try:
-                clock, temp = sample()
-            except Exception:  # no pynvml: nvidia-smi, less often; neither: report nothing
+                clock, temp = sample(self.device)
+            except Exception as exc:  # no pynvml: nvidia-smi, less often; neither: report nothing
                 if sample is _smi_sample:
+                    self.failure = f"no NVML and no nvidia-smi reading ({exc!r:.80})"
                     return
                 sample, period = _smi_sample, max(self.period, 0.5)
                 continue
             self.clocks.append(clock)
             self.temps.append(temp)
-            self._stop.wait(period)
 
     def __enter__(self) -> ClockSampler:
         self._thread.start()
@@ -125,9 +130,17 @@ class ClockSampler:
         return {"sm_mhz": statistics.median(self.clocks), "max_temp_c": max(self.temps)}
 
 
-def bench(fn, backward=False, inputs=()):
+_CLOCK_FAILURE_SHOWN = False
+
+
+def bench(fn, backward=False, inputs=(), cooldown: float = 0.0) -> tuple[float, dict]:
+    """Median ms of ``fn`` (or of its forward + backward) by ``do_bench``, and the clocks during that
+    timing (:class:`ClockSampler`). One call first, so compiles and first-call set-up finish
+    before the GPU idles ``cooldown`` s and the sampler starts."""
     import triton
 
+    global _CLOCK_FAILURE_SHOWN
+    target = fn
     if backward:
         out = fn()
         grad = torch.randn_like(out)
@@ -137,8 +150,16 @@ def bench(fn, backward=False, inputs=()):
                 t.grad = None
             fn().backward(grad)
 
-        return triton.testing.do_bench(step, warmup=50, rep=300, return_mode="median")
-    return triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median")
+        target = step
+    target()
+    torch.cuda.synchronize()
+    time.sleep(cooldown)
+    with ClockSampler() as clocks:
+        ms = triton.testing.do_bench(target, warmup=50, rep=300, return_mode="median")
+    if clocks.failure and not _CLOCK_FAILURE_SHOWN:
+        progress(f"SM clocks not recorded: {clocks.failure}")
+        _CLOCK_FAILURE_SHOWN = True
+    return ms, clocks.summary()
 
 
 def peak_extra_gib(fn, baseline_bytes):
@@ -257,12 +278,10 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
         fn = fns[name]
         row = {}
         progress(f"S={S}: {name} forward")
-        time.sleep(cooldown)  # an idle GPU before each timing (--cooldown), the same for every method
         try:
             with torch.no_grad():
-                with ClockSampler() as clocks:
-                    row["fwd_ms"] = bench(fn)
-                row.update(clocks.summary())
+                row["fwd_ms"], clocks = bench(fn, cooldown=cooldown)
+                row.update(clocks)
                 row["extra_peak_gib"] = (
                     peak_extra_gib(fn, torch.cuda.memory_allocated()) if name not in coarse_only else None
                 )
@@ -273,7 +292,6 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
         forward_only = (*coarse_only, "fused_fine_only", "dash_fused_block_major", "fused_fine_block_major")
         if with_backward and name not in forward_only and row.get("fwd_ms") is not None:
             progress(f"S={S}: {name} forward+backward")
-            time.sleep(cooldown)
             leaves = [t.detach().requires_grad_() for t in (q, k, v)]
             q_, k_, v_ = leaves
             try:
@@ -289,9 +307,8 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
                             q_, k_, v_, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused"
                         ),
                     }[name]
-                    with ClockSampler() as clocks:
-                        row["fwd_bwd_ms"] = bench(fn_b, backward=True, inputs=leaves)
-                    row.update({f"{key}_fwd_bwd": value for key, value in clocks.summary().items()})
+                    row["fwd_bwd_ms"], clocks = bench(fn_b, backward=True, inputs=leaves, cooldown=cooldown)
+                    row.update({f"{key}_fwd_bwd": value for key, value in clocks.items()})
             except torch.OutOfMemoryError:
                 row["fwd_bwd_ms"] = None
                 row["error"] = "OOM (backward)"
@@ -313,10 +330,12 @@ def main():
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="sdpa_cudnn always runs")
     parser.add_argument("--backward-up-to", type=int, default=32768, help="time forward+backward up to this length")
     parser.add_argument(
-        "--cooldown", type=float, default=0.0, help="seconds of idle GPU before each timing (clocks recover)"
+        "--cooldown", type=float, default=0.0, help="seconds of idle GPU before each timing, after its first call"
     )
     parser.add_argument("--stacks-every", type=float, default=0, help="dump every thread's stack every N s (stderr)")
     args = parser.parse_args()
+    if args.cooldown < 0:
+        parser.error(f"--cooldown must be >= 0, got {args.cooldown}")
     if args.stacks_every:  # where a slow cold run spends its minutes
         faulthandler.dump_traceback_later(args.stacks_every, repeat=True)
     methods = ["sdpa_cudnn"] + [m for m in args.methods if m != "sdpa_cudnn"]
@@ -330,7 +349,7 @@ def main():
         f"block={BS} α=1.5 σ=1" + (f", {args.cooldown:g} s idle before each timing" if args.cooldown else ""),
         "",
         "| S | method | fwd ms | fwd × vs cuDNN | fwd+bwd ms | fwd+bwd × vs cuDNN | extra peak GiB | sparsity "
-        "| SM MHz (fwd) |",
+        "| fwd: SM MHz (max °C) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for S in args.seq:

@@ -6,8 +6,10 @@
 before the first kernel is GPU idle time inside the measurement. Printed per call (medians):
 the benchmark's time; the host's time to return from the call; the GPU time of one call after a
 synchronisation (event to event); the time per call of 20 calls queued back to back (the host
-runs ahead where it can); and, from torch.profiler, each kernel's duration and the GPU idle time
-from the call's start to its first kernel.
+runs ahead where it can); and, from torch.profiler's timeline of one call started on an idle GPU
+(after warm-up calls), each kernel's duration and the time from the call's start to its first
+kernel (the profiler's own overhead inflates the host's part). Without gradients, as the
+benchmark times it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import torch
 import triton
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_attention import BS, topic_inputs  # noqa: E402
@@ -57,21 +59,30 @@ def queued_ms(fn, calls: int = 20) -> float:
     return start.elapsed_time(end) / calls
 
 
-def kernel_timeline(fn, trace_dir: str | None, name: str) -> None:
-    torch.cuda.synchronize()
+def kernel_timeline(fn, trace_dir: str | None, name: str, calls: int = 4) -> None:
+    """The kernels of the last of ``calls`` calls, each started on an idle GPU (a synchronisation
+    before it), the earlier ones warming the profiler up; times from the call's start."""
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    events = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    cpu = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CPU]
-    if not events or not cpu:
-        print(f"{name}: the profiler saw no {'kernels' if not events else 'host events'}")
+        for i in range(calls):
+            torch.cuda.synchronize()
+            with record_function(f"call {i}"):
+                fn()
+            torch.cuda.synchronize()
+    marks = [e for e in prof.events() if e.name == f"call {calls - 1}"]
+    if not marks:
+        print(f"{name}: the profiler saw no host range for the last call")
         return
-    t_call = min(e.time_range.start for e in cpu)
+    t_call = marks[0].time_range.start
+    events = [
+        e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA and e.time_range.start >= t_call
+    ]
+    if not events:
+        print(f"{name}: the profiler saw no kernels in the last call")
+        return
     events.sort(key=lambda e: e.time_range.start)
     first, last = events[0].time_range.start, max(e.time_range.end for e in events)
     busy = sum(e.time_range.elapsed_us() for e in events)
-    print(f"{name}: {len(events)} GPU activities, busy {busy / 1e3:.3f} ms; call start -> first kernel "
+    print(f"{name} (profiled): {len(events)} GPU activities, busy {busy / 1e3:.3f} ms; call start -> first kernel "
           f"{(first - t_call) / 1e3:.3f} ms; first -> last kernel end {(last - first) / 1e3:.3f} ms")  # fmt: skip
     for e in events:
         at, took = (e.time_range.start - t_call) / 1e3, e.time_range.elapsed_us() / 1e3
@@ -95,6 +106,7 @@ def main() -> None:
         "block_summaries": lambda: block_summaries(k, None, BS),
     }
     print(f"{torch.cuda.get_device_name()} S={S}")
+    torch.set_grad_enabled(False)  # as the benchmark times it (torch.no_grad)
     for name, fn in calls.items():
         bench = triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median")
         host, gpu = host_and_gpu_ms(fn)
