@@ -16,6 +16,10 @@ against cuDNN in the same run. The stages alone:
   flags (``dash_select`` without FlexAttention's block tables, then ``sparse_attention_forward``),
   the layout training and ``return_selection`` use; ``dash_fused_block_major`` is ``dash_fused``
   end to end that way (``return_selection=True``);
+* ``dash_fused_in_order`` / ``dash_fused_same_priority``: ``dash_fused`` with its query chunks'
+  selection and fine stage in order on one stream (``OVERLAP_SELECTION = False``), or overlapped
+  with the side stream at the caller's priority; the same as ``dash_fused`` when the call runs in
+  one chunk (32K);
 * ``dash_coarse_only`` / ``dash_fine_only``: ``dash_select`` with FlexAttention's block tables,
   and FlexAttention on that selection.
 
@@ -48,6 +52,7 @@ from custom_ops.block_summary import block_summaries
 from custom_ops.coarse_selection import coarse_selection_rows
 from custom_ops.coarse_selection.torch_impl import mean_log_support
 from custom_ops.sparse_attention import sparse_attention_forward, sparse_attention_rows
+from dash_flex import attention as attention_module
 from dash_flex import dash_attention, dash_select
 
 B, HQ, HKV, D, BS = 1, 32, 8, 128, 64
@@ -181,6 +186,8 @@ METHODS = [
     "dash_select_only",
     "dash_fine_only",
     "dash_fused",
+    "dash_fused_in_order",
+    "dash_fused_same_priority",
     "fused_select_only",
     "fused_fine_only",
     "dash_fused_block_major",
@@ -254,6 +261,16 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
     def dash_fused():
         return dash_attention(q, k, v, alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused")
 
+    def dash_fused_with(**settings):  # dash_fused with attention-module settings changed for the call
+        saved = {name: getattr(attention_module, name) for name in settings}
+        for name, value in settings.items():
+            setattr(attention_module, name, value)
+        try:
+            return dash_fused()
+        finally:
+            for name, value in saved.items():
+                setattr(attention_module, name, value)
+
     def dash_fused_block_major():
         kw = dict(alpha=1.5, block_size=BS, sigma=1.0, fine_stage="fused", return_selection=True)
         return dash_attention(q, k, v, **kw)[0]
@@ -269,6 +286,8 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
         dash_select_only=select_only,
         dash_fine_only=fine,
         dash_fused=dash_fused,
+        dash_fused_in_order=lambda: dash_fused_with(OVERLAP_SELECTION=False),
+        dash_fused_same_priority=lambda: dash_fused_with(SELECTION_STREAM_PRIORITY=0),
         fused_select_only=fused_select,
         fused_fine_only=fused_fine,
         dash_fused_block_major=dash_fused_block_major,
@@ -289,7 +308,8 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
             row["fwd_ms"] = None
             row["error"] = "OOM"
         torch.cuda.empty_cache()
-        forward_only = (*coarse_only, "fused_fine_only", "dash_fused_block_major", "fused_fine_block_major")
+        forward_only = (*coarse_only, "fused_fine_only", "dash_fused_block_major", "fused_fine_block_major",
+                        "dash_fused_in_order", "dash_fused_same_priority")  # fmt: skip
         if with_backward and name not in forward_only and row.get("fwd_ms") is not None:
             progress(f"S={S}: {name} forward+backward")
             leaves = [t.detach().requires_grad_() for t in (q, k, v)]
@@ -314,6 +334,11 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
                 row["error"] = "OOM (backward)"
             torch.cuda.empty_cache()
         rows[name] = row
+    if "dash_fused" in rows and "dash_fused_in_order" in rows:  # the overlap must not change a bit
+        with torch.no_grad():
+            same = bool(torch.equal(dash_fused(), fns["dash_fused_in_order"]()))
+        rows["dash_fused"]["equals_in_order"] = same
+        progress(f"S={S}: dash_fused {'equals' if same else 'DIFFERS FROM'} dash_fused_in_order bit for bit")
     del base_bytes
     return rows, report
 

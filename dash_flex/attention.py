@@ -205,11 +205,24 @@ def _attend_from_rows(query, key, value, k_bar, shapes: AttentionShapes, scale: 
     the fine kernel (no block-major prior or flags, no DashSelection). ``k_bar``: the block
     summaries when the caller has them (``[B, Hkv, ≥ nb, D]``), else computed from ``key``.
     ``out``: the output is written there (a query chunk's rows of the call's output) and returned."""
-    alpha, causal, selection_scale, sigma, pool_query = select_args[:5]
+    rows_selection = _select_rows(query, key, k_bar, shapes, select_args)
+    return _attend_rows(query, key, value, rows_selection, shapes, scale, select_args, out)
+
+
+def _select_rows(query, key, k_bar, shapes: AttentionShapes, select_args) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inference selection of :func:`_attend_from_rows`: ``(p̄ rows, their mean log p̄)``."""
+    alpha, causal, selection_scale, _, pool_query = select_args[:5]
     bs = shapes.block_size
     k_bar = block_summaries(key, pool_query, bs) if k_bar is None else k_bar[:, :, : shapes.num_blocks]
-    probs, mean_log = coarse_selection_rows(query, k_bar, alpha, selection_scale, causal, shapes.kv_len, bs)
+    return coarse_selection_rows(query, k_bar, alpha, selection_scale, causal, shapes.kv_len, bs)
+
+
+def _attend_rows(query, key, value, rows_selection, shapes: AttentionShapes, scale: float, select_args, out=None):
+    """The fine stage of :func:`_attend_from_rows` from :func:`_select_rows`' output."""
+    causal, sigma = select_args[1], select_args[3]
+    probs, mean_log = rows_selection
     inv_sigma = 1.0 / sigma if math.isfinite(sigma) else 0.0
+    bs = shapes.block_size
     if out is not None:
         sparse_attention_rows_into(query, key, value, probs, mean_log, out, causal, scale, bs, inv_sigma)
         return out
@@ -314,6 +327,9 @@ def _fused_in_query_chunks(
     out = query.new_empty(*query.shape[:3], shapes.value_dim)
     offset = shapes.kv_len - shapes.q_len
     bounds = fused_chunk_bounds(shapes, rows, causal)
+    if from_rows and not checkpointed and overlap_applies(query, len(bounds) - 1):
+        _overlapped_rows_chunks(query, key, value, k_bar, out, shapes, bounds, scale, select_args)
+        return out
     for r0, r1 in zip(bounds[:-1], bounds[1:]):
         kv_end = r1 + offset if causal else shapes.kv_len  # causal needs q_len ≤ kv_len: kv_end ≥ 1
         chunk = functools.partial(
@@ -330,6 +346,68 @@ def _fused_in_query_chunks(
         else:
             out[:, :, r0:r1] = chunk(*inputs)
     return out
+
+
+# Inference in query chunks on CUDA runs chunk i + 1's selection on a side stream while chunk i's
+# fine stage runs on the caller's stream (docs/design.md, "Overlapping the stages"): the coarse
+# stage is bound by memory and launches, the fine stage by tensor cores. ``SELECTION_STREAM_PRIORITY``
+# is the side stream's priority (CUDA: lower is higher; -1 lets the selection's programs take SM
+# slots as the fine kernel's retire, 0 queues them behind it). Set ``OVERLAP_SELECTION = False`` for
+# the sequential order; both give the same bits (the same kernels on the same inputs).
+OVERLAP_SELECTION = True
+SELECTION_STREAM_PRIORITY = -1
+
+
+def overlap_applies(query: torch.Tensor, num_chunks: int) -> bool:
+    """Whether an inference call in ``num_chunks`` query chunks overlaps selection and fine stage:
+    CUDA, eager (under ``torch.compile`` the chunks run in order: Dynamo would have to trace the
+    streams), more than one chunk and ``OVERLAP_SELECTION``."""
+    return OVERLAP_SELECTION and query.is_cuda and num_chunks > 1 and not torch.compiler.is_compiling()
+
+
+def _overlapped_rows_chunks(query, key, value, k_bar, out, shapes: AttentionShapes, bounds, scale, select_args):
+    """:func:`_fused_in_query_chunks` for inference on CUDA, two chunks in flight: chunk ``i + 1``'s
+    selection (a side stream) beside chunk ``i``'s fine stage (the caller's stream).
+
+    Ordering, all on the GPU (the host queues everything without waiting):
+    * the side stream first waits for the caller's stream (the block summaries, the inputs);
+    * chunk ``i``'s fine stage waits for chunk ``i``'s selection;
+    * chunk ``i + 1``'s selection waits for chunk ``i − 1``'s fine stage. Chunk ``i − 1``'s
+      selection tensors were freed (host side) before that point, into the side stream's pool, so
+      the side stream reuses their memory only after the fine stage that read them: at most two
+      chunks' selections exist, and the peak grows by one chunk's p̄ rows, not by all of them."""
+    causal = select_args[1]
+    offset = shapes.kv_len - shapes.q_len
+    main = torch.cuda.current_stream(query.device)
+    side = torch.cuda.Stream(query.device, priority=SELECTION_STREAM_PRIORITY)
+    side.wait_stream(main)
+
+    def chunk_args(i):
+        r0, r1 = bounds[i], bounds[i + 1]
+        kv_end = r1 + offset if causal else shapes.kv_len
+        chunk_shapes = dataclasses.replace(shapes, q_len=r1 - r0, kv_len=kv_end)
+        return query[:, :, r0:r1], key[:, :, :kv_end], value[:, :, :kv_end], chunk_shapes, out[:, :, r0:r1]
+
+    def select_on_side(i):
+        q, k, _, chunk_shapes, _ = chunk_args(i)
+        with torch.cuda.stream(side):
+            selection = _select_rows(q, k, k_bar, chunk_shapes, select_args)
+            ready = side.record_event()
+        return selection, ready
+
+    fine_done = []
+    pending = select_on_side(0)
+    for i in range(len(bounds) - 1):
+        selection, ready = pending
+        if i + 1 < len(bounds) - 1:
+            if fine_done:  # chunk i - 1's fine stage has read the memory this selection may reuse
+                side.wait_event(fine_done[-1])
+            pending = select_on_side(i + 1)
+        main.wait_event(ready)
+        q, k, v, chunk_shapes, chunk_out = chunk_args(i)
+        _attend_rows(q, k, v, selection, chunk_shapes, scale, select_args, out=chunk_out)
+        fine_done.append(main.record_event())
+        del selection  # to the side stream's pool; reused there only after fine_done[i]
 
 
 def flex_fine_stage(

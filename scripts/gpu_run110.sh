@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 23, run 110 — NOT RUN (prepared for the next session; call with timeout_s 600, ~560 s;
+# Session 23, run 110 — NOT RUN (superseded by run 111, which repeats its steps 1–3; call with timeout_s 600, ~560 s;
 # DEADLINE=… shortens step 4).
 # 1. issue #6's end-to-end table (sdpa_cudnn, fused_select_only, dash_fused at 32K and 128K) with
 #    the SM clock during each timing (bench_attention.py's new last column; on an H100 this is the

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Session 24, run 111 (call with timeout_s 600; ~570 s). Tries the two-stream overlap of the fused
+# inference path's query chunks (dash_flex.attention._overlapped_rows_chunks: chunk i + 1's
+# selection on a side stream beside chunk i's fine stage) and makes issue #6's acceptance table:
+# 1. tests/test_gpu_overlap.py (overlapped = in-order bits with the fine stages held back by a GPU
+#    sleep, both stream priorities, causal / not, from a caller's stream; the peak memory bound);
+# 2. bench_attention at 128K and 32K: sdpa_cudnn, fused_select_only, dash_fused (overlapped),
+#    dash_fused_in_order (the old order), dash_fused_same_priority, with the SM clocks; the
+#    benchmark also checks dash_fused = dash_fused_in_order bit for bit;
+# 3. the 32K part again with --cooldown 5;
+# 4. the 3 test_sparse_attention.py GPU tests that run 109 lost to out-of-memory, on 3 workers.
+set -uo pipefail
+source scripts/gpu_preamble.sh
+summary() {  # counts of a verbose pytest log, then its errors (a timed-out xdist worker "crashed")
+  echo "PASSED $(grep -c ' PASSED ' "$1"), FAILED $(grep -c ' FAILED ' "$1"), ERROR $(grep -c ' ERROR ' "$1")," \
+    "XFAIL $(grep -c ' XFAIL ' "$1")"
+  grep -E "^E  |^FAILED|^ERROR|Timeout|crashed|[0-9]+ (passed|failed|errors?)" "$1" | cut -c1-220 | head -20
+}
+timeout 150 python -m pytest -m gpu -n 2 -p no:cacheprovider --timeout 120 --timeout-method thread -rfEx -v \
+  --tb=short tests/test_gpu_overlap.py > "$OUT/overlap_tests.log" 2>&1
+echo "overlap tests rc=$? after $((SECONDS - start)) s"; summary "$OUT/overlap_tests.log"
+timeout 220 python benchmarks/bench_attention.py --seq 131072 32768 --methods sdpa_cudnn fused_select_only \
+  dash_fused dash_fused_in_order dash_fused_same_priority --out "$OUT/attn" > "$OUT/attn.log" 2>&1
+echo "attn rc=$? after $((SECONDS - start)) s"; grep -E "^\| (32768|131072)|Error|equals|DIFFERS" "$OUT/attn.log" | tail -14
+timeout 80 python benchmarks/bench_attention.py --seq 32768 --methods sdpa_cudnn fused_select_only dash_fused \
+  --cooldown 5 --out "$OUT/attn_cooled" > "$OUT/attn_cooled.log" 2>&1
+echo "attn (cooled) rc=$? after $((SECONDS - start)) s"; grep -E "^\| 32768|Error" "$OUT/attn_cooled.log" | tail -3
+left=$((${DEADLINE:-570} - (SECONDS - start)))
+[ "$left" -lt 60 ] && { echo "no time left for the 3 tests ($left s)"; exit 0; }
+f=tests/test_sparse_attention.py
+timeout "$left" python -m pytest -n 3 -p no:cacheprovider --timeout $((left - 10)) --timeout-method thread -rfEx \
+  -v --tb=short "$f::test_cuda_rows_path_matches_block_major_and_reference[noncausal-dtype0]" \
+  "$f::test_cuda_kernel_matches_flex_and_reference[gqa-dtype0]" \
+  "$f::test_cuda_backward_kernels_match_definition_and_reference[dtype0]" > "$OUT/rerun3.log" 2>&1
+echo "the 3 tests rc=$? (limit $left s) after $((SECONDS - start)) s"; summary "$OUT/rerun3.log"

@@ -1,0 +1,127 @@
+"""The fused inference path's query chunks with selection and fine stage overlapped on two CUDA
+streams (``dash_flex.attention._overlapped_rows_chunks``) against the same chunks in order, the
+whole call and the float64 reference. GPU tests run on the H100: `PYTHONPATH=. pytest -m gpu`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import dash_flex.attention as attention
+from dash_flex import dash_attention
+from dash_flex.reference import dash_attention_reference
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def rel_err(a, b):
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp(min=1e-30))
+
+
+def test_overlap_applies_only_to_cuda_calls_in_several_chunks(monkeypatch):
+    """The overlap is for CUDA tensors in more than one chunk; the module switch turns it off."""
+    cpu = torch.zeros(1)
+    assert not attention.overlap_applies(cpu, 3)
+    if torch.cuda.is_available():
+        cuda = cpu.cuda()
+        assert attention.overlap_applies(cuda, 2) and not attention.overlap_applies(cuda, 1)
+        monkeypatch.setattr(attention, "OVERLAP_SELECTION", False)
+        assert not attention.overlap_applies(cuda, 2)
+
+
+def chunked_inputs(seed, S=3072, Hq=8, Hkv=2, D=128, dtype=torch.bfloat16):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = (2 * torch.randn(1, Hq, S, D, device="cuda", generator=g)).to(dtype)
+    k = (2 * torch.randn(1, Hkv, S, D, device="cuda", generator=g)).to(dtype)
+    v = torch.randn(1, Hkv, S, D, device="cuda", generator=g).to(dtype)
+    return q, k, v
+
+
+def small_chunks(monkeypatch, Hkv, S, block=64, rows=384):
+    """A budget of ``rows`` whole rows: causal chunks of 384+ rows, about eight of them at 3072."""
+    per_row = Hkv * -(-S // block) * attention.ROWS_BYTES_PER_ENTRY
+    monkeypatch.setattr(attention, "INFERENCE_CHUNK_BYTES", int(per_row * rows))
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("priority", [-1, 0], ids=["high-priority", "same-priority"])
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "noncausal"])
+@pytest.mark.parametrize("caller_stream", [False, True], ids=["default-stream", "caller-stream"])
+def test_overlapped_chunks_equal_in_order_chunks(priority, causal, caller_stream, monkeypatch):
+    """Overlapped chunks give the in-order chunks' bits, with every fine stage held back by a GPU
+    sleep on the caller's stream: a selection that did not wait for the fine stage two chunks
+    back would reuse (overwrite) the p̄ rows that fine stage has yet to read. The selections ran
+    on the side stream, at most two chunks' selections were alive at once, and the result is
+    the reference's; also from a caller's own (non-default) stream."""
+    q, k, v = chunked_inputs(7 + causal)
+    small_chunks(monkeypatch, k.shape[1], k.shape[2])
+    monkeypatch.setattr(attention, "SELECTION_STREAM_PRIORITY", priority)
+    select_rows, attend_rows = attention._select_rows, attention._attend_rows
+    streams, alive, most_alive = [], [], [0]
+
+    class Tracked(tuple):  # counts the selections alive (created, not yet garbage)
+        def __del__(self):
+            alive.pop()
+
+    def select_and_record(*args):
+        streams.append(torch.cuda.current_stream().stream_id)
+        alive.append(1)
+        most_alive[0] = max(most_alive[0], len(alive))
+        return Tracked(select_rows(*args))
+
+    def slow_attend(*args, **kwargs):
+        torch.cuda._sleep(2_000_000)  # ~1 ms at H100 clocks, on the caller's stream, before the reads
+        return attend_rows(*args, **kwargs)
+
+    def run(overlap):
+        monkeypatch.setattr(attention, "OVERLAP_SELECTION", overlap)
+        with torch.no_grad():
+            return dash_attention(q, k, v, causal=causal, fine_stage="fused")
+
+    bounds, chunk_bounds = [], attention.fused_chunk_bounds
+    monkeypatch.setattr(attention, "fused_chunk_bounds", lambda *a: bounds.append(chunk_bounds(*a)) or bounds[-1])
+    monkeypatch.setattr(attention, "_attend_rows", slow_attend)
+    in_order = run(False)
+    bounds = bounds[0]
+    assert len(bounds) - 1 >= 4, bounds
+    monkeypatch.setattr(attention, "_select_rows", select_and_record)
+    stream = torch.cuda.Stream() if caller_stream else torch.cuda.current_stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        main_id = torch.cuda.current_stream().stream_id
+        overlapped = run(True)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    assert len(streams) == len(bounds) - 1 and main_id not in streams, (streams, main_id)
+    assert most_alive[0] <= 2, most_alive
+    assert torch.equal(overlapped, in_order)
+    ref = dash_attention_reference(q.double(), k.double(), v.double(), causal=causal)
+    assert rel_err(overlapped, ref) < 2e-2
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_overlap_keeps_the_peak_to_two_chunks_selections(monkeypatch):
+    """The host queues every chunk at once, so the side stream must reuse the freed selections'
+    memory rather than allocate one per chunk: the peak of an overlapped call in ~12 chunks
+    exceeds the in-order call's by at most one chunk's p̄ rows and its score scratch (×1.5); one
+    selection per chunk would be ~12 chunks' p̄ rows. (MHA, so the score scratch is as small as
+    p̄.)"""
+    q, k, v = chunked_inputs(3, S=4096, Hq=2, Hkv=2)
+    rows = 256
+    small_chunks(monkeypatch, k.shape[1], k.shape[2], rows=rows)
+    peaks = {}
+    for overlap in (False, True, False, True):
+        monkeypatch.setattr(attention, "OVERLAP_SELECTION", overlap)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        with torch.no_grad():
+            out = dash_attention(q, k, v, fine_stage="fused")
+        torch.cuda.synchronize()
+        peaks[overlap] = torch.cuda.max_memory_allocated() - base - out.numel() * out.element_size()
+        del out
+    probs_and_scores = (k.shape[1] + q.shape[1]) * (k.shape[2] // 64) * rows * 4
+    assert peaks[True] <= peaks[False] + 1.5 * probs_and_scores, (peaks, probs_and_scores)
