@@ -16,10 +16,11 @@ against cuDNN in the same run. The stages alone:
   flags (``dash_select`` without FlexAttention's block tables, then ``sparse_attention_forward``),
   the layout training and ``return_selection`` use; ``dash_fused_block_major`` is ``dash_fused``
   end to end that way (``return_selection=True``);
-* ``dash_fused_in_order`` / ``dash_fused_same_priority``: ``dash_fused`` with its query chunks'
-  selection and fine stage in order on one stream (``OVERLAP_SELECTION = False``), or overlapped
-  with the side stream at the caller's priority; the same as ``dash_fused`` when the call runs in
-  one chunk (32K);
+* ``dash_fused_in_order`` / ``dash_fused_same_priority`` / ``dash_fused_small_chunks`` (only when
+  named): ``dash_fused`` with its query chunks' selection and fine stage in order on one stream
+  (``OVERLAP_SELECTION = False``), overlapped with the side stream at the caller's priority, or
+  in chunks of half the selection budget; the same as ``dash_fused`` when the call runs in one
+  chunk (32K);
 * ``dash_coarse_only`` / ``dash_fine_only``: ``dash_select`` with FlexAttention's block tables,
   and FlexAttention on that selection.
 
@@ -186,13 +187,15 @@ METHODS = [
     "dash_select_only",
     "dash_fine_only",
     "dash_fused",
-    "dash_fused_in_order",
-    "dash_fused_same_priority",
     "fused_select_only",
     "fused_fine_only",
     "dash_fused_block_major",
     "fused_fine_block_major",
 ]
+
+
+# dash_fused with the chunks' overlap changed (only asked for by name: at one chunk they equal it)
+OVERLAP_VARIANTS = ["dash_fused_in_order", "dash_fused_same_priority", "dash_fused_small_chunks"]
 
 
 def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
@@ -288,6 +291,9 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
         dash_fused=dash_fused,
         dash_fused_in_order=lambda: dash_fused_with(OVERLAP_SELECTION=False),
         dash_fused_same_priority=lambda: dash_fused_with(SELECTION_STREAM_PRIORITY=0),
+        dash_fused_small_chunks=lambda: dash_fused_with(
+            INFERENCE_CHUNK_BYTES=attention_module.INFERENCE_CHUNK_BYTES // 2
+        ),
         fused_select_only=fused_select,
         fused_fine_only=fused_fine,
         dash_fused_block_major=dash_fused_block_major,
@@ -309,7 +315,7 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
             row["error"] = "OOM"
         torch.cuda.empty_cache()
         forward_only = (*coarse_only, "fused_fine_only", "dash_fused_block_major", "fused_fine_block_major",
-                        "dash_fused_in_order", "dash_fused_same_priority")  # fmt: skip
+                        *OVERLAP_VARIANTS)  # fmt: skip
         if with_backward and name not in forward_only and row.get("fwd_ms") is not None:
             progress(f"S={S}: {name} forward+backward")
             leaves = [t.detach().requires_grad_() for t in (q, k, v)]
@@ -352,7 +358,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seq", type=int, nargs="+", default=[8192, 32768, 131072])
     parser.add_argument("--out", default=None, help="folder for bench_attention.{md,json,png}")
-    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS, help="sdpa_cudnn always runs")
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS + OVERLAP_VARIANTS,
+                        help="sdpa_cudnn always runs")  # fmt: skip
     parser.add_argument("--backward-up-to", type=int, default=32768, help="time forward+backward up to this length")
     parser.add_argument(
         "--cooldown", type=float, default=0.0, help="seconds of idle GPU before each timing, after its first call"
@@ -425,10 +432,10 @@ def plot(results: dict, path: str, title: str) -> None:
 
     runs = results["runs"]
     lengths = sorted(runs, key=int)
-    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(METHODS)}
+    colours = {m: plt.get_cmap("tab20")(i % 20) for i, m in enumerate(METHODS + OVERLAP_VARIANTS)}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, key, label in ((axes[0], "fwd_ms", "forward"), (axes[1], "fwd_bwd_ms", "forward + backward")):
-        methods = [m for m in METHODS if any(runs[S]["rows"].get(m, {}).get(key) for S in lengths)]
+        methods = [m for m in METHODS + OVERLAP_VARIANTS if any(runs[S]["rows"].get(m, {}).get(key) for S in lengths)]
         width = 0.8 / max(len(methods), 1)
         for i, m in enumerate(methods):
             ratios = []
