@@ -16,11 +16,12 @@ against cuDNN in the same run. The stages alone:
   flags (``dash_select`` without FlexAttention's block tables, then ``sparse_attention_forward``),
   the layout training and ``return_selection`` use; ``dash_fused_block_major`` is ``dash_fused``
   end to end that way (``return_selection=True``);
-* ``dash_fused_in_order`` / ``dash_fused_same_priority`` / ``dash_fused_small_chunks`` (only when
-  named): ``dash_fused`` with its query chunks' selection and fine stage in order on one stream
-  (``OVERLAP_SELECTION = False``), overlapped with the side stream at the caller's priority, or
-  in chunks of half the selection budget; the same as ``dash_fused`` when the call runs in one
-  chunk (32K);
+* ``dash_fused_in_order`` / ``dash_fused_same_priority`` / ``dash_fused_small_chunks`` /
+  ``dash_fused_lists_on_side`` (only when named): ``dash_fused`` with its query chunks' selection
+  and fine stage in order on one stream (``OVERLAP_SELECTION = False``), overlapped with the side
+  stream at the caller's priority, in chunks of half the selection budget, or with the side
+  stream also building the tile lists (``SELECTION_BUILDS_LISTS``); the same as ``dash_fused``
+  when the call runs in one chunk (32K);
 * ``dash_coarse_only`` / ``dash_fine_only``: ``dash_select`` with FlexAttention's block tables,
   and FlexAttention on that selection.
 
@@ -195,7 +196,12 @@ METHODS = [
 
 
 # dash_fused with the chunks' overlap changed (only asked for by name: at one chunk they equal it)
-OVERLAP_VARIANTS = ["dash_fused_in_order", "dash_fused_same_priority", "dash_fused_small_chunks"]
+OVERLAP_VARIANTS = [
+    "dash_fused_in_order",
+    "dash_fused_same_priority",
+    "dash_fused_small_chunks",
+    "dash_fused_lists_on_side",
+]
 
 
 def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
@@ -294,6 +300,7 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
         dash_fused_small_chunks=lambda: dash_fused_with(
             INFERENCE_CHUNK_BYTES=attention_module.INFERENCE_CHUNK_BYTES // 2
         ),
+        dash_fused_lists_on_side=lambda: dash_fused_with(SELECTION_BUILDS_LISTS=True),
         fused_select_only=fused_select,
         fused_fine_only=fused_fine,
         dash_fused_block_major=dash_fused_block_major,

@@ -15,6 +15,7 @@ from torch.nn.attention.flex_attention import flex_attention
 from custom_ops.block_summary import block_summaries
 from custom_ops.coarse_selection import coarse_selection_rows
 from custom_ops.sparse_attention import sparse_attention_forward, sparse_attention_rows, sparse_attention_rows_into
+from custom_ops.sparse_attention.ops import attend_tile_lists, rows_tile_lists
 
 from ._validation import AttentionShapes, check_attention_inputs
 from .mods import apply_score_mod, evaluate_mask_mod
@@ -356,6 +357,9 @@ def _fused_in_query_chunks(
 # the sequential order; both give the same bits (the same kernels on the same inputs).
 OVERLAP_SELECTION = True
 SELECTION_STREAM_PRIORITY = -1
+# The side stream also builds each chunk's tile lists and bias rows (the fine stage's list builder),
+# leaving the caller's stream only the fine kernel.
+SELECTION_BUILDS_LISTS = False
 
 
 def overlap_applies(query: torch.Tensor, num_chunks: int) -> bool:
@@ -388,10 +392,15 @@ def _overlapped_rows_chunks(query, key, value, k_bar, out, shapes: AttentionShap
         chunk_shapes = dataclasses.replace(shapes, q_len=r1 - r0, kv_len=kv_end)
         return query[:, :, r0:r1], key[:, :, :kv_end], value[:, :, :kv_end], chunk_shapes, out[:, :, r0:r1]
 
+    builds_lists = SELECTION_BUILDS_LISTS
+    attend = _attend_listed if builds_lists else _attend_rows
+
     def select_on_side(i):
-        q, k, _, chunk_shapes, _ = chunk_args(i)
+        q, k, v, chunk_shapes, chunk_out = chunk_args(i)
         with torch.cuda.stream(side):
             selection = _select_rows(q, k, k_bar, chunk_shapes, select_args)
+            if builds_lists:  # p̄ is freed here, on the side stream that wrote and read it
+                selection = _tile_lists(q, k, v, selection, chunk_shapes, select_args, chunk_out)
             ready = side.record_event()
         return selection, ready
 
@@ -405,9 +414,22 @@ def _overlapped_rows_chunks(query, key, value, k_bar, out, shapes: AttentionShap
             pending = select_on_side(i + 1)
         main.wait_event(ready)
         q, k, v, chunk_shapes, chunk_out = chunk_args(i)
-        _attend_rows(q, k, v, selection, chunk_shapes, scale, select_args, out=chunk_out)
+        attend(q, k, v, selection, chunk_shapes, scale, select_args, out=chunk_out)
         fine_done.append(main.record_event())
         del selection  # to the side stream's pool; reused there only after fine_done[i]
+
+
+def _tile_lists(query, key, value, rows_selection, shapes: AttentionShapes, select_args, out) -> tuple:
+    """CUDA: the fine stage's tile lists and bias rows from :func:`_select_rows`' output."""
+    causal, sigma = select_args[1], select_args[3]
+    inv_sigma = 1.0 / sigma if math.isfinite(sigma) else 0.0
+    return rows_tile_lists(query, key, value, *rows_selection, causal, shapes.block_size, inv_sigma, out)
+
+
+def _attend_listed(query, key, value, tile_lists, shapes: AttentionShapes, scale: float, select_args, out):
+    """CUDA: the fine kernel over :func:`_tile_lists`' lists, written into ``out``."""
+    attend_tile_lists(query, key, value, tile_lists, select_args[1], scale, shapes.block_size, out)
+    return out
 
 
 def flex_fine_stage(

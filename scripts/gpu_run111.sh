@@ -6,7 +6,8 @@
 #    sleep, both stream priorities, causal / not, from a caller's stream; the peak memory bound);
 # 2. bench_attention at 128K and 32K: sdpa_cudnn, fused_select_only, dash_fused (overlapped),
 #    dash_fused_in_order (the old order), dash_fused_same_priority, dash_fused_small_chunks (half
-#    the chunk budget), with the SM clocks; the
+#    the chunk budget), dash_fused_lists_on_side (the side stream builds the tile lists too), with the
+#    SM clocks; the
 #    benchmark also checks dash_fused = dash_fused_in_order bit for bit;
 # 3. the 32K part again with --cooldown 5;
 # 4. the 3 test_sparse_attention.py GPU tests that run 109 lost to out-of-memory, on 3 workers.
@@ -20,8 +21,9 @@ summary() {  # counts of a verbose pytest log, then its errors (a timed-out xdis
 timeout 150 python -m pytest -m gpu -n 2 -p no:cacheprovider --timeout 120 --timeout-method thread -rfEx -v \
   --tb=short tests/test_gpu_overlap.py > "$OUT/overlap_tests.log" 2>&1
 echo "overlap tests rc=$? after $((SECONDS - start)) s"; summary "$OUT/overlap_tests.log"
-timeout 220 python benchmarks/bench_attention.py --seq 131072 32768 --methods sdpa_cudnn fused_select_only \
-  dash_fused dash_fused_in_order dash_fused_same_priority dash_fused_small_chunks --out "$OUT/attn" > "$OUT/attn.log" 2>&1
+timeout 240 python benchmarks/bench_attention.py --seq 131072 32768 --methods sdpa_cudnn fused_select_only \
+  dash_fused dash_fused_in_order dash_fused_same_priority dash_fused_small_chunks \
+  dash_fused_lists_on_side --out "$OUT/attn" > "$OUT/attn.log" 2>&1
 echo "attn rc=$? after $((SECONDS - start)) s"; grep -E "^\| (32768|131072)|Error|equals|DIFFERS" "$OUT/attn.log" | tail -14
 timeout 80 python benchmarks/bench_attention.py --seq 32768 --methods sdpa_cudnn fused_select_only dash_fused \
   --cooldown 5 --out "$OUT/attn_cooled" > "$OUT/attn_cooled.log" 2>&1

@@ -46,34 +46,43 @@ def small_chunks(monkeypatch, Hkv, S, block=64, rows=384):
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize("builds_lists", [False, True], ids=["lists-on-caller", "lists-on-side"])
 @pytest.mark.parametrize("priority", [-1, 0], ids=["high-priority", "same-priority"])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "noncausal"])
 @pytest.mark.parametrize("caller_stream", [False, True], ids=["default-stream", "caller-stream"])
-def test_overlapped_chunks_equal_in_order_chunks(priority, causal, caller_stream, monkeypatch):
+def test_overlapped_chunks_equal_in_order_chunks(builds_lists, priority, causal, caller_stream, monkeypatch):
     """Overlapped chunks give the in-order chunks' bits, with every fine stage held back by a GPU
     sleep on the caller's stream: a selection that did not wait for the fine stage two chunks
-    back would reuse (overwrite) the p̄ rows that fine stage has yet to read. The selections ran
-    on the side stream, at most two chunks' selections were alive at once, and the result is
-    the reference's; also from a caller's own (non-default) stream."""
+    back would reuse (overwrite) the p̄ rows or tile lists that fine stage has yet to read. The
+    selections ran on the side stream, at most two chunks' selections (p̄ rows, or tile lists when
+    the side stream builds them) were alive at once, and the result is the reference's; also from
+    a caller's own (non-default) stream."""
     q, k, v = chunked_inputs(7 + causal)
     small_chunks(monkeypatch, k.shape[1], k.shape[2])
     monkeypatch.setattr(attention, "SELECTION_STREAM_PRIORITY", priority)
-    select_rows, attend_rows = attention._select_rows, attention._attend_rows
-    streams, alive, most_alive = [], [], [0]
+    monkeypatch.setattr(attention, "SELECTION_BUILDS_LISTS", builds_lists)
+    streams, alive, most_alive = [], {}, {}
 
-    class Tracked(tuple):  # counts the selections alive (created, not yet garbage)
-        def __del__(self):
-            alive.pop()
+    def tracked(name, fn, record_stream=False):
+        class Tracked(tuple):  # counts this function's outputs alive (created, not yet garbage)
+            def __del__(self):
+                alive[name] -= 1
 
-    def select_and_record(*args):
-        streams.append(torch.cuda.current_stream().stream_id)
-        alive.append(1)
-        most_alive[0] = max(most_alive[0], len(alive))
-        return Tracked(select_rows(*args))
+        def wrapper(*args):
+            if record_stream:
+                streams.append(torch.cuda.current_stream().stream_id)
+            alive[name] = alive.get(name, 0) + 1
+            most_alive[name] = max(most_alive.get(name, 0), alive[name])
+            return Tracked(fn(*args))
 
-    def slow_attend(*args, **kwargs):
-        torch.cuda._sleep(2_000_000)  # ~1 ms at H100 clocks, on the caller's stream, before the reads
-        return attend_rows(*args, **kwargs)
+        return wrapper
+
+    def slowed(fn):
+        def wrapper(*args, **kwargs):
+            torch.cuda._sleep(2_000_000)  # ~1 ms at H100 clocks, on the caller's stream, before the reads
+            return fn(*args, **kwargs)
+
+        return wrapper
 
     def run(overlap):
         monkeypatch.setattr(attention, "OVERLAP_SELECTION", overlap)
@@ -82,11 +91,13 @@ def test_overlapped_chunks_equal_in_order_chunks(priority, causal, caller_stream
 
     bounds, chunk_bounds = [], attention.fused_chunk_bounds
     monkeypatch.setattr(attention, "fused_chunk_bounds", lambda *a: bounds.append(chunk_bounds(*a)) or bounds[-1])
-    monkeypatch.setattr(attention, "_attend_rows", slow_attend)
+    monkeypatch.setattr(attention, "_attend_rows", slowed(attention._attend_rows))
+    monkeypatch.setattr(attention, "_attend_listed", slowed(attention._attend_listed))
     in_order = run(False)
     bounds = bounds[0]
     assert len(bounds) - 1 >= 4, bounds
-    monkeypatch.setattr(attention, "_select_rows", select_and_record)
+    monkeypatch.setattr(attention, "_select_rows", tracked("rows", attention._select_rows, record_stream=True))
+    monkeypatch.setattr(attention, "_tile_lists", tracked("lists", attention._tile_lists))
     stream = torch.cuda.Stream() if caller_stream else torch.cuda.current_stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -95,7 +106,9 @@ def test_overlapped_chunks_equal_in_order_chunks(priority, causal, caller_stream
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
     assert len(streams) == len(bounds) - 1 and main_id not in streams, (streams, main_id)
-    assert most_alive[0] <= 2, most_alive
+    kept = "lists" if builds_lists else "rows"
+    assert set(most_alive) == ({"rows", "lists"} if builds_lists else {"rows"})
+    assert most_alive[kept] == 2, most_alive
     assert torch.equal(overlapped, in_order)
     ref = dash_attention_reference(q.double(), k.double(), v.double(), causal=causal)
     assert rel_err(overlapped, ref) < 2e-2
@@ -106,22 +119,25 @@ def test_overlapped_chunks_equal_in_order_chunks(priority, causal, caller_stream
 def test_overlap_keeps_the_peak_to_two_chunks_selections(monkeypatch):
     """The host queues every chunk at once, so the side stream must reuse the freed selections'
     memory rather than allocate one per chunk: the peak of an overlapped call in ~12 chunks
-    exceeds the in-order call's by at most one chunk's p̄ rows and its score scratch (×1.5); one
-    selection per chunk would be ~12 chunks' p̄ rows. (MHA, so the score scratch is as small as
-    p̄.)"""
+    exceeds the in-order call's by at most one chunk's p̄ rows and its score scratch (×1.5; ×2 when
+    the side stream also builds the tile lists); one selection per chunk would be ~12 chunks' p̄
+    rows. (MHA, so the score scratch is as small as p̄.)"""
     q, k, v = chunked_inputs(3, S=4096, Hq=2, Hkv=2)
     rows = 256
     small_chunks(monkeypatch, k.shape[1], k.shape[2], rows=rows)
     peaks = {}
-    for overlap in (False, True, False, True):
+    for overlap, builds_lists in ((False, False), (True, False), (True, True)) * 2:
         monkeypatch.setattr(attention, "OVERLAP_SELECTION", overlap)
+        monkeypatch.setattr(attention, "SELECTION_BUILDS_LISTS", builds_lists)
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         with torch.no_grad():
             out = dash_attention(q, k, v, fine_stage="fused")
         torch.cuda.synchronize()
-        peaks[overlap] = torch.cuda.max_memory_allocated() - base - out.numel() * out.element_size()
+        peaks[overlap, builds_lists] = torch.cuda.max_memory_allocated() - base - out.numel() * out.element_size()
         del out
-    probs_and_scores = (k.shape[1] + q.shape[1]) * (k.shape[2] // 64) * rows * 4
-    assert peaks[True] <= peaks[False] + 1.5 * probs_and_scores, (peaks, probs_and_scores)
+    # one more chunk's p̄ rows and score scratch (the side stream's), or its tile lists and bias rows
+    one_chunk = (k.shape[1] + q.shape[1]) * (k.shape[2] // 64) * rows * 4
+    assert peaks[True, False] <= peaks[False, False] + 1.5 * one_chunk, (peaks, one_chunk)
+    assert peaks[True, True] <= peaks[False, False] + 2 * one_chunk, (peaks, one_chunk)

@@ -226,23 +226,42 @@ def sparse_attention_rows(
 
 def _attend_rows(query, key, value, probs, mean_log, causal, scale, block_size, inv_sigma, out=None):
     """:func:`sparse_attention_rows`, its output written into ``out`` when given."""
-    _check_rows(query, key, probs, mean_log, block_size)
-    if out is not None:
-        check_out(out, query, value.shape[-1])
     if query.device.type != "cuda" or query.dtype == torch.float64:
+        _check_rows(query, key, probs, mean_log, block_size)
+        if out is not None:
+            check_out(out, query, value.shape[-1])
         result = sparse_attention_rows_torch(query, key, value, probs, mean_log, causal, scale, block_size, inv_sigma)
         if out is None:
             return result
         out.copy_(result[0])
         return out, result[1]
-    from .list_kernels import tile_lists_and_bias_from_rows_launch
-    from .triton_kernels import sparse_attention_rows_launch
+    lists = rows_tile_lists(query, key, value, probs, mean_log, causal, block_size, inv_sigma, out)
+    return attend_tile_lists(query, key, value, lists, causal, scale, block_size, out)
 
+
+def rows_tile_lists(query, key, value, probs, mean_log, causal, block_size, inv_sigma, out=None) -> tuple:
+    """CUDA, the first half of :func:`sparse_attention_rows` (its argument checks included): the fine
+    stage's tile lists and their bias rows from the p̄ rows (``(list, count, bias, rows, pack)``).
+    The overlapped query chunks of ``dash_flex.attention`` build them on the selection's stream."""
+    from .list_kernels import tile_lists_and_bias_from_rows_launch
+
+    _check_rows(query, key, probs, mean_log, block_size)
+    if out is not None:
+        check_out(out, query, value.shape[-1])
     outs = {} if out is None else {"out": out}
     check_in_slice_offsets(query=query, key=key, value=value, **outs)  # p̄ and the bias rows: int64 offsets
     H_sel = probs.shape[1]
     rows, pack = forward_tiling(query.shape[1], key.shape[1], H_sel, H_sel)
     lists = tile_lists_and_bias_from_rows_launch(probs, mean_log, inv_sigma, causal, key.shape[2], block_size, rows)
+    return (*lists, rows, pack)
+
+
+def attend_tile_lists(query, key, value, tile_lists, causal, scale, block_size, out=None):
+    """CUDA, the second half of :func:`sparse_attention_rows`: the fine kernel (``FINE_KERNEL``) over
+    :func:`rows_tile_lists`' lists; ``(out, lse)``."""
+    from .triton_kernels import sparse_attention_rows_launch
+
+    *lists, rows, pack = tile_lists
     if FINE_KERNEL != "triton":
         from . import gluon_forward
 
