@@ -16,12 +16,12 @@ against cuDNN in the same run. The stages alone:
   flags (``dash_select`` without FlexAttention's block tables, then ``sparse_attention_forward``),
   the layout training and ``return_selection`` use; ``dash_fused_block_major`` is ``dash_fused``
   end to end that way (``return_selection=True``);
-* ``dash_fused_in_order`` / ``dash_fused_same_priority`` / ``dash_fused_small_chunks`` /
-  ``dash_fused_lists_on_side`` (only when named): ``dash_fused`` with its query chunks' selection
-  and fine stage in order on one stream (``OVERLAP_SELECTION = False``), overlapped with the side
-  stream at the caller's priority, in chunks of half the selection budget, or with the side
-  stream also building the tile lists (``SELECTION_BUILDS_LISTS``); the same as ``dash_fused``
-  when the call runs in one chunk (32K);
+* ``dash_fused_overlapped`` (+ ``_same_priority`` / ``_small_chunks`` / ``_lists_on_side``; only
+  when named): ``dash_fused`` with its query chunks' selections on a side stream beside the fine
+  stages (``OVERLAP_SELECTION = True``, opt-in until measured), at the caller's stream priority,
+  in chunks of half the selection budget, or with the side stream also building the tile lists
+  (``SELECTION_BUILDS_LISTS``); the same work as ``dash_fused`` when the call runs in one chunk
+  (32K), and checked equal to it bit for bit;
 * ``dash_coarse_only`` / ``dash_fine_only``: ``dash_select`` with FlexAttention's block tables,
   and FlexAttention on that selection.
 
@@ -197,10 +197,10 @@ METHODS = [
 
 # dash_fused with the chunks' overlap changed (only asked for by name: at one chunk they equal it)
 OVERLAP_VARIANTS = [
-    "dash_fused_in_order",
-    "dash_fused_same_priority",
-    "dash_fused_small_chunks",
-    "dash_fused_lists_on_side",
+    "dash_fused_overlapped",
+    "dash_fused_overlapped_same_priority",
+    "dash_fused_overlapped_small_chunks",
+    "dash_fused_overlapped_lists_on_side",
 ]
 
 
@@ -295,12 +295,16 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
         dash_select_only=select_only,
         dash_fine_only=fine,
         dash_fused=dash_fused,
-        dash_fused_in_order=lambda: dash_fused_with(OVERLAP_SELECTION=False),
-        dash_fused_same_priority=lambda: dash_fused_with(SELECTION_STREAM_PRIORITY=0),
-        dash_fused_small_chunks=lambda: dash_fused_with(
-            INFERENCE_CHUNK_BYTES=attention_module.INFERENCE_CHUNK_BYTES // 2
+        dash_fused_overlapped=lambda: dash_fused_with(OVERLAP_SELECTION=True),
+        dash_fused_overlapped_same_priority=lambda: dash_fused_with(
+            OVERLAP_SELECTION=True, SELECTION_STREAM_PRIORITY=0
         ),
-        dash_fused_lists_on_side=lambda: dash_fused_with(SELECTION_BUILDS_LISTS=True),
+        dash_fused_overlapped_small_chunks=lambda: dash_fused_with(
+            OVERLAP_SELECTION=True, INFERENCE_CHUNK_BYTES=attention_module.INFERENCE_CHUNK_BYTES // 2
+        ),
+        dash_fused_overlapped_lists_on_side=lambda: dash_fused_with(
+            OVERLAP_SELECTION=True, SELECTION_BUILDS_LISTS=True
+        ),
         fused_select_only=fused_select,
         fused_fine_only=fused_fine,
         dash_fused_block_major=dash_fused_block_major,
@@ -347,11 +351,11 @@ def run(S: int, with_backward: bool, methods=METHODS, cooldown: float = 0.0):
                 row["error"] = "OOM (backward)"
             torch.cuda.empty_cache()
         rows[name] = row
-    if "dash_fused" in rows and "dash_fused_in_order" in rows:  # the overlap must not change a bit
+    if "dash_fused" in rows and "dash_fused_overlapped" in rows:  # the overlap must not change a bit
         with torch.no_grad():
-            same = bool(torch.equal(dash_fused(), fns["dash_fused_in_order"]()))
-        rows["dash_fused"]["equals_in_order"] = same
-        progress(f"S={S}: dash_fused {'equals' if same else 'DIFFERS FROM'} dash_fused_in_order bit for bit")
+            same = bool(torch.equal(dash_fused(), fns["dash_fused_overlapped"]()))
+        rows["dash_fused_overlapped"]["equals_in_order"] = same
+        progress(f"S={S}: dash_fused_overlapped {'equals' if same else 'DIFFERS FROM'} dash_fused bit for bit")
     del base_bytes
     return rows, report
 

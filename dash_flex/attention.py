@@ -349,13 +349,15 @@ def _fused_in_query_chunks(
     return out
 
 
-# Inference in query chunks on CUDA runs chunk i + 1's selection on a side stream while chunk i's
-# fine stage runs on the caller's stream (docs/design.md, "Overlapping the stages"): the coarse
-# stage is bound by memory and launches, the fine stage by tensor cores. ``SELECTION_STREAM_PRIORITY``
-# is the side stream's priority (CUDA: lower is higher; -1 lets the selection's programs take SM
-# slots as the fine kernel's retire, 0 queues them behind it). Set ``OVERLAP_SELECTION = False`` for
-# the sequential order; both give the same bits (the same kernels on the same inputs).
-OVERLAP_SELECTION = True
+# Inference in query chunks on CUDA can run chunk i + 1's selection on a side stream while chunk
+# i's fine stage runs on the caller's stream (docs/design.md, "Overlapping the stages across query
+# chunks"): the coarse stage is bound by memory and launches, the fine stage by tensor cores.
+# Opt-in (``OVERLAP_SELECTION = True``) until a device run has measured it and run its GPU tests
+# (tests/test_gpu_overlap.py; session 24 had no device). ``SELECTION_STREAM_PRIORITY``: the side
+# stream's priority (CUDA: lower is higher; -1 lets the selection's programs take SM slots as the
+# fine kernel's retire, 0 queues them behind it). Both orders give the same bits (the same kernels
+# on the same inputs).
+OVERLAP_SELECTION = False
 SELECTION_STREAM_PRIORITY = -1
 # The side stream also builds each chunk's tile lists and bias rows (the fine stage's list builder),
 # leaving the caller's stream only the fine kernel.
@@ -367,6 +369,13 @@ def overlap_applies(query: torch.Tensor, num_chunks: int) -> bool:
     CUDA, eager (under ``torch.compile`` the chunks run in order: Dynamo would have to trace the
     streams), more than one chunk and ``OVERLAP_SELECTION``."""
     return OVERLAP_SELECTION and query.is_cuda and num_chunks > 1 and not torch.compiler.is_compiling()
+
+
+def _selection_streams(device: torch.device):
+    """``(caller's stream, side stream, a context that makes the side stream current)`` for
+    :func:`_overlapped_rows_chunks` (a CPU test replaces it with recording stand-ins)."""
+    side = torch.cuda.Stream(device, priority=SELECTION_STREAM_PRIORITY)
+    return torch.cuda.current_stream(device), side, lambda: torch.cuda.stream(side)
 
 
 def _overlapped_rows_chunks(query, key, value, k_bar, out, shapes: AttentionShapes, bounds, scale, select_args):
@@ -382,8 +391,7 @@ def _overlapped_rows_chunks(query, key, value, k_bar, out, shapes: AttentionShap
       chunks' selections exist, and the peak grows by one chunk's p̄ rows, not by all of them."""
     causal = select_args[1]
     offset = shapes.kv_len - shapes.q_len
-    main = torch.cuda.current_stream(query.device)
-    side = torch.cuda.Stream(query.device, priority=SELECTION_STREAM_PRIORITY)
+    main, side, on_side = _selection_streams(query.device)
     side.wait_stream(main)
 
     def chunk_args(i):
@@ -397,7 +405,7 @@ def _overlapped_rows_chunks(query, key, value, k_bar, out, shapes: AttentionShap
 
     def select_on_side(i):
         q, k, v, chunk_shapes, chunk_out = chunk_args(i)
-        with torch.cuda.stream(side):
+        with on_side():
             selection = _select_rows(q, k, k_bar, chunk_shapes, select_args)
             if builds_lists:  # p̄ is freed here, on the side stream that wrote and read it
                 selection = _tile_lists(q, k, v, selection, chunk_shapes, select_args, chunk_out)

@@ -1,6 +1,8 @@
 """The fused inference path's query chunks with selection and fine stage overlapped on two CUDA
-streams (``dash_flex.attention._overlapped_rows_chunks``) against the same chunks in order, the
-whole call and the float64 reference. GPU tests run on the H100: `PYTHONPATH=. pytest -m gpu`."""
+streams (``dash_flex.attention._overlapped_rows_chunks``, opt-in ``OVERLAP_SELECTION``) against
+the same chunks in order, the whole call and the float64 reference. The GPU tests run on the
+device (`PYTHONPATH=. pytest -m gpu`); the ordering of the two streams is also checked on the CPU,
+on recording stand-ins for them."""
 
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ def rel_err(a, b):
 
 
 def test_overlap_applies_only_to_cuda_calls_in_several_chunks(monkeypatch):
-    """The overlap is for CUDA tensors in more than one chunk; the module switch turns it off."""
+    assert attention.OVERLAP_SELECTION is False
+    """The overlap is for CUDA tensors in more than one chunk when the module switch is on (it is
+    off by default until a device run has measured it)."""
+    monkeypatch.setattr(attention, "OVERLAP_SELECTION", True)
     cpu = torch.zeros(1)
     assert not attention.overlap_applies(cpu, 3)
     if torch.cuda.is_available():
@@ -141,3 +146,109 @@ def test_overlap_keeps_the_peak_to_two_chunks_selections(monkeypatch):
     one_chunk = (k.shape[1] + q.shape[1]) * (k.shape[2] // 64) * rows * 4
     assert peaks[True, False] <= peaks[False, False] + 1.5 * one_chunk, (peaks, one_chunk)
     assert peaks[True, True] <= peaks[False, False] + 2 * one_chunk, (peaks, one_chunk)
+
+
+class FakeStream:
+    """A stand-in CUDA stream that records its queue: ops, event records and waits, in host order."""
+
+    def __init__(self, name, log):
+        self.name, self.queue, self.log = name, [], log
+
+    def record_event(self):
+        event = ("event", self.name, len(self.queue))  # covers the ops queued so far
+        self.queue.append(event)
+        return event
+
+    def wait_event(self, event):
+        self.queue.append(("wait", event))
+
+    def wait_stream(self, other):
+        self.wait_event(other.record_event())
+
+
+@pytest.mark.parametrize("builds_lists", [False, True], ids=["lists-on-caller", "lists-on-side"])
+def test_overlapped_chunks_order_their_streams_on_the_cpu(builds_lists, monkeypatch):
+    """The overlap's ordering, on recording stand-ins for the two streams (CPU, so CI checks it;
+    tests/test_gpu_overlap.py's GPU tests check the real streams): every selection runs on the
+    side stream after it has waited for the caller's stream; every fine stage waits for an event
+    recorded after its chunk's selection; every selection queued after chunk m's selection was
+    freed (host side) waits, on the side stream, for an event recorded after chunk m's fine stage
+    (so reusing its memory is safe); at most two selections are alive; the output is the chunks in
+    order's (the same CPU computation)."""
+    q, k, v = (
+        torch.randn(1, h, 640, 32, generator=torch.Generator().manual_seed(s)) for s, h in ((1, 4), (2, 2), (3, 2))
+    )
+    q, k = 2 * q, 2 * k
+    per_row = 2 * -(-640 // 16) * attention.ROWS_BYTES_PER_ENTRY
+    monkeypatch.setattr(attention, "INFERENCE_CHUNK_BYTES", int(per_row * 128))  # 128-row budget: 4 chunks
+    with torch.no_grad():
+        in_order = dash_attention(q, k, v, block_size=16, fine_stage="fused")
+    log, current, alive, most_alive = [], ["main"], [], [0]
+    streams = {name: FakeStream(name, log) for name in ("main", "side")}
+
+    class OnSide:
+        def __enter__(self):
+            current.append("side")
+
+        def __exit__(self, *exc):
+            current.pop()
+
+    class Tracked(tuple):
+        def __del__(self):
+            alive.remove(self.chunk)
+            log.append(("free", self.chunk))
+
+    def on_stream(kind, fn, tracked=False):
+        def wrapper(*args, **kwargs):
+            chunk = int(round(float(args[0][0, 0, 0, 0]) * 1e6))  # chunks told apart by their first query entry
+            queue = streams[current[-1]].queue
+            log.append(("queued", current[-1], len(queue)))  # host order of the stream's ops
+            queue.append((kind, chunk))
+            result = fn(*args, **kwargs)
+            if not tracked:
+                return result
+            result = Tracked(result)
+            result.chunk = chunk
+            alive.append(chunk)
+            most_alive[0] = max(most_alive[0], len(alive))
+            log.append(("alive", chunk))
+            return result
+
+        return wrapper
+
+    monkeypatch.setattr(attention, "overlap_applies", lambda query, n: n > 1)
+    monkeypatch.setattr(attention, "_selection_streams", lambda device: (streams["main"], streams["side"], OnSide))
+    monkeypatch.setattr(attention, "SELECTION_BUILDS_LISTS", builds_lists)
+    monkeypatch.setattr(attention, "_select_rows", on_stream("select", attention._select_rows, not builds_lists))
+    monkeypatch.setattr(attention, "_tile_lists", on_stream("lists", attention._tile_lists, True))
+    monkeypatch.setattr(attention, "_attend_rows", on_stream("attend", attention._attend_rows))
+    monkeypatch.setattr(attention, "_attend_listed", on_stream("attend", attention._attend_listed))
+    with torch.no_grad():
+        overlapped = dash_attention(q, k, v, block_size=16, fine_stage="fused")
+    side, main = streams["side"].queue, streams["main"].queue
+    chunk_ids = [op[1] for op in main if op[0] == "attend"]
+    assert len(chunk_ids) >= 4 and len(set(chunk_ids)) == len(chunk_ids)  # taller early (causal) chunks
+    assert {op[0] for op in main} == {"attend", "event", "wait"}  # the caller's stream: fine stages only
+    assert [op[1] for op in side if op[0] == "select"] == chunk_ids
+    first_select = next(n for n, op in enumerate(side) if op[0] == "select")
+    assert any(op[0] == "wait" and op[1][1] == "main" for op in side[:first_select])
+
+    def waits_for(queue, before, stream, op_index):  # a wait in queue[:before] on an event covering op_index
+        return any(op[0] == "wait" and op[1][1] == stream and op[1][2] > op_index for op in queue[:before])
+
+    for chunk in chunk_ids:
+        last_side_op = max(n for n, op in enumerate(side) if op[0] in ("select", "lists") and op[1] == chunk)
+        attend_at = main.index(("attend", chunk))
+        assert waits_for(main, attend_at, "side", last_side_op), f"chunk {chunk}'s fine stage does not wait"
+    for chunk in chunk_ids:  # memory freed with chunk m's selection is reused by side ops queued later
+        freed_at = log.index(("free", chunk))
+        attend_at = main.index(("attend", chunk))
+        for entry in log[freed_at:]:
+            if entry[0] == "queued" and entry[1] == "side":
+                op = side[entry[2]]
+                assert waits_for(side, entry[2], "main", attend_at), f"{op} may reuse chunk {chunk}'s memory early"
+    assert most_alive[0] == 2
+    if builds_lists:  # the Triton list builder and fine kernel (interpreter) against the torch rows path
+        assert rel_err(overlapped, in_order) < 1e-5
+    else:
+        assert torch.equal(overlapped, in_order)
