@@ -319,7 +319,8 @@ def _fused_in_query_chunks(
     """The fused path over chunks of query rows (:func:`fused_chunk_bounds` from ``rows``): each
     chunk selects and attends with the keys up to its last row's position (causal) or all keys; the
     block summaries are computed once.
-    Peak memory holds one chunk's selection, not the whole ``[Sq, nb]`` state. ``checkpointed``
+    Peak memory holds one chunk's selection (two with ``OVERLAP_SELECTION``), not the whole
+    ``[Sq, nb]`` state. ``checkpointed``
     (gradients wanted): each chunk keeps only its inputs and is recomputed in the backward
     (``torch.utils.checkpoint``), so the backward too holds one chunk's selection at a time.
     ``from_rows``: each chunk runs :func:`_attend_from_rows` (inference)."""
@@ -371,10 +372,18 @@ def overlap_applies(query: torch.Tensor, num_chunks: int) -> bool:
     return OVERLAP_SELECTION and query.is_cuda and num_chunks > 1 and not torch.compiler.is_compiling()
 
 
+_SIDE_STREAMS: dict = {}
+
+
 def _selection_streams(device: torch.device):
     """``(caller's stream, side stream, a context that makes the side stream current)`` for
-    :func:`_overlapped_rows_chunks` (a CPU test replaces it with recording stand-ins)."""
-    side = torch.cuda.Stream(device, priority=SELECTION_STREAM_PRIORITY)
+    :func:`_overlapped_rows_chunks` (a CPU test replaces it with recording stand-ins). One side
+    stream per (device, priority), kept: the caching allocator keeps freed blocks per stream, so a
+    new pool stream each call would strand a few chunks' selections in up to 32 streams' caches."""
+    key = (torch.device(device), SELECTION_STREAM_PRIORITY)
+    if key not in _SIDE_STREAMS:
+        _SIDE_STREAMS[key] = torch.cuda.Stream(device, priority=SELECTION_STREAM_PRIORITY)
+    side = _SIDE_STREAMS[key]
     return torch.cuda.current_stream(device), side, lambda: torch.cuda.stream(side)
 
 
@@ -388,7 +397,9 @@ def _overlapped_rows_chunks(query, key, value, k_bar, out, shapes: AttentionShap
     * chunk ``i + 1``'s selection waits for chunk ``i − 1``'s fine stage. Chunk ``i − 1``'s
       selection tensors were freed (host side) before that point, into the side stream's pool, so
       the side stream reuses their memory only after the fine stage that read them: at most two
-      chunks' selections exist, and the peak grows by one chunk's p̄ rows, not by all of them."""
+      chunks' selections exist, and the peak grows by one chunk's p̄ rows, not by all of them;
+    * at the end (or on an error) the two streams wait for each other, which orders the last
+      selections' reuse after their fine stages."""
     causal = select_args[1]
     offset = shapes.kv_len - shapes.q_len
     main, side, on_side = _selection_streams(query.device)
@@ -400,7 +411,7 @@ def _overlapped_rows_chunks(query, key, value, k_bar, out, shapes: AttentionShap
         chunk_shapes = dataclasses.replace(shapes, q_len=r1 - r0, kv_len=kv_end)
         return query[:, :, r0:r1], key[:, :, :kv_end], value[:, :, :kv_end], chunk_shapes, out[:, :, r0:r1]
 
-    builds_lists = SELECTION_BUILDS_LISTS
+    builds_lists = SELECTION_BUILDS_LISTS and query.dtype != torch.float64  # float64: the torch rows path
     attend = _attend_listed if builds_lists else _attend_rows
 
     def select_on_side(i):
@@ -413,18 +424,25 @@ def _overlapped_rows_chunks(query, key, value, k_bar, out, shapes: AttentionShap
         return selection, ready
 
     fine_done = []
-    pending = select_on_side(0)
-    for i in range(len(bounds) - 1):
-        selection, ready = pending
-        if i + 1 < len(bounds) - 1:
-            if fine_done:  # chunk i - 1's fine stage has read the memory this selection may reuse
-                side.wait_event(fine_done[-1])
-            pending = select_on_side(i + 1)
-        main.wait_event(ready)
-        q, k, v, chunk_shapes, chunk_out = chunk_args(i)
-        attend(q, k, v, selection, chunk_shapes, scale, select_args, out=chunk_out)
-        fine_done.append(main.record_event())
-        del selection  # to the side stream's pool; reused there only after fine_done[i]
+    try:
+        pending = select_on_side(0)
+        for i in range(len(bounds) - 1):
+            selection, ready = pending
+            if i + 1 < len(bounds) - 1:
+                if fine_done:  # chunk i - 1's fine stage has read the memory this selection may reuse
+                    side.wait_event(fine_done[-1])
+                pending = select_on_side(i + 1)
+            main.wait_event(ready)
+            q, k, v, chunk_shapes, chunk_out = chunk_args(i)
+            attend(q, k, v, selection, chunk_shapes, scale, select_args, out=chunk_out)
+            fine_done.append(main.record_event())
+            del selection  # to the side stream's pool; reused there only after fine_done[i]
+    finally:
+        # join both ways: later side-stream work (another call's) reuses the last selections only
+        # after the fine stages that read them, and the caller's stream frees nothing the side
+        # stream still reads (also when a launch raised mid-loop)
+        side.wait_stream(main)
+        main.wait_stream(side)
 
 
 def _tile_lists(query, key, value, rows_selection, shapes: AttentionShapes, select_args, out) -> tuple:

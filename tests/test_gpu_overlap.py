@@ -22,9 +22,9 @@ def rel_err(a, b):
 
 
 def test_overlap_applies_only_to_cuda_calls_in_several_chunks(monkeypatch):
-    assert attention.OVERLAP_SELECTION is False
     """The overlap is for CUDA tensors in more than one chunk when the module switch is on (it is
     off by default until a device run has measured it)."""
+    assert attention.OVERLAP_SELECTION is False
     monkeypatch.setattr(attention, "OVERLAP_SELECTION", True)
     cpu = torch.zeros(1)
     assert not attention.overlap_applies(cpu, 3)
@@ -68,13 +68,13 @@ def test_overlapped_chunks_equal_in_order_chunks(builds_lists, priority, causal,
     monkeypatch.setattr(attention, "SELECTION_BUILDS_LISTS", builds_lists)
     streams, alive, most_alive = [], {}, {}
 
-    def tracked(name, fn, record_stream=False):
+    def tracked(name, fn, note_stream=False):
         class Tracked(tuple):  # counts this function's outputs alive (created, not yet garbage)
             def __del__(self):
                 alive[name] -= 1
 
         def wrapper(*args):
-            if record_stream:
+            if note_stream:
                 streams.append(torch.cuda.current_stream().stream_id)
             alive[name] = alive.get(name, 0) + 1
             most_alive[name] = max(most_alive.get(name, 0), alive[name])
@@ -99,9 +99,9 @@ def test_overlapped_chunks_equal_in_order_chunks(builds_lists, priority, causal,
     monkeypatch.setattr(attention, "_attend_rows", slowed(attention._attend_rows))
     monkeypatch.setattr(attention, "_attend_listed", slowed(attention._attend_listed))
     in_order = run(False)
-    bounds = bounds[0]
-    assert len(bounds) - 1 >= 4, bounds
-    monkeypatch.setattr(attention, "_select_rows", tracked("rows", attention._select_rows, record_stream=True))
+    n_chunks = len(bounds[0]) - 1  # (the overlapped call appends its own bounds below)
+    assert n_chunks >= 4, bounds
+    monkeypatch.setattr(attention, "_select_rows", tracked("rows", attention._select_rows, note_stream=True))
     monkeypatch.setattr(attention, "_tile_lists", tracked("lists", attention._tile_lists))
     stream = torch.cuda.Stream() if caller_stream else torch.cuda.current_stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -110,7 +110,7 @@ def test_overlapped_chunks_equal_in_order_chunks(builds_lists, priority, causal,
         overlapped = run(True)
     torch.cuda.current_stream().wait_stream(stream)
     torch.cuda.synchronize()
-    assert len(streams) == len(bounds) - 1 and main_id not in streams, (streams, main_id)
+    assert len(streams) == n_chunks and main_id not in streams, (streams, main_id)
     kept = "lists" if builds_lists else "rows"
     assert set(most_alive) == ({"rows", "lists"} if builds_lists else {"rows"})
     assert most_alive[kept] == 2, most_alive
