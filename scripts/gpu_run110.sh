@@ -14,11 +14,6 @@
 # 4. in the time left, all of tests/test_sparse_attention.py's GPU tests on 4 workers.
 set -uo pipefail
 source scripts/gpu_preamble.sh
-summary() {  # counts of a verbose pytest log, then its errors (a timed-out xdist worker "crashed")
-  echo "PASSED $(grep -c ' PASSED ' "$1"), FAILED $(grep -c ' FAILED ' "$1"), ERROR $(grep -c ' ERROR ' "$1")," \
-    "XFAIL $(grep -c ' XFAIL ' "$1")"
-  grep -E "^E  |^FAILED|^ERROR|Timeout|crashed|[0-9]+ (passed|failed|errors?)" "$1" | cut -c1-220 | head -20
-}
 timeout 150 python benchmarks/bench_attention.py --seq 32768 131072 --methods sdpa_cudnn fused_select_only \
   dash_fused --out "$OUT/attn" > "$OUT/attn.log" 2>&1
 echo "attn rc=$? after $((SECONDS - start)) s"; grep -E "^\| (32768|131072)|Error" "$OUT/attn.log" | tail -6

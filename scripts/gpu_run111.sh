@@ -15,11 +15,6 @@
 # 4. the 3 test_sparse_attention.py GPU tests that run 109 lost to out-of-memory, on 3 workers.
 set -uo pipefail
 source scripts/gpu_preamble.sh
-summary() {  # counts of a verbose pytest log, then its errors (a timed-out xdist worker "crashed")
-  echo "PASSED $(grep -c ' PASSED ' "$1"), FAILED $(grep -c ' FAILED ' "$1"), ERROR $(grep -c ' ERROR ' "$1")," \
-    "XFAIL $(grep -c ' XFAIL ' "$1")"
-  grep -E "^E  |^FAILED|^ERROR|Timeout|crashed|[0-9]+ (passed|failed|errors?)" "$1" | cut -c1-220 | head -20
-}
 timeout 150 python -m pytest -m gpu -n 2 -p no:cacheprovider --timeout 120 --timeout-method thread -rfEx -v \
   --tb=short tests/test_gpu_overlap.py > "$OUT/overlap_tests.log" 2>&1
 echo "overlap tests rc=$? after $((SECONDS - start)) s"; summary "$OUT/overlap_tests.log"
