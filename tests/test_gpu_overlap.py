@@ -149,10 +149,10 @@ def test_overlap_keeps_the_peak_to_two_chunks_selections(monkeypatch):
 
 
 class FakeStream:
-    """A stand-in CUDA stream that records its queue: ops, event records and waits, in host order."""
+    """A stand-in CUDA stream that records its queue: ops, event records and waits, in queue order."""
 
-    def __init__(self, name, log):
-        self.name, self.queue, self.log = name, [], log
+    def __init__(self, name):
+        self.name, self.queue = name, []
 
     def record_event(self):
         event = ("event", self.name, len(self.queue))  # covers the ops queued so far
@@ -184,7 +184,7 @@ def test_overlapped_chunks_order_their_streams_on_the_cpu(builds_lists, monkeypa
     with torch.no_grad():
         in_order = dash_attention(q, k, v, block_size=16, fine_stage="fused")
     log, current, alive, most_alive = [], ["main"], [], [0]
-    streams = {name: FakeStream(name, log) for name in ("main", "side")}
+    streams = {name: FakeStream(name) for name in ("main", "side")}
 
     class OnSide:
         def __enter__(self):
